@@ -1,0 +1,169 @@
+"""A tiny HTTP/1.1 health endpoint for agents, made for Kubernetes probes.
+
+`GET /healthz` answers 200 while the process is alive (its event loop serves requests);
+`GET /readyz` answers 200 only while the probe says the agent is ready (registered with
+the Hub and streaming tasks), 503 otherwise. Both return a small JSON body saying why.
+
+It is a plain asyncio server with no dependency: the only clients are probes and humans
+with curl, so it reads one request per connection, answers, and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+__all__ = ("HealthReport", "HealthServer")
+
+_log = logging.getLogger("aether.health")
+
+# A probe request is a request line and a few headers; anything bigger is not a probe.
+_MAX_REQUEST_BYTES = 8192
+# Slow or idle clients must not pin a connection (and a task) forever.
+_READ_TIMEOUT_SECONDS = 5.0
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+_REASONS[503] = "Service Unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """What a probe function returns: is the agent alive, is it ready, and in which state."""
+
+    live: bool
+    ready: bool
+    state: str = ""
+
+
+class HealthServer:
+    """Serves `/healthz` and `/readyz` from a probe function on `host:port`.
+
+    `probe` is called on every request and must be cheap and non-blocking (it usually
+    reads an attribute of the agent). Use as `async with HealthServer(probe, port=8080):`
+    or call `start()` / `stop()`; `port=0` picks a free port, readable from `.port`.
+    """
+
+    def __init__(
+        self,
+        probe: Callable[[], HealthReport],
+        *,
+        host: str = "0.0.0.0",  # probes come from the kubelet, not from loopback
+        port: int = 8080,
+    ) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"health port must be between 0 and 65535, got {port}")
+        self._probe = probe
+        self._host = host
+        self._port = port
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (after `start()`), or the configured one before."""
+        if self._server is not None and self._server.sockets:
+            return int(self._server.sockets[0].getsockname()[1])
+        return self._port
+
+    @property
+    def host(self) -> str:
+        """The address the server binds."""
+        return self._host
+
+    @property
+    def is_serving(self) -> bool:
+        """Whether the server accepts connections."""
+        return self._server is not None and self._server.is_serving()
+
+    async def start(self) -> None:
+        """Bind and start serving. Raises `RuntimeError` if already started."""
+        if self._server is not None:
+            raise RuntimeError("health server already started")
+        self._server = await asyncio.start_server(
+            self._handle, self._host, self._port, limit=_MAX_REQUEST_BYTES
+        )
+        _log.info("health endpoint listening on http://%s:%d", self._host, self.port)
+
+    async def stop(self) -> None:
+        """Stop serving and close the socket. Safe to call twice or before `start()`."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        with contextlib.suppress(Exception):
+            await server.wait_closed()
+
+    async def __aenter__(self) -> HealthServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                head = await asyncio.wait_for(
+                    reader.readuntil(b"\r\n\r\n"), timeout=_READ_TIMEOUT_SECONDS
+                )
+            except asyncio.LimitOverrunError:
+                await self._respond(writer, 400, {"error": "request too large"}, head=False)
+                return
+            except (asyncio.IncompleteReadError, asyncio.TimeoutError):
+                return  # closed or idle before a full request: nobody to answer
+            status, body, is_head = self._route(head)
+            await self._respond(writer, status, body, head=is_head)
+        except (ConnectionError, OSError):
+            return  # the probe went away; nothing to answer
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    def _route(self, head: bytes) -> tuple[int, dict[str, object], bool]:
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = request_line.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            return 400, {"error": "malformed request line"}, False
+        method, target, _version = parts
+        path = target.split("?", 1)[0]
+        if path not in ("/healthz", "/readyz"):
+            return 404, {"error": f"unknown path {path!r}; try /healthz or /readyz"}, False
+        if method not in ("GET", "HEAD"):
+            return 405, {"error": f"method {method} not allowed; use GET"}, False
+        try:
+            report = self._probe()
+        except Exception:  # a broken probe must answer "not ok", never kill the server
+            _log.exception("health probe raised")
+            return 503, {"status": "error", "state": "probe failed"}, method == "HEAD"
+        ok = report.live if path == "/healthz" else report.live and report.ready
+        body: dict[str, object] = {"status": "ok" if ok else "unavailable", "state": report.state}
+        return (200 if ok else 503), body, method == "HEAD"
+
+    @staticmethod
+    async def _respond(
+        writer: asyncio.StreamWriter, status: int, body: dict[str, object], *, head: bool
+    ) -> None:
+        payload = json.dumps(body, sort_keys=True).encode() + b"\n"
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS[status]}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(payload)}",
+            "Cache-Control: no-store",
+            "Connection: close",
+            "",
+            "",
+        ]
+        writer.write("\r\n".join(lines).encode("latin-1"))
+        if not head:
+            writer.write(payload)
+        await writer.drain()
