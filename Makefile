@@ -46,5 +46,9 @@ build: $(STAMP)
 	rm -rf dist
 	$(PY) -m build --wheel --sdist --outdir dist
 
+# Start an embedded Hub, run the Quickstart and code reviewer agents, submit tasks, print results.
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .ruff_cache .pytest_cache

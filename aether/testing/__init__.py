@@ -1,0 +1,1 @@
+"""Test helpers for agents: a pytest `hub` fixture and `TaskHarness` (filled in below)."""
