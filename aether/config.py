@@ -1,0 +1,285 @@
+"""AgentConfig: everything an agent needs to reach and talk to its Hub."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aether.errors import AetherConfigError
+
+__all__ = ("DEFAULT_HUB_URL", "DEFAULT_MAX_MESSAGE_BYTES", "AgentConfig", "HubAddress")
+
+DEFAULT_HUB_URL = "localhost:50051"
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class HubAddress:
+    """A parsed `hub_url`: host, port and whether to use TLS."""
+
+    host: str
+    port: int
+    tls: bool
+
+    def __str__(self) -> str:
+        return f"{'grpcs' if self.tls else 'grpc'}://{self.host}:{self.port}"
+
+
+def parse_hub_url(url: str) -> HubAddress:
+    """Parse "host:port", "grpc://host:port" or "grpcs://host:port" (TLS)."""
+    text = url.strip()
+    tls = False
+    if "://" in text:
+        scheme, _, text = text.partition("://")
+        if scheme not in ("grpc", "grpcs"):
+            raise ValueError(f"unsupported scheme {scheme!r}; use grpc:// or grpcs://")
+        tls = scheme == "grpcs"
+    text = text.rstrip("/")
+    if text.startswith("["):  # [ipv6]:port
+        host, sep, port_text = text[1:].partition("]:")
+    else:
+        host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected host:port, got {url!r}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"port must be a number, got {port_text!r}") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be 1-65535, got {port}")
+    return HubAddress(host=host, port=port, tls=tls)
+
+
+def _parse_mapping(raw: str) -> dict[str, str]:
+    """Read a JSON object or `k=v,k=v` into a str→str dict."""
+    text = raw.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"invalid JSON object: {exc.msg}") from None
+        if not isinstance(loaded, dict):
+            raise ValueError("expected a JSON object")
+        return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in loaded.items()}
+    result: dict[str, str] = {}
+    last_key: str | None = None
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep:
+            # A piece without "=" continues the previous value: the guide's
+            # task_types=analysis,processing lists its types with commas.
+            if last_key is None:
+                raise ValueError(f"expected k=v pairs separated by commas, got {item.strip()!r}")
+            result[last_key] = f"{result[last_key]},{item.strip()}"
+            continue
+        if not key.strip():
+            raise ValueError(f"empty key in {item.strip()!r}")
+        last_key = key.strip()
+        result[last_key] = value.strip()
+    return result
+
+
+class AgentConfig(BaseModel):
+    """Configuration of one agent: identity, Hub address, timings, limits and TLS.
+
+    The secret is taken from `secret` or, as in the SDK guide, from `metadata["secret"]`
+    (which is then moved out of `metadata`, so it is never sent as metadata nor shown).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent_id: str = Field(min_length=1, description="Unique identifier (e.g. pm_sarah).")
+    agent_name: str = Field(description="Human-readable name.")
+    version: str = Field(default="0.1.0", description="Agent version.")
+    hub_url: str = Field(default=DEFAULT_HUB_URL, description="Hub gRPC endpoint.")
+    capabilities: dict[str, str] = Field(
+        default_factory=dict, description="Key-value capability flags."
+    )
+    metadata: dict[str, str] = Field(default_factory=dict, description="Arbitrary metadata.")
+    heartbeat_interval: float = Field(
+        default=30, gt=0, description="Seconds between heartbeats (the Hub may override it)."
+    )
+    reconnect_delay: float = Field(
+        default=5, ge=0, description="Seconds before the first reconnect attempt."
+    )
+    max_reconnect_attempts: int = Field(
+        default=-1, ge=-1, description="Reconnect attempts before giving up (-1 = infinite)."
+    )
+    max_reconnect_delay: float = Field(
+        default=120, gt=0, description="Upper bound of the reconnect backoff, in seconds."
+    )
+    secret: SecretStr | None = Field(default=None, description="The agent's shared secret.")
+    max_concurrent_tasks: int = Field(default=10, ge=1, description="Tasks run at once.")
+    shutdown_grace_seconds: float = Field(
+        default=30, ge=0, description="How long running tasks may finish on shutdown."
+    )
+    task_timeout_seconds: float | None = Field(
+        default=None, gt=0, description="Per-task handler timeout; None = no timeout."
+    )
+    tls_ca_file: str | None = Field(default=None, description="CA bundle to verify the Hub.")
+    tls_cert_file: str | None = Field(default=None, description="Client certificate (mTLS).")
+    tls_key_file: str | None = Field(default=None, description="Client private key (mTLS).")
+    tls_server_name: str | None = Field(
+        default=None, description="Override of the server name checked in the certificate."
+    )
+    max_message_bytes: int = Field(
+        default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024, description="Largest message sent/accepted."
+    )
+    keepalive_interval: float = Field(
+        default=20, gt=0, description="Seconds between HTTP/2 keepalive pings."
+    )
+    keepalive_timeout: float = Field(
+        default=10, gt=0, description="Seconds to wait for a ping ack before dropping the link."
+    )
+
+    #: Environment variable of each field read by `from_env()`.
+    ENV_VARS: ClassVar[dict[str, str]] = {
+        "agent_id": "AETHER_AGENT_ID",
+        "agent_name": "AETHER_AGENT_NAME",
+        "version": "AETHER_VERSION",
+        "hub_url": "AETHER_HUB_URL",
+        "capabilities": "AETHER_CAPABILITIES",
+        "metadata": "AETHER_METADATA",
+        "heartbeat_interval": "AETHER_HEARTBEAT_INTERVAL",
+        "reconnect_delay": "AETHER_RECONNECT_DELAY",
+        "max_reconnect_attempts": "AETHER_MAX_RECONNECT_ATTEMPTS",
+        "max_reconnect_delay": "AETHER_MAX_RECONNECT_DELAY",
+        "secret": "AETHER_AGENT_SECRET",
+        "max_concurrent_tasks": "AETHER_MAX_CONCURRENT_TASKS",
+        "shutdown_grace_seconds": "AETHER_SHUTDOWN_GRACE_SECONDS",
+        "task_timeout_seconds": "AETHER_TASK_TIMEOUT_SECONDS",
+        "tls_ca_file": "AETHER_TLS_CA_FILE",
+        "tls_cert_file": "AETHER_TLS_CERT_FILE",
+        "tls_key_file": "AETHER_TLS_KEY_FILE",
+        "tls_server_name": "AETHER_TLS_SERVER_NAME",
+        "max_message_bytes": "AETHER_MAX_MESSAGE_BYTES",
+        "keepalive_interval": "AETHER_KEEPALIVE_INTERVAL",
+        "keepalive_timeout": "AETHER_KEEPALIVE_TIMEOUT",
+    }
+
+    @model_validator(mode="before")
+    @classmethod
+    def _move_metadata_secret(cls, data: object) -> object:
+        # The guide passes the secret as metadata["secret"]; keep it out of the metadata map.
+        if isinstance(data, dict):
+            metadata = data.get("metadata")
+            if isinstance(metadata, dict) and "secret" in metadata:
+                metadata = dict(metadata)
+                legacy = metadata.pop("secret")
+                data = {**data, "metadata": metadata}
+                if data.get("secret") is None and isinstance(legacy, str) and legacy:
+                    data["secret"] = legacy
+        return data
+
+    @field_validator("hub_url")
+    @classmethod
+    def _check_hub_url(cls, value: str) -> str:
+        parse_hub_url(value)
+        return value
+
+    @property
+    def hub_address(self) -> HubAddress:
+        """The parsed `hub_url`."""
+        return parse_hub_url(self.hub_url)
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the connection uses TLS (grpcs:// or any tls_* setting)."""
+        return self.hub_address.tls or any(
+            (self.tls_ca_file, self.tls_cert_file, self.tls_key_file, self.tls_server_name)
+        )
+
+    def secret_value(self) -> str:
+        """The secret to send in RegisterRequest ("" when none is set)."""
+        return self.secret.get_secret_value() if self.secret is not None else ""
+
+    @classmethod
+    def from_env(cls, *, env_file: str | Path | None = None, **overrides: object) -> AgentConfig:
+        """Build a config from the `AETHER_*` environment variables (see `ENV_VARS`).
+
+        `AETHER_CAPABILITIES` / `AETHER_METADATA` are a JSON object or `k=v,k=v`. Keyword
+        `overrides` win over the environment. An invalid value raises `AetherConfigError`
+        naming the variable.
+        """
+        raw = _EnvValues(_env_file=env_file)  # type: ignore[call-arg]  # pydantic-settings init kw
+        data: dict[str, object] = {}
+        for name, var in cls.ENV_VARS.items():
+            value = getattr(raw, name)
+            if value is None:
+                continue
+            if name in ("capabilities", "metadata"):
+                try:
+                    data[name] = _parse_mapping(value)
+                except ValueError as exc:
+                    raise AetherConfigError(f"{var}: {exc}", variable=var) from None
+            elif name.startswith("task_timeout") and value.strip() in ("", "0", "none"):
+                data[name] = None
+            else:
+                data[name] = value
+        data.update(overrides)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise _config_error(exc, from_env=set(data) - set(overrides)) from None
+
+
+def _config_error(exc: ValidationError, *, from_env: set[str]) -> AetherConfigError:
+    # Built from locations and messages only: pydantic's own text repeats the input value,
+    # which could be the secret.
+    first = exc.errors(include_input=False, include_url=False)[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    where = AgentConfig.ENV_VARS.get(field, field) if field in from_env else field
+    if not where:
+        where = "AgentConfig"
+    if first["type"] == "missing" and field in AgentConfig.ENV_VARS:
+        var = AgentConfig.ENV_VARS[field]
+        return AetherConfigError(f"{var}: required ({field}) but not set", variable=var)
+    return AetherConfigError(f"{where}: {first['msg']}", variable=where)
+
+
+def _env_field(name: str) -> str | None:
+    return Field(default=None, validation_alias=AliasChoices(AgentConfig.ENV_VARS[name]))
+
+
+class _EnvValues(BaseSettings):
+    """The raw strings of the AETHER_* variables; AgentConfig validates them."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=False)
+
+    agent_id: str | None = _env_field("agent_id")
+    agent_name: str | None = _env_field("agent_name")
+    version: str | None = _env_field("version")
+    hub_url: str | None = _env_field("hub_url")
+    capabilities: str | None = _env_field("capabilities")
+    metadata: str | None = _env_field("metadata")
+    heartbeat_interval: str | None = _env_field("heartbeat_interval")
+    reconnect_delay: str | None = _env_field("reconnect_delay")
+    max_reconnect_attempts: str | None = _env_field("max_reconnect_attempts")
+    max_reconnect_delay: str | None = _env_field("max_reconnect_delay")
+    secret: str | None = _env_field("secret")
+    max_concurrent_tasks: str | None = _env_field("max_concurrent_tasks")
+    shutdown_grace_seconds: str | None = _env_field("shutdown_grace_seconds")
+    task_timeout_seconds: str | None = _env_field("task_timeout_seconds")
+    tls_ca_file: str | None = _env_field("tls_ca_file")
+    tls_cert_file: str | None = _env_field("tls_cert_file")
+    tls_key_file: str | None = _env_field("tls_key_file")
+    tls_server_name: str | None = _env_field("tls_server_name")
+    max_message_bytes: str | None = _env_field("max_message_bytes")
+    keepalive_interval: str | None = _env_field("keepalive_interval")
+    keepalive_timeout: str | None = _env_field("keepalive_timeout")
