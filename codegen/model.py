@@ -1,0 +1,143 @@
+"""The IR between descriptors and templates: small frozen dataclasses.
+
+Templates only read these prepared properties (names, annotation text, field-call text,
+docstrings); every decision about the generated code is made in ``codegen.build``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EnumValue:
+    """One enum member."""
+
+    py_name: str
+    proto_name: str
+    number: int
+    doc: str
+
+
+@dataclass(frozen=True)
+class Enum:
+    """An enum (nested enums are flattened into the module)."""
+
+    py_name: str
+    full_name: str
+    doc: str
+    values: tuple[EnumValue, ...]
+
+    @property
+    def zero_member(self) -> str:
+        """The member with value 0 (proto3 enums always have one)."""
+        for value in self.values:
+            if value.number == 0:
+                return value.py_name
+        return self.values[0].py_name
+
+
+@dataclass(frozen=True)
+class Field:
+    """A message field with its generated text prepared."""
+
+    py_name: str
+    proto_name: str
+    number: int
+    doc: str
+    wire_annotation: str
+    wire_call: str
+    model_annotation: str
+    model_default: str
+    """Right-hand side of the model field: a default, or a ``pydantic.Field(...)`` call."""
+    to_wire: str
+    """Expression converting ``self.<name>`` of the model to the wire value."""
+    from_wire: str
+    """Expression converting ``wire.<name>`` to the model value."""
+    oneof: str | None
+
+
+@dataclass(frozen=True)
+class Oneof:
+    """A real (non-synthetic) oneof group."""
+
+    name: str
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message (nested messages are flattened into the module)."""
+
+    py_name: str
+    proto_name: str
+    full_name: str
+    doc: str
+    fields: tuple[Field, ...]
+    oneofs: tuple[Oneof, ...]
+    wrapped: str | None
+    """``"timestamp"`` or ``"duration"`` for the WKT that betterproto2 unwraps."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """An RPC."""
+
+    py_name: str
+    proto_name: str
+    path: str
+    doc: str
+    request: str
+    reply: str
+    client_streaming: bool
+    server_streaming: bool
+
+    @property
+    def shape(self) -> str:
+        """``unary_unary``, ``unary_stream``, ``stream_unary`` or ``stream_stream``."""
+        return (
+            ("stream" if self.client_streaming else "unary")
+            + "_"
+            + ("stream" if self.server_streaming else "unary")
+        )
+
+    @property
+    def cardinality(self) -> str:
+        """The grpclib Cardinality member."""
+        return self.shape.upper()
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service."""
+
+    py_name: str
+    full_name: str
+    doc: str
+    methods: tuple[Method, ...]
+
+
+@dataclass(frozen=True)
+class Package:
+    """One proto package = one module folder of the output."""
+
+    proto_package: str
+    parts: tuple[str, ...]
+    sources: tuple[str, ...]
+    enums: tuple[Enum, ...]
+    messages: tuple[Message, ...]
+    services: tuple[Service, ...]
+    messages_imports: tuple[str, ...]
+    models_imports: tuple[str, ...]
+    client_imports: tuple[str, ...]
+    server_imports: tuple[str, ...]
+
+    @property
+    def folder(self) -> str:
+        """The folder relative to the package root, e.g. ``grpc/health/v1``."""
+        return "/".join(self.parts)
+
+    @property
+    def model_messages(self) -> tuple[Message, ...]:
+        """Messages that get a Pydantic model (the unwrapped WKT do not)."""
+        return tuple(m for m in self.messages if m.wrapped is None)

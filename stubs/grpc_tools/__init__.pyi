@@ -1,0 +1,1 @@
+# Type stubs for grpc_tools (grpcio-tools ships none); only what codegen uses.
