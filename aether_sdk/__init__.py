@@ -1,1 +1,88 @@
-"""Placeholder; filled in by the work that owns it."""
+"""The Aether Agent SDK under the name the SDK guide imports: `from aether_sdk import ...`.
+
+Re-exports the public API of `aether` (see `aether.__all__`).
+"""
+
+from aether import AetherAgent as AetherAgent
+from aether import AetherConfigError as AetherConfigError
+from aether import AetherConnectionError as AetherConnectionError
+from aether import AetherError as AetherError
+from aether import AgentClient as AgentClient
+from aether import AgentConfig as AgentConfig
+from aether import AgentRegistration as AgentRegistration
+from aether import AgentStateError as AgentStateError
+from aether import AuthenticationError as AuthenticationError
+from aether import BusMessage as BusMessage
+from aether import ChatResponse as ChatResponse
+from aether import ConnectionState as ConnectionState
+from aether import DeleteResponse as DeleteResponse
+from aether import HeartbeatResponse as HeartbeatResponse
+from aether import Hub as Hub
+from aether import HubError as HubError
+from aether import JsonValue as JsonValue
+from aether import ListKeysResponse as ListKeysResponse
+from aether import MemoryScopeName as MemoryScopeName
+from aether import MessageTooLargeError as MessageTooLargeError
+from aether import PermissionDeniedError as PermissionDeniedError
+from aether import PublishResponse as PublishResponse
+from aether import RegistrationError as RegistrationError
+from aether import RequestResponse as RequestResponse
+from aether import RetrieveResponse as RetrieveResponse
+from aether import StoreResponse as StoreResponse
+from aether import SubmitResultResponse as SubmitResultResponse
+from aether import TaskAssignment as TaskAssignment
+from aether import TaskCancellation as TaskCancellation
+from aether import TaskContextError as TaskContextError
+from aether import TaskResult as TaskResult
+from aether import TaskState as TaskState
+from aether import TaskStatus as TaskStatus
+from aether import ToolInfo as ToolInfo
+from aether import ToolResult as ToolResult
+from aether import TrustLevel as TrustLevel
+from aether import UnregisterResponse as UnregisterResponse
+from aether import Usage as Usage
+from aether import __version__ as __version__
+from aether import current_task as current_task
+
+__all__ = (
+    "AetherAgent",
+    "AetherConfigError",
+    "AetherConnectionError",
+    "AetherError",
+    "AgentClient",
+    "AgentConfig",
+    "AgentRegistration",
+    "AgentStateError",
+    "AuthenticationError",
+    "BusMessage",
+    "ChatResponse",
+    "ConnectionState",
+    "DeleteResponse",
+    "HeartbeatResponse",
+    "Hub",
+    "HubError",
+    "JsonValue",
+    "ListKeysResponse",
+    "MemoryScopeName",
+    "MessageTooLargeError",
+    "PermissionDeniedError",
+    "PublishResponse",
+    "RegistrationError",
+    "RequestResponse",
+    "RetrieveResponse",
+    "StoreResponse",
+    "SubmitResultResponse",
+    "TaskAssignment",
+    "TaskCancellation",
+    "TaskContextError",
+    "TaskResult",
+    "TaskState",
+    "TaskStatus",
+    "ToolInfo",
+    "ToolResult",
+    "TrustLevel",
+    "UnregisterResponse",
+    "Usage",
+    "__version__",
+    "current_task",
+)

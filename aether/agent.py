@@ -1,0 +1,497 @@
+"""AetherAgent: the base class users subclass (override `handle_task`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
+
+from aether._backoff import backoff_delay
+from aether._connection import ConnectionState, ConnectionStateTracker, StateCallback
+from aether._context import current_task
+from aether._heartbeat import Sleep, heartbeat_loop
+from aether._tasks import TaskRunner
+from aether._wire import models, pb
+from aether.client import CALL_TIMEOUT, AgentClient
+from aether.config import AgentConfig
+from aether.errors import (
+    AetherConnectionError,
+    AetherError,
+    AgentStateError,
+    AuthenticationError,
+    PermissionDeniedError,
+)
+from aether.hub import Hub
+
+__all__ = ("AetherAgent",)
+
+log = logging.getLogger("aether.agent")
+
+#: How long stop() waits for results still being sent after handlers finished.
+_FLUSH_TIMEOUT = 10.0
+
+
+class _StopRequested(Exception):
+    """stop() was requested while connecting."""
+
+
+class AetherAgent:
+    """Base class of every agent: subclass it and override `handle_task`.
+
+    `await agent.start()` connects and registers and returns once registered;
+    `await agent.stop()` drains, unregisters and disconnects; `await agent.run()` does both
+    around waiting for SIGINT/SIGTERM. Also usable as `async with agent:`. Tasks run
+    concurrently up to `config.max_concurrent_tasks`; heartbeats, keepalive and reconnects
+    (with backoff) happen in the background.
+    """
+
+    def __init__(self, config: AgentConfig) -> None:
+        self._config = config
+        self._client = AgentClient(config)
+        self._hub = Hub(self._client)
+        self._state = ConnectionStateTracker(ConnectionState.CLOSED)
+        self._runner = TaskRunner(
+            self._handle_one,
+            self._deliver,
+            max_concurrent=config.max_concurrent_tasks,
+            timeout=config.task_timeout_seconds,
+            max_result_bytes=config.max_message_bytes,
+        )
+        # Results not yet acknowledged by the Hub, by task id, in submission order.
+        self._outbox: dict[str, pb.TaskResult] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+        self._registration: models.AgentRegistration | None = None
+        self._started = False
+        self._draining = False
+        self._stop_event: asyncio.Event | None = None
+        self._session_lost: asyncio.Event | None = None
+        self._lost_reason = ""
+        self._supervisor: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._error: AetherError | None = None
+        #: The sleep used between heartbeats and reconnects (tests inject a fake clock).
+        self._sleep: Sleep = asyncio.sleep
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} agent_id={self._config.agent_id!r} "
+            f"state={self._state.state.value}>"
+        )
+
+    # ----------------------------------------------------------------- public surface
+
+    @property
+    def config(self) -> AgentConfig:
+        """The agent's configuration."""
+        return self._config
+
+    @property
+    def hub(self) -> Hub:
+        """Hub services (LLM, tools, memory, messaging); usable once started."""
+        return self._hub
+
+    @property
+    def client(self) -> AgentClient:
+        """The low-level client the agent uses."""
+        return self._client
+
+    @property
+    def registration(self) -> models.AgentRegistration | None:
+        """The current session's registration, once registered."""
+        return self._registration
+
+    @property
+    def connection_state(self) -> ConnectionState:
+        """Where the link to the Hub is now."""
+        return self._state.state
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the agent was started and has not stopped."""
+        return self._started and self._state.state is not ConnectionState.CLOSED
+
+    @property
+    def error(self) -> AetherError | None:
+        """The error that stopped the agent, if it gave up (e.g. reconnect attempts ran out)."""
+        return self._error
+
+    def add_connection_callback(self, callback: StateCallback) -> None:
+        """Call `callback(state)` on every connection state change (errors are logged)."""
+        self._state.add_callback(callback)
+
+    def watch_connection(self) -> AsyncIterator[ConnectionState]:
+        """The current connection state, then each change, ending with CLOSED."""
+        return self._state.watch()
+
+    async def handle_task(self, task: models.TaskAssignment) -> models.TaskResult:
+        """Handle one task and return its result. Override this."""
+        raise NotImplementedError(f"{type(self).__name__} must override handle_task")
+
+    async def on_start(self) -> None:
+        """Called once after the agent registered for the first time. Override if needed."""
+
+    async def on_stop(self) -> None:
+        """Called once while stopping, after running tasks were drained. Override if needed."""
+
+    async def report_progress(self, progress: float, message: str = "") -> bool:
+        """Report progress (0.0 to 1.0) of the task being handled in this context.
+
+        Best effort: returns whether the Hub recorded it; transport failures are logged.
+        """
+        if not 0.0 <= progress <= 1.0:
+            raise ValueError(f"progress must be between 0.0 and 1.0, got {progress}")
+        task = current_task()
+        status = models.TaskStatus(
+            task_id=task.task_id,
+            state=pb.TaskState.RUNNING,
+            progress=progress,
+            message=message,
+        )
+        try:
+            return await self._client.report_status(status)
+        except AetherError as exc:
+            log.warning("task %s: progress report failed: %s", task.task_id, exc)
+            return False
+
+    async def start(self) -> None:
+        """Connect and register with the Hub; returns once registered.
+
+        Retries unreachable Hubs with backoff up to `max_reconnect_attempts`, then raises
+        `AetherConnectionError`; a rejected secret raises `AuthenticationError` at once.
+        """
+        if self._started:
+            raise AgentStateError(f"agent {self._config.agent_id!r} was already started")
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self._state.set(ConnectionState.CONNECTING)
+        try:
+            await self._establish()
+        except _StopRequested:
+            self._state.set(ConnectionState.CLOSED, "stopped while connecting")
+            return
+        except BaseException as exc:
+            await self._client.disconnect()
+            if isinstance(exc, AetherError):
+                self._error = exc
+            self._state.set(ConnectionState.CLOSED, "could not register")
+            raise
+        self._state.set(ConnectionState.CONNECTED, "registered")
+        self._supervisor = asyncio.create_task(self._supervise())
+        await self._call_hook(self.on_start, "on_start")
+
+    async def stop(self) -> None:
+        """Stop taking tasks, let running ones finish within `shutdown_grace_seconds`, hand
+        the rest back, unregister and disconnect. Idempotent; safe before start()."""
+        if not self._started:
+            return
+        if self._stop_task is None:
+            self._stop_task = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stop_task)
+
+    async def run(self) -> None:
+        """Start, then run until SIGINT/SIGTERM, `shutdown()` or `stop()`, then stop cleanly.
+
+        Raises `AetherConnectionError` when the Hub stays unreachable beyond
+        `max_reconnect_attempts`, `AuthenticationError` when it rejects the secret.
+        """
+        if self._started:
+            raise AgentStateError(f"agent {self._config.agent_id!r} was already started")
+        installed = self._install_signal_handlers()
+        try:
+            await self.start()
+            assert self._stop_event is not None
+            await self._stop_event.wait()
+        finally:
+            try:
+                await self.stop()
+            finally:
+                self._remove_signal_handlers(installed)
+        if self._error is not None:
+            raise self._error
+
+    def shutdown(self) -> None:
+        """Synchronous graceful shutdown.
+
+        From the agent's event loop thread (e.g. sync code or a signal handler) it requests
+        the stop and returns; `run()` then stops cleanly. From another thread it waits for
+        the stop to finish. A no-op when the agent is not running.
+        """
+        loop = self._loop
+        if loop is None or not self._started or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._request_stop("shutdown() called")
+            loop.create_task(self.stop())
+            return
+        if threading.current_thread() is threading.main_thread() and not loop.is_running():
+            return
+        future = asyncio.run_coroutine_threadsafe(self.stop(), loop)
+        future.result(timeout=self._config.shutdown_grace_seconds + 2 * _FLUSH_TIMEOUT + 30)
+
+    async def __aenter__(self) -> AetherAgent:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ----------------------------------------------------------------- connecting
+
+    def _request_stop(self, reason: str) -> None:
+        if self._stop_event is not None and not self._stop_event.is_set():
+            log.info("agent %s stopping: %s", self._config.agent_id, reason)
+            self._stop_event.set()
+
+    async def _wait_or_stop(self, delay: float) -> None:
+        assert self._stop_event is not None
+        stop_wait = asyncio.ensure_future(self._stop_event.wait())
+        sleeper = asyncio.ensure_future(self._sleep(delay))
+        try:
+            await asyncio.wait({stop_wait, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+            sleeper.cancel()
+        if self._stop_event.is_set():
+            raise _StopRequested
+
+    async def _establish(self, *, reconnecting: bool = False) -> None:
+        """Connect and register, retrying with backoff; raises when it must give up."""
+        config = self._config
+        attempt = 0
+        while True:
+            if reconnecting or attempt > 0:
+                delay = backoff_delay(
+                    attempt, config.reconnect_delay, max_delay=config.max_reconnect_delay
+                )
+                log.debug("reconnect attempt %d in %.2fs", attempt + 1, delay)
+                await self._wait_or_stop(delay)
+            if self._stop_event is not None and self._stop_event.is_set():
+                raise _StopRequested
+            try:
+                await self._client.connect()
+                self._registration = await self._client.register()
+                return
+            except AetherError as exc:
+                await self._client.disconnect()
+                if not exc.retryable:
+                    raise
+                limit = config.max_reconnect_attempts
+                tries = attempt + 1 if reconnecting else attempt
+                if limit >= 0 and tries >= limit:
+                    raise AetherConnectionError(
+                        f"Gave up on the Aether Hub at {config.hub_address} after "
+                        f"{attempt + 1} attempt(s) (max_reconnect_attempts={limit}). "
+                        f"Last error: {exc}",
+                        hub_url=str(config.hub_address),
+                        retryable=False,
+                    ) from exc
+                attempt += 1
+
+    async def _supervise(self) -> None:
+        """Run sessions back to back: on a lost session, reconnect and resume."""
+        try:
+            while True:
+                await self._run_session()
+                if self._draining:
+                    return
+                self._state.set(ConnectionState.RECONNECTING, self._lost_reason)
+                await self._client.disconnect()
+                self._registration = None
+                try:
+                    await self._establish(reconnecting=True)
+                except _StopRequested:
+                    return
+                except AetherError as exc:
+                    log.error("agent %s gives up: %s", self._config.agent_id, exc)
+                    self._error = exc
+                    await self._runner.abort()
+                    self._state.set(ConnectionState.CLOSED, "gave up reconnecting")
+                    self._request_stop("gave up reconnecting")
+                    return
+                if self._stopping():
+                    return
+                self._state.set(ConnectionState.CONNECTED, "registered again")
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not pass silently
+            log.exception("agent supervisor failed")
+            self._request_stop("internal error")
+
+    def _stopping(self) -> bool:
+        # A method, not the attribute: mypy would keep a narrowing across awaits.
+        return self._draining
+
+    def _lose_session(self, reason: str) -> None:
+        lost = self._session_lost
+        if lost is not None and not lost.is_set():
+            self._lost_reason = reason
+            lost.set()
+
+    async def _run_session(self) -> None:
+        """One registered session: stream tasks, heartbeat, resend the outbox."""
+        lost = self._session_lost = asyncio.Event()
+        registration = self._registration
+        interval = self._config.heartbeat_interval
+        if registration is not None and registration.heartbeat_interval_seconds > 0:
+            interval = float(registration.heartbeat_interval_seconds)
+        self._reader = asyncio.create_task(self._read_stream())
+        beater = asyncio.create_task(self._heartbeat(interval))
+        self._flush_outbox()
+        try:
+            await lost.wait()
+        finally:
+            for task in (self._reader, beater):
+                task.cancel()
+            await asyncio.gather(self._reader, beater, return_exceptions=True)
+            self._reader = None
+
+    async def _read_stream(self) -> None:
+        runner = self._runner
+        try:
+            async for event in self._client.stream_events():
+                if event.assignment is not None:
+                    runner.submit(event.assignment)
+                elif event.cancel is not None:
+                    runner.cancel(event.cancel.task_id)
+        except AetherError as exc:
+            self._lose_session(f"task stream failed: {exc}")
+        else:
+            if not self._draining:
+                self._lose_session("task stream closed by the Hub")
+
+    async def _heartbeat(self, interval: float) -> None:
+        timeout = min(CALL_TIMEOUT, max(interval * 2, 5.0))
+        try:
+            await heartbeat_loop(
+                lambda: self._client.send_heartbeat(self._runner.running_ids, timeout=timeout),
+                interval,
+                sleep=self._sleep,
+            )
+        except AetherError as exc:
+            self._lose_session(f"heartbeat failed: {exc}")
+
+    # ----------------------------------------------------------------- tasks and results
+
+    async def _handle_one(self, task: models.TaskAssignment) -> models.TaskResult:
+        return await self.handle_task(task)
+
+    def _connected(self) -> bool:
+        return self._state.state in (ConnectionState.CONNECTED, ConnectionState.DRAINING)
+
+    async def _deliver(self, result: pb.TaskResult) -> None:
+        """Keep the result until the Hub acknowledges it; send it now if connected."""
+        self._outbox[result.task_id] = result
+        if self._connected():
+            await self._send(result)
+
+    def _flush_outbox(self) -> None:
+        for result in list(self._outbox.values()):
+            task = asyncio.create_task(self._send(result))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, result: pb.TaskResult) -> None:
+        task_id = result.task_id
+        try:
+            reply = await self._client.submit_result_wire(result)
+        except PermissionDeniedError as exc:
+            # The lease is gone (expired, or another session has the task): the Hub will
+            # not take this result; it redelivers or already has the task elsewhere.
+            log.warning("task %s: the Hub refused the result (%s); dropping it", task_id, exc)
+            self._outbox.pop(task_id, None)
+            return
+        except AuthenticationError as exc:
+            self._lose_session(f"session rejected: {exc}")
+            return
+        except AetherError as exc:
+            if exc.retryable:
+                self._lose_session(f"sending a result failed: {exc}")
+            else:
+                log.error("task %s: result rejected: %s; dropping it", task_id, exc)
+                self._outbox.pop(task_id, None)
+            return
+        except AgentStateError:
+            return  # disconnected meanwhile; the outbox is flushed after reconnect
+        if not reply.accepted:
+            log.warning("task %s: the Hub did not accept the result: %s", task_id, reply.message)
+        self._outbox.pop(task_id, None)
+
+    # ----------------------------------------------------------------- stopping
+
+    async def _stop(self) -> None:
+        self._request_stop("stop() called")
+        self._draining = True
+        if self._state.state is ConnectionState.CLOSED:
+            await self._client.disconnect()
+            return
+        self._state.set(ConnectionState.DRAINING)
+        reader = self._reader
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        grace = self._config.shutdown_grace_seconds
+        await self._runner.drain(grace)
+        if not await self._runner.wait_idle(_FLUSH_TIMEOUT):
+            log.warning("some handlers ignored cancellation; abandoning them")
+            await self._runner.abort()
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=_FLUSH_TIMEOUT)
+        if self._outbox:
+            log.warning(
+                "%d result(s) were not acknowledged before shutdown; the Hub will requeue "
+                "their tasks",
+                len(self._outbox),
+            )
+        await self._call_hook(self.on_stop, "on_stop")
+        if self._supervisor is not None:
+            self._lose_session("stopping")
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        if self._client.registration is not None:
+            try:
+                await self._client.unregister("agent stopped")
+            except AetherError as exc:
+                log.warning("unregister failed: %s", exc)
+        await self._client.disconnect()
+        self._state.set(ConnectionState.CLOSED, "stopped")
+
+    async def _call_hook(self, hook: Callable[[], Awaitable[None]], name: str) -> None:
+        try:
+            await hook()
+        except Exception:
+            log.exception("%s() raised; continuing", name)
+
+    # ----------------------------------------------------------------- signals
+
+    def _install_signal_handlers(self) -> list[signal.Signals]:
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._request_stop, f"received {sig.name}")
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue  # not the main thread, or not supported (Windows)
+            installed.append(sig)
+        return installed
+
+    def _remove_signal_handlers(self, installed: list[signal.Signals]) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in installed:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,274 @@
+"""AgentClient: the low-level, typed client of the Hub's AgentService."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+
+from grpclib.client import Channel
+
+from aether._connection import open_channel
+from aether._version import __version__
+from aether._wire import client as wire_client
+from aether._wire import models, pb
+from aether.config import AgentConfig
+from aether.errors import AetherError, AgentStateError, RegistrationError, map_exception
+
+__all__ = ("AgentClient",)
+
+log = logging.getLogger("aether.client")
+
+#: Deadline of the agent's own unary calls (register, heartbeat, results), in seconds.
+CALL_TIMEOUT = 30.0
+
+
+class AgentClient:
+    """Low-level client of the Hub's AgentService (used internally by `AetherAgent`).
+
+    `connect()` opens the channel, `register()` opens a session; every later call carries
+    `authorization: Bearer <session_token>`. Failures raise `aether.errors` types. Usable as
+    `async with AgentClient(config) as client:` (connects on entry; unregisters if registered
+    and disconnects on exit).
+    """
+
+    def __init__(self, config: AgentConfig) -> None:
+        self._config = config
+        self._hub_url = str(config.hub_address)
+        self._channel: Channel | None = None
+        self._registration: models.AgentRegistration | None = None
+        self._agent: wire_client.AgentServiceStub | None = None
+        self._llm: wire_client.LLMServiceStub | None = None
+        self._tools: wire_client.ToolServiceStub | None = None
+        self._memory: wire_client.MemoryServiceStub | None = None
+        self._messaging: wire_client.MessagingServiceStub | None = None
+
+    def __repr__(self) -> str:
+        state = "registered" if self._registration else "connected" if self._channel else "idle"
+        return f"<AgentClient agent_id={self._config.agent_id!r} hub={self._hub_url} {state}>"
+
+    @property
+    def config(self) -> AgentConfig:
+        """The configuration this client was made with."""
+        return self._config
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether `connect()` was called and `disconnect()` not since."""
+        return self._channel is not None
+
+    @property
+    def registration(self) -> models.AgentRegistration | None:
+        """The last successful registration, or None."""
+        return self._registration
+
+    def _error(self, exc: BaseException, operation: str) -> AetherError:
+        return map_exception(
+            exc, hub_url=self._hub_url, operation=operation, secret=self._config.secret_value()
+        )
+
+    def _make_stubs(self, channel: Channel, token: str | None) -> None:
+        metadata = {"authorization": f"Bearer {token}"} if token else None
+        limit = self._config.max_message_bytes
+        self._agent = wire_client.AgentServiceStub(
+            channel, metadata=metadata, max_message_bytes=limit
+        )
+        self._llm = wire_client.LLMServiceStub(channel, metadata=metadata, max_message_bytes=limit)
+        self._tools = wire_client.ToolServiceStub(
+            channel, metadata=metadata, max_message_bytes=limit
+        )
+        self._memory = wire_client.MemoryServiceStub(
+            channel, metadata=metadata, max_message_bytes=limit
+        )
+        self._messaging = wire_client.MessagingServiceStub(
+            channel, metadata=metadata, max_message_bytes=limit
+        )
+
+    def _require_channel(self) -> Channel:
+        if self._channel is None:
+            raise AgentStateError("AgentClient is not connected: call connect() first")
+        return self._channel
+
+    def _agent_stub(self) -> wire_client.AgentServiceStub:
+        if self._agent is None:
+            raise AgentStateError("AgentClient is not connected: call connect() first")
+        return self._agent
+
+    def _require_session(self) -> models.AgentRegistration:
+        if self._registration is None:
+            raise AgentStateError("the agent is not registered: call register() first")
+        return self._registration
+
+    async def connect(self) -> None:
+        """Open the connection to the Hub (raises `AetherConnectionError` when unreachable)."""
+        if self._channel is not None:
+            return
+        channel = open_channel(self._config)
+        try:
+            await channel.__connect__()
+        except BaseException as exc:
+            channel.close()
+            if isinstance(exc, Exception):
+                raise self._error(exc, "Connect") from None
+            raise
+        self._channel = channel
+        self._make_stubs(channel, None)
+
+    async def disconnect(self) -> None:
+        """Close the connection (safe to call when not connected)."""
+        channel, self._channel = self._channel, None
+        self._registration = None
+        self._agent = self._llm = self._tools = self._memory = self._messaging = None
+        if channel is not None:
+            channel.close()
+
+    async def register(self) -> models.AgentRegistration:
+        """Register the agent and open a session (the secret goes in RegisterRequest.secret).
+
+        Raises `AuthenticationError` when the Hub rejects the secret and `RegistrationError`
+        when it answers success=false.
+        """
+        channel = self._require_channel()
+        config = self._config
+        request = pb.RegisterRequest(
+            agent_id=config.agent_id,
+            agent_name=config.agent_name,
+            version=config.version,
+            capabilities=dict(config.capabilities),
+            metadata=dict(config.metadata),
+            secret=config.secret_value(),
+            max_concurrent_tasks=config.max_concurrent_tasks,
+            sdk_version=__version__,
+        )
+        try:
+            reply = await self._agent_stub().register(request, timeout=CALL_TIMEOUT)
+        except Exception as exc:
+            raise self._error(exc, "Registration") from None
+        if not reply.success:
+            raise RegistrationError(
+                f"Registration of agent {config.agent_id!r} refused by the Hub at "
+                f"{self._hub_url}: {reply.message or 'no reason given'}"
+            )
+        registration = models.AgentRegistration.from_wire(reply)
+        self._registration = registration
+        self._make_stubs(channel, reply.session_token)
+        return registration
+
+    async def unregister(self, reason: str = "") -> models.UnregisterResponse:
+        """End the session; the Hub requeues tasks still leased to it."""
+        self._require_session()
+        request = pb.UnregisterRequest(agent_id=self._config.agent_id, reason=reason)
+        try:
+            reply = await self._agent_stub().unregister(request, timeout=CALL_TIMEOUT)
+        except Exception as exc:
+            raise self._error(exc, "Unregister") from None
+        self._registration = None
+        return models.UnregisterResponse.from_wire(reply)
+
+    async def send_heartbeat(
+        self, running_task_ids: Sequence[str] = (), *, timeout: float | None = None
+    ) -> models.HeartbeatResponse:
+        """Tell the Hub the session is alive and which tasks it is running."""
+        self._require_session()
+        request = pb.HeartbeatRequest(
+            agent_id=self._config.agent_id,
+            active_tasks=len(running_task_ids),
+            running_task_ids=list(running_task_ids),
+        )
+        try:
+            reply = await self._agent_stub().heartbeat(
+                request, timeout=timeout if timeout is not None else CALL_TIMEOUT
+            )
+        except Exception as exc:
+            raise self._error(exc, "Heartbeat") from None
+        return models.HeartbeatResponse.from_wire(reply)
+
+    async def stream_events(self) -> AsyncIterator[pb.TaskStreamEvent]:
+        """The raw task stream of the session (assignments and cancellations, wire types)."""
+        self._require_session()
+        request = pb.StreamTasksRequest(
+            agent_id=self._config.agent_id,
+            max_concurrent_tasks=self._config.max_concurrent_tasks,
+        )
+        try:
+            async for event in self._agent_stub().stream_tasks(request):
+                yield event
+        except Exception as exc:
+            raise self._error(exc, "StreamTasks") from None
+
+    async def stream_tasks(self) -> AsyncIterator[models.TaskAssignment]:
+        """Assignments leased to this session, as they arrive (cancellations are skipped)."""
+        async for event in self.stream_events():
+            if event.assignment is not None:
+                yield models.TaskAssignment.from_wire(event.assignment)
+
+    async def report_status(self, status: models.TaskStatus) -> bool:
+        """Report progress of a leased task; returns whether the Hub recorded it."""
+        self._require_session()
+        try:
+            reply = await self._agent_stub().report_status(status.to_wire(), timeout=CALL_TIMEOUT)
+        except Exception as exc:
+            raise self._error(exc, "ReportStatus") from None
+        return reply.accepted
+
+    async def submit_result_wire(self, result: pb.TaskResult) -> pb.SubmitResultResponse:
+        """`submit_result` for an already-encoded wire result (the agent's hot path)."""
+        try:
+            return await self._agent_stub().submit_result(result, timeout=CALL_TIMEOUT)
+        except Exception as exc:
+            raise self._error(exc, "SubmitResult") from None
+
+    async def submit_result(self, result: models.TaskResult) -> models.SubmitResultResponse:
+        """Send the terminal result of a task (idempotent by task_id)."""
+        self._require_session()
+        reply = await self.submit_result_wire(result.to_wire())
+        return models.SubmitResultResponse.from_wire(reply)
+
+    # Stubs of the Hub services, bound to the session; used by the `aether.hub` facades.
+
+    def llm_stub(self) -> wire_client.LLMServiceStub:
+        """The session's LLMService stub."""
+        self._require_channel()
+        assert self._llm is not None
+        return self._llm
+
+    def tool_stub(self) -> wire_client.ToolServiceStub:
+        """The session's ToolService stub."""
+        self._require_channel()
+        assert self._tools is not None
+        return self._tools
+
+    def memory_stub(self) -> wire_client.MemoryServiceStub:
+        """The session's MemoryService stub."""
+        self._require_channel()
+        assert self._memory is not None
+        return self._memory
+
+    def messaging_stub(self) -> wire_client.MessagingServiceStub:
+        """The session's MessagingService stub."""
+        self._require_channel()
+        assert self._messaging is not None
+        return self._messaging
+
+    def map_error(self, exc: BaseException, operation: str) -> AetherError:
+        """Translate a transport failure of `operation` into an `aether.errors` type."""
+        return self._error(exc, operation)
+
+    async def __aenter__(self) -> AgentClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._registration is not None and self._channel is not None:
+                try:
+                    await self.unregister("client closed")
+                except AetherError as error:
+                    log.warning("unregister on close failed: %s", error)
+        finally:
+            await self.disconnect()

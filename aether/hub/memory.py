@@ -1,0 +1,169 @@
+"""`self.hub.memory`: Hub-hosted key-value memory, scoped."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from aether._context import current_task
+from aether._json import JsonValue, dumps, loads
+from aether._wire import pb
+from aether.hub._base import Facade, HubResponse
+
+__all__ = (
+    "DeleteResponse",
+    "ListKeysResponse",
+    "Memory",
+    "MemoryScopeName",
+    "RetrieveResponse",
+    "StoreResponse",
+)
+
+#: Who can see a value: the agent only, everything on the current task, the current
+#: task's workflow, or every agent of the Hub.
+MemoryScopeName = Literal["agent", "task", "workflow", "global"]
+
+_SCOPES: dict[str, pb.MemoryScope] = {
+    "agent": pb.MemoryScope.AGENT,
+    "task": pb.MemoryScope.TASK,
+    "workflow": pb.MemoryScope.WORKFLOW,
+    "global": pb.MemoryScope.GLOBAL,
+}
+
+
+def _scope(scope: MemoryScopeName) -> tuple[pb.MemoryScope, str]:
+    wire = _SCOPES.get(scope)
+    if wire is None:
+        raise ValueError(f"scope must be one of {sorted(_SCOPES)}, got {scope!r}")
+    if scope == "task":
+        return wire, current_task().task_id
+    if scope == "workflow":
+        task = current_task()
+        if not task.workflow_id:
+            raise ValueError(f"task {task.task_id} belongs to no workflow: use another scope")
+        return wire, task.workflow_id
+    return wire, ""
+
+
+class StoreResponse(HubResponse):
+    """The Hub's answer to store()."""
+
+    success: bool = False
+    error_message: str = ""
+
+
+class RetrieveResponse(HubResponse):
+    """A looked-up value; `value_json` is a JSON string, `.value()` parses it."""
+
+    success: bool = False
+    found: bool = False
+    value_json: str = ""
+    error_message: str = ""
+    expires_at: datetime.datetime | None = None
+
+    def value(self) -> JsonValue:
+        """The parsed value (None when not found)."""
+        return loads(self.value_json) if self.found and self.value_json else None
+
+
+class DeleteResponse(HubResponse):
+    """The Hub's answer to delete()."""
+
+    success: bool = False
+    deleted: bool = False
+    error_message: str = ""
+
+
+class ListKeysResponse(HubResponse):
+    """The keys of a scope, sorted."""
+
+    success: bool = False
+    keys: list[str] = Field(default_factory=list)
+    error_message: str = ""
+
+
+class Memory(Facade):
+    """Store JSON values by key within a scope ("task" and "workflow" use the current task)."""
+
+    async def store(
+        self,
+        key: str,
+        value: JsonValue,
+        scope: MemoryScopeName = "agent",
+        ttl: int = 0,
+        *,
+        timeout: float | None = None,
+    ) -> StoreResponse:
+        """Store `value` (JSON-serialisable) under `key`; `ttl` seconds, 0 = no expiry."""
+        wire_scope, scope_id = _scope(scope)
+        if ttl < 0:
+            raise ValueError(f"ttl must be >= 0 seconds, got {ttl}")
+        request = pb.StoreRequest(
+            key=key,
+            value_json=dumps(value),
+            scope=wire_scope,
+            ttl_seconds=ttl,
+            scope_id=scope_id,
+        )
+        try:
+            reply = await self._client.memory_stub().store(request, timeout=timeout)
+        except Exception as exc:
+            raise self._client.map_error(exc, "Memory store") from None
+        return StoreResponse.model_construct(
+            success=reply.success, error_message=reply.error_message
+        )
+
+    async def retrieve(
+        self, key: str, scope: MemoryScopeName = "agent", *, timeout: float | None = None
+    ) -> RetrieveResponse:
+        """Look `key` up; `found` is False when there is no live value."""
+        wire_scope, scope_id = _scope(scope)
+        request = pb.RetrieveRequest(key=key, scope=wire_scope, scope_id=scope_id)
+        try:
+            reply = await self._client.memory_stub().retrieve(request, timeout=timeout)
+        except Exception as exc:
+            raise self._client.map_error(exc, "Memory retrieve") from None
+        return RetrieveResponse.model_construct(
+            success=reply.success,
+            found=reply.found,
+            value_json=reply.value_json,
+            error_message=reply.error_message,
+            expires_at=reply.expires_at,
+        )
+
+    async def delete(
+        self, key: str, scope: MemoryScopeName = "agent", *, timeout: float | None = None
+    ) -> DeleteResponse:
+        """Remove `key`; `deleted` says whether there was a value."""
+        wire_scope, scope_id = _scope(scope)
+        request = pb.DeleteRequest(key=key, scope=wire_scope, scope_id=scope_id)
+        try:
+            reply = await self._client.memory_stub().delete(request, timeout=timeout)
+        except Exception as exc:
+            raise self._client.map_error(exc, "Memory delete") from None
+        return DeleteResponse.model_construct(
+            success=reply.success, deleted=reply.deleted, error_message=reply.error_message
+        )
+
+    async def list(
+        self,
+        scope: MemoryScopeName = "agent",
+        prefix: str = "",
+        limit: int = 0,
+        *,
+        timeout: float | None = None,
+    ) -> ListKeysResponse:
+        """The live keys of a scope (optionally only those starting with `prefix`)."""
+        wire_scope, scope_id = _scope(scope)
+        request = pb.ListKeysRequest(
+            scope=wire_scope, scope_id=scope_id, prefix=prefix, limit=limit
+        )
+        try:
+            reply = await self._client.memory_stub().list(request, timeout=timeout)
+        except Exception as exc:
+            raise self._client.map_error(exc, "Memory list") from None
+        return ListKeysResponse.model_construct(
+            success=reply.success, keys=list(reply.keys), error_message=reply.error_message
+        )
