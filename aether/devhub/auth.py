@@ -191,7 +191,7 @@ class AgentRegistry:
         ).fetchone()
         return None if row is None else self._record(row)
 
-    def list(self) -> list[AgentRecord]:
+    def list_agents(self) -> list[AgentRecord]:
         """Every enrolled agent, by id."""
         rows = self._db.conn.execute(
             "SELECT agent_id, secret_hash, trust_level, source, created_at"

@@ -1,0 +1,248 @@
+"""Settings of the dev Hub, from the command line and an optional TOML/JSON config file.
+
+A config file may hold Hub options (top level or under a `[hub]` table, named like the
+command-line flags with underscores) and the fixed agents:
+
+```toml
+[hub]
+port = 50051
+dev = false
+
+[[agents]]
+id = "pm_sarah"
+secret_env = "PM_SARAH_SECRET"   # the secret itself never goes in the file
+trust_level = "standard"         # low | standard | high
+```
+
+Flags given on the command line win over the file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+__all__ = (
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "AgentSpec",
+    "ConfigError",
+    "HubConfig",
+    "is_loopback_host",
+    "load_config_file",
+)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 50051
+
+
+class ConfigError(ValueError):
+    """The Hub's settings are unusable; the message says which one and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """A fixed agent from a config file: its secret is read from `secret_env`."""
+
+    agent_id: str
+    secret_env: str = ""
+    trust_level: str = "standard"
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """Everything `aether hub` can be told. Defaults make a loopback dev Hub."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    db_path: str | None = None
+    dev: bool = False
+    nats_url: str | None = None
+    llm_provider: str = "echo"
+    llm_base_url: str | None = None
+    llm_api_key_env: str | None = None
+    tools: tuple[str, ...] = ()
+    client_token_env: str | None = None
+    max_message_bytes: int = 4 * 1024 * 1024
+    log_level: str = "INFO"
+    heartbeat_interval_seconds: int = 30
+    default_max_attempts: int = 3
+    default_max_concurrent_tasks: int = 1
+    # Finished tasks kept in memory for GetTask/ListTasks/duplicate detection.
+    terminal_task_retention: int = 100_000
+    # Seconds between write-behind flushes of task state to the database (with --db).
+    flush_interval_seconds: float = 0.05
+    agents: tuple[AgentSpec, ...] = field(default=())
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first unusable setting."""
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, not {self.port}")
+        if self.max_message_bytes < 1024:
+            raise ConfigError(
+                f"max_message_bytes must be at least 1024, not {self.max_message_bytes}"
+            )
+        if self.heartbeat_interval_seconds < 1:
+            raise ConfigError("heartbeat_interval_seconds must be at least 1")
+        if self.default_max_attempts < 1:
+            raise ConfigError("default_max_attempts must be at least 1")
+        if self.default_max_concurrent_tasks < 1:
+            raise ConfigError("default_max_concurrent_tasks must be at least 1")
+        if self.terminal_task_retention < 0:
+            raise ConfigError("terminal_task_retention must not be negative")
+        if self.llm_provider not in ("echo", "openai"):
+            raise ConfigError(f"llm_provider must be 'echo' or 'openai', not {self.llm_provider!r}")
+        if self.client_token_env is None and not is_loopback_host(self.host):
+            raise ConfigError(
+                f"refusing to serve TaskService on non-loopback host {self.host!r} without a"
+                " client token: pass --client-token-env VAR (the variable holds the token)"
+                " or bind 127.0.0.1"
+            )
+
+    def client_token(self) -> str | None:
+        """The client token from `client_token_env`, or None when none is configured."""
+        if self.client_token_env is None:
+            return None
+        token = os.environ.get(self.client_token_env, "")
+        if not token:
+            raise ConfigError(
+                f"--client-token-env {self.client_token_env}: the variable is unset or empty"
+            )
+        return token
+
+    def merged_with_file(self, path: str | os.PathLike[str], explicit: set[str]) -> HubConfig:
+        """This config with the file's values for every setting not in `explicit`."""
+        options, agents = load_config_file(path)
+        known = {f.name for f in fields(HubConfig)}
+        updates: dict[str, object] = {}
+        for key, value in options.items():
+            name = key.replace("-", "_")
+            if name == "db":
+                name = "db_path"
+            if name not in known or name == "agents":
+                raise ConfigError(f"{path}: unknown hub option {key!r}")
+            if name in explicit:
+                continue
+            if name == "tools":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ConfigError(f"{path}: 'tools' must be a list of module names")
+                value = tuple(value)
+            updates[name] = value
+        merged = replace(self, **updates, agents=self.agents + agents)  # type: ignore[arg-type]  # values are checked by validate() and the consumers
+        _check_types(merged, path)
+        return merged
+
+
+def _check_types(config: HubConfig, path: str | os.PathLike[str]) -> None:
+    expectations: dict[str, tuple[type, ...]] = {
+        "host": (str,),
+        "port": (int,),
+        "dev": (bool,),
+        "max_message_bytes": (int,),
+        "heartbeat_interval_seconds": (int,),
+        "default_max_attempts": (int,),
+        "default_max_concurrent_tasks": (int,),
+        "terminal_task_retention": (int,),
+        "flush_interval_seconds": (int, float),
+        "llm_provider": (str,),
+        "log_level": (str,),
+    }
+    for name, types in expectations.items():
+        value = getattr(config, name)
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            raise ConfigError(f"{path}: {name} has the wrong type ({type(value).__name__})")
+    for name in ("db_path", "nats_url", "llm_base_url", "llm_api_key_env", "client_token_env"):
+        value = getattr(config, name)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{path}: {name} must be a string")
+
+
+def load_config_file(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, object], tuple[AgentSpec, ...]]:
+    """The Hub options and the agents of a TOML (`.toml`) or JSON file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if file.suffix.lower() == ".json" else _parse_toml(text)
+    except ValueError as exc:
+        raise ConfigError(f"{file}: not valid {_kind(file)}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: the top level must be a table/object")
+    options: dict[str, object] = {}
+    hub = data.get("hub", {})
+    if not isinstance(hub, dict):
+        raise ConfigError(f"{file}: 'hub' must be a table/object")
+    options.update({k: v for k, v in data.items() if k not in ("hub", "agents")})
+    options.update(hub)
+    raw_agents = data.get("agents", [])
+    if not isinstance(raw_agents, list):
+        raise ConfigError(f"{file}: 'agents' must be a list of tables/objects")
+    agents = tuple(_agent_spec(file, i, entry) for i, entry in enumerate(raw_agents))
+    return options, agents
+
+
+def _kind(file: Path) -> str:
+    return "JSON" if file.suffix.lower() == ".json" else "TOML"
+
+
+def _parse_toml(text: str) -> object:
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib.loads(text)
+    raise ConfigError("TOML config files need Python 3.11+; use a .json file")  # pragma: no cover
+
+
+def _agent_spec(file: Path, index: int, entry: object) -> AgentSpec:
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{file}: agents[{index}] must be a table/object")
+    agent_id = entry.get("id", entry.get("agent_id"))
+    if not isinstance(agent_id, str) or not agent_id.strip():
+        raise ConfigError(f"{file}: agents[{index}].id is required")
+    secret_env = entry.get("secret_env", "")
+    if not isinstance(secret_env, str):
+        raise ConfigError(f"{file}: agents[{index}].secret_env must be a string")
+    if "secret" in entry:
+        raise ConfigError(
+            f"{file}: agents[{index}] has a literal 'secret'; put it in an environment"
+            " variable and name that variable in 'secret_env'"
+        )
+    trust = entry.get("trust_level", "standard")
+    if not isinstance(trust, (str, int)) or isinstance(trust, bool):
+        raise ConfigError(f"{file}: agents[{index}].trust_level must be low|standard|high")
+    return AgentSpec(agent_id=agent_id, secret_env=secret_env, trust_level=str(trust))
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` only reaches this machine (127.0.0.0/8, ::1, localhost)."""
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(
+        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
+    )
+
+
+def parse_args_tools(values: Sequence[str] | None) -> tuple[str, ...]:
+    """`--tools a b --tools c` (and `a,b`) → ("a", "b", "c")."""
+    out: list[str] = []
+    for value in values or ():
+        out.extend(part.strip() for part in value.split(",") if part.strip())
+    return tuple(out)
