@@ -33,6 +33,8 @@ from types import ModuleType
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
 
+from tests.generated import protoplan
+
 REPO = Path(__file__).resolve().parents[2]
 API_PROTO_ROOT = REPO / "proto"
 KITCHEN_PROTO_ROOT = REPO / "tests" / "codegen" / "kitchen_sink"
@@ -224,3 +226,31 @@ def message_names(root: Path, proto_package: str) -> list[str]:
 def flat_name(full_name: str, proto_package: str) -> str:
     """Our Python name of a proto type: nested names concatenated (docs/generated-api.md)."""
     return full_name[len(proto_package) + 1 :].replace(".", "")
+
+
+def kitchen_ours() -> protoplan.Ours:
+    """Our kitchen-sink wire classes (kitchen.v1 and the WKTs it uses)."""
+    return protoplan.Ours(
+        {
+            KITCHEN_PROTO_PACKAGE: kitchen_ours_module("messages"),
+            "google.protobuf": importlib.import_module(
+                f"{KITCHEN_PACKAGE}.google.protobuf.messages"
+            ),
+        }
+    )
+
+
+def api_ours() -> protoplan.Ours:
+    """Our committed `aether_api` wire classes of `aether.v1` (and its WKTs)."""
+    return protoplan.Ours(
+        {
+            API_PROTO_PACKAGE: importlib.import_module("aether_api.v1.messages"),
+            "google.protobuf": importlib.import_module("aether_api.google.protobuf.messages"),
+        }
+    )
+
+
+def kitchen_google_class(full_name: str) -> type[message.Message]:
+    """Google's class for a kitchen-sink message, e.g. "kitchen.v1.Outer.Inner"."""
+    pool = kitchen_pb2().DESCRIPTOR.pool
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(full_name))

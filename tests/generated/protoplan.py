@@ -250,6 +250,17 @@ def variant_count(desc: Descriptor, stack: tuple[str, ...] = ()) -> int:
 
 # -- hypothesis strategies ------------------------------------------------------------------
 
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Knobs of `plan_strategy`."""
+
+    nonempty_strings: bool = False
+    """Strings of at least one character (for models whose "(required)" ids must be set)."""
+    finite_floats: bool = False
+    """No infinities (JSON has none)."""
+
+
 _json: st.SearchStrategy[object] = st.recursive(
     st.none()
     | st.booleans()
@@ -262,7 +273,7 @@ _json: st.SearchStrategy[object] = st.recursive(
 )
 
 
-def _scalar_strategy(field: FieldDescriptor, nonempty_strings: bool) -> st.SearchStrategy[object]:
+def _scalar_strategy(field: FieldDescriptor, opts: Options) -> st.SearchStrategy[object]:
     kind = field.type
     if kind in _INT_RANGES:
         lo, hi = _INT_RANGES[kind]
@@ -270,24 +281,24 @@ def _scalar_strategy(field: FieldDescriptor, nonempty_strings: bool) -> st.Searc
     if kind == _FD.TYPE_ENUM:
         return st.sampled_from(enum_numbers(field.enum_type))
     if kind == _FD.TYPE_DOUBLE:
-        return st.floats(allow_nan=False)
+        return st.floats(allow_nan=False, allow_infinity=not opts.finite_floats)
     if kind == _FD.TYPE_FLOAT:
-        return st.floats(allow_nan=False, width=32)
+        return st.floats(allow_nan=False, allow_infinity=not opts.finite_floats, width=32)
     if kind == _FD.TYPE_BOOL:
         return st.booleans()
     if kind == _FD.TYPE_STRING:
-        return st.text(min_size=1 if nonempty_strings else 0, max_size=12)
+        return st.text(min_size=1 if opts.nonempty_strings else 0, max_size=12)
     if kind == _FD.TYPE_BYTES:
         return st.binary(max_size=12)
     raise AssertionError(f"unhandled field type {kind} of {field.full_name}")
 
 
 def _single_strategy(
-    field: FieldDescriptor, stack: tuple[str, ...], nonempty_strings: bool
+    field: FieldDescriptor, stack: tuple[str, ...], opts: Options
 ) -> st.SearchStrategy[object] | None:
     """None when the field's message type would recurse too deep."""
     if field.type != _FD.TYPE_MESSAGE:
-        return _scalar_strategy(field, nonempty_strings)
+        return _scalar_strategy(field, opts)
     desc = required_message(field)
     if desc.full_name == TIMESTAMP:
         return st.datetimes(
@@ -303,11 +314,11 @@ def _single_strategy(
         return st.dictionaries(st.text(max_size=5), _json, max_size=3).map(_json_to_struct_plan)
     if desc.full_name in stack:
         return None
-    return plan_strategy(desc, stack=stack, nonempty_strings=nonempty_strings)
+    return plan_strategy(desc, stack=stack, opts=opts)
 
 
 def plan_strategy(
-    desc: Descriptor, *, stack: tuple[str, ...] = (), nonempty_strings: bool = False
+    desc: Descriptor, *, stack: tuple[str, ...] = (), opts: Options = Options()
 ) -> st.SearchStrategy[Plan]:
     """Random plans of `desc`: any values, fields absent or present, oneofs any member."""
     stack = (*stack, desc.full_name)
@@ -315,17 +326,15 @@ def plan_strategy(
     oneof_choices: list[st.SearchStrategy[tuple[str | None, object]]] = []
     oneof_members: list[str] = []
     for field in desc.fields:
-        single = _single_strategy(field, stack, nonempty_strings)
+        single = _single_strategy(field, stack, opts)
         if real_oneof(field) is not None:
             oneof_members.append(field.name)
             continue
         if is_map(field):
             key_field, value_field = map_key_value(field)
-            value_strategy = _single_strategy(value_field, stack, nonempty_strings)
+            value_strategy = _single_strategy(value_field, stack, opts)
             fixed[field.name] = (
-                st.dictionaries(
-                    _scalar_strategy(key_field, nonempty_strings), value_strategy, max_size=3
-                )
+                st.dictionaries(_scalar_strategy(key_field, opts), value_strategy, max_size=3)
                 if value_strategy is not None
                 else st.just({})
             )
@@ -341,7 +350,7 @@ def plan_strategy(
         members = [f for f in oneof.fields if real_oneof(f) is not None]
         options: list[st.SearchStrategy[tuple[str | None, object]]] = [st.just((None, None))]
         for member in members:
-            single = _single_strategy(member, stack, nonempty_strings)
+            single = _single_strategy(member, stack, opts)
             if single is not None:
                 options.append(st.tuples(st.just(member.name), single))
         if members:
@@ -456,6 +465,10 @@ class Ours:
 
     def __init__(self, modules: Mapping[str, ModuleType]) -> None:
         self._modules = dict(modules)
+
+    def module(self, proto_package: str) -> ModuleType:
+        """Our generated messages module of a proto package."""
+        return self._modules[proto_package]
 
     def _lookup(self, full_name: str) -> Any:
         for package, module in self._modules.items():
