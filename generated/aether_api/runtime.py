@@ -11,7 +11,6 @@ code reads the 5-byte gRPC length prefix itself and refuses a message larger tha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import (
     AsyncIterable,
@@ -491,9 +490,10 @@ async def _send_all_or_cancel(
 ) -> None:
     try:
         await _send_all(stream, requests)
-    except Exception:
-        with contextlib.suppress(Exception):
-            await stream.cancel()
+    except Exception as exc:
+        # Wake the receiving side (grpclib's own mechanism for broken connections): it
+        # raises this error, and leaving the call resets the HTTP/2 stream.
+        stream._wrapper.cancel(exc)
         raise
 
 
