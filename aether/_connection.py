@@ -81,11 +81,14 @@ class ConnectionStateTracker:
             queue.put_nowait(state)
 
     async def watch(self) -> AsyncIterator[ConnectionState]:
-        """Yield the current state, then every later one, until CLOSED (inclusive)."""
+        """Yield the current state, then every later one, until a change to CLOSED (inclusive).
+
+        An initial CLOSED (not started yet) does not end the iteration.
+        """
         queue: asyncio.Queue[ConnectionState] = asyncio.Queue()
-        queue.put_nowait(self._state)
         self._watchers.add(queue)
         try:
+            yield self._state
             while True:
                 state = await queue.get()
                 yield state
