@@ -1,0 +1,468 @@
+"""`HubServer`: the dev Hub's services assembled on one grpclib server.
+
+```python
+hub = HubServer(HubConfig(port=0, dev=True))
+await hub.start()
+print(hub.address)          # "127.0.0.1:<port>"
+...
+await hub.stop()
+```
+
+Serves the six `aether.v1` services, `grpc.health.v1.Health` and server reflection (v1
+and v1alpha). Tests and the `aether.testing` fixture reach the parts through typed
+properties (`queue`, `sessions`, `agents`, `memory`, `bus`, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from typing import Protocol
+
+import grpclib.const
+import grpclib.server
+
+from aether._wire import health_pb
+from aether.devhub.agents import AgentService
+from aether.devhub.auth import (
+    AgentRegistry,
+    ClientAuth,
+    SessionRegistry,
+    hash_secret,
+    parse_trust_level,
+    verify_secret,
+)
+from aether.devhub.bus import MessageBus, create_bus
+from aether.devhub.clock import Clock, SystemClock
+from aether.devhub.config import ConfigError, HubConfig
+from aether.devhub.db import Database
+from aether.devhub.health import HealthService
+from aether.devhub.memory import MemoryService
+from aether.devhub.messaging import MessagingService
+from aether.devhub.reflection import ReflectionIndex, ReflectionV1, ReflectionV1Alpha
+from aether.devhub.tasks import TaskQueue, TaskService
+from aether.devhub.taskstore import TaskStore
+
+__all__ = ("HubServer", "Servable")
+
+log = logging.getLogger("aether.devhub")
+
+
+class Servable(Protocol):
+    """A grpclib service with the generated message-size guard."""
+
+    max_message_bytes: int
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]: ...
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening-ready socket on host:port (port 0 picks a free one)."""
+    infos = socket.getaddrinfo(
+        host, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    if not infos:  # pragma: no cover - getaddrinfo raises instead
+        raise OSError(f"cannot resolve {host!r}")
+    errors: list[str] = []
+    for family, type_, proto, _, addr in infos:
+        sock = socket.socket(family, type_, proto)
+        try:
+            if os.name != "nt":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr)
+        except OSError as exc:
+            sock.close()
+            errors.append(f"{host}:{port}: {exc.strerror or exc}")
+            continue
+        sock.setblocking(False)
+        return sock
+    raise OSError(f"cannot listen on {host}:{port}: " + "; ".join(errors))
+
+
+class HubServer:
+    """The development Hub: every service on one grpclib server, state in one database."""
+
+    def __init__(
+        self,
+        config: HubConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        extra_services: Sequence[Servable] = (),
+    ) -> None:
+        self.config = config or HubConfig()
+        self._clock: Clock = clock or SystemClock()
+        self._extra = tuple(extra_services)
+        self._server: grpclib.server.Server | None = None
+        self._sock: socket.socket | None = None
+        self._port: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._stopped = False
+        self._stop_lock = asyncio.Lock()
+        self._db: Database | None = None
+        self._agents: AgentRegistry | None = None
+        self._sessions: SessionRegistry | None = None
+        self._queue: TaskQueue | None = None
+        self._agent_service: AgentService | None = None
+        self._task_service: TaskService | None = None
+        self._memory: MemoryService | None = None
+        self._bus: MessageBus | None = None
+        self._messaging: MessagingService | None = None
+        self._llm: Servable | None = None
+        self._llm_provider: object | None = None
+        self._tools: Servable | None = None
+        self._tool_registry: object | None = None
+        self._health: HealthService | None = None
+        self._services: list[Servable] = []
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the database, build the services and listen. Raises ConfigError/OSError."""
+        if self._started:
+            raise RuntimeError("HubServer already started")
+        self._started = True
+        config = self.config
+        config.validate()
+        client_token = config.client_token()
+        try:
+            await self._build(config, client_token)
+            server = grpclib.server.Server(self._services)
+            sock = _bind(config.host, config.port)
+            self._sock = sock
+            await server.start(sock=sock)
+            self._server = server
+            self._port = int(sock.getsockname()[1])
+        except BaseException:
+            await self._close_parts()
+            raise
+        self._tasks.append(asyncio.create_task(self._sweep_loop(), name="aether-hub-sweep"))
+        if self.queue.store is not None:
+            self._tasks.append(asyncio.create_task(self._flush_loop(), name="aether-hub-flush"))
+        log.info("Aether Hub listening on %s", self.address)
+
+    async def _build(self, config: HubConfig, client_token: str | None) -> None:
+        clock = self._clock
+        db = Database(config.db_path)
+        self._db = db
+        agents = AgentRegistry(db)
+        self._agents = agents
+        await self._enrol_configured_agents(agents)
+        sessions = SessionRegistry(
+            db,
+            heartbeat_interval=float(config.heartbeat_interval_seconds),
+            clock=clock.monotonic,
+            wall_clock=clock.time,
+        )
+        self._sessions = sessions
+        queue = TaskQueue(
+            store=TaskStore(db) if db.is_persistent else None,
+            clock=clock,
+            default_max_attempts=config.default_max_attempts,
+            terminal_retention=config.terminal_task_retention,
+        )
+        self._queue = queue
+        self._agent_service = AgentService(
+            agents=agents,
+            sessions=sessions,
+            queue=queue,
+            dev=config.dev,
+            default_max_concurrent_tasks=config.default_max_concurrent_tasks,
+            clock=clock,
+        )
+        self._task_service = TaskService(queue, ClientAuth(client_token, sessions))
+        self._memory = MemoryService(db, sessions, clock=clock.time)
+        self._bus = await create_bus(config.nats_url)
+        self._messaging = MessagingService(self._bus, sessions)
+        self._llm, self._llm_provider = self._build_llm(config, sessions)
+        self._tools, self._tool_registry = self._build_tools(config, db, sessions)
+        services: list[Servable] = [
+            self._agent_service,
+            self._task_service,
+            self._memory,
+            self._messaging,
+        ]
+        if self._llm is not None:
+            services.append(self._llm)
+        if self._tools is not None:
+            services.append(self._tools)
+        services.extend(self._extra)
+        names = [str(getattr(s, "SERVICE_NAME", "")) for s in services]
+        names = [n for n in names if n]
+        self._health = HealthService(names)
+        index = ReflectionIndex(
+            [
+                *names,
+                HealthService.SERVICE_NAME,
+                ReflectionV1.SERVICE_NAME,
+                ReflectionV1Alpha.SERVICE_NAME,
+            ]
+        )
+        services += [self._health, ReflectionV1(index), ReflectionV1Alpha(index)]
+        for service in services:
+            service.max_message_bytes = config.max_message_bytes
+        self._services = services
+
+    async def _enrol_configured_agents(self, agents: AgentRegistry) -> None:
+        for spec in self.config.agents:
+            secret = ""
+            if spec.secret_env:
+                secret = os.environ.get(spec.secret_env, "")
+                if not secret:
+                    raise ConfigError(
+                        f"agent {spec.agent_id!r}: environment variable {spec.secret_env}"
+                        " (its secret_env) is unset or empty"
+                    )
+            else:
+                log.warning("agent %r is configured without a secret", spec.agent_id)
+            existing = agents.get(spec.agent_id)
+            level = parse_trust_level(spec.trust_level)
+            if (
+                existing is not None
+                and existing.trust_level == level
+                and existing.has_secret == bool(secret)
+                and await asyncio.to_thread(verify_secret, secret, existing.secret_hash)
+            ):
+                continue
+            hashed = await asyncio.to_thread(hash_secret, secret)
+            agents.add_hashed(spec.agent_id, hashed, level, source="config")
+
+    def _build_llm(
+        self, config: HubConfig, sessions: SessionRegistry
+    ) -> tuple[Servable | None, object | None]:
+        try:
+            llm = importlib.import_module("aether.devhub.llm")
+            providers = importlib.import_module("aether.devhub.llm_providers")
+        except ModuleNotFoundError as exc:
+            log.warning("LLMService not available yet (%s)", exc)
+            return None, None
+        provider = providers.make_llm_provider(
+            config.llm_provider,
+            base_url=config.llm_base_url,
+            api_key_env=config.llm_api_key_env,
+        )
+        service: Servable = llm.LLMService(sessions, provider, llm.ModelPolicy.default())
+        return service, provider
+
+    def _build_tools(
+        self, config: HubConfig, db: Database, sessions: SessionRegistry
+    ) -> tuple[Servable | None, object | None]:
+        try:
+            tools = importlib.import_module("aether.devhub.tools")
+        except ModuleNotFoundError as exc:
+            log.warning("ToolService not available yet (%s)", exc)
+            return None, None
+        registry = tools.ToolRegistry.with_builtins(db)
+        for module in config.tools:
+            registry.load_plugin(module)
+        service: Servable = tools.ToolService(sessions, registry)
+        return service, registry
+
+    async def stop(self) -> None:
+        """Stop serving, hand leased tasks back, flush the database, close the bus.
+
+        Idempotent, and safe before `start()`.
+        """
+        async with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            if self._health is not None:
+                self._health.set_all(health_pb.HealthCheckResponseServingStatus.NOT_SERVING)
+            if self._queue is not None:
+                self._queue.shutting_down = True
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._tasks.clear()
+            if self._server is not None:
+                self._server.close()
+                try:
+                    await asyncio.wait_for(self._server.wait_closed(), timeout=5.0)
+                except asyncio.TimeoutError:
+                    log.warning("some connections did not close within 5 s")
+            await self._close_parts()
+            log.info("Aether Hub stopped")
+
+    async def _close_parts(self) -> None:
+        if self._queue is not None and self._db is not None and not self._db.closed:
+            try:
+                self._queue.flush()
+            except Exception:
+                log.exception("could not write the last task changes to the database")
+        if self._bus is not None:
+            try:
+                await self._bus.close()
+            except Exception:
+                log.exception("closing the message bus failed")
+        closer = getattr(self._llm_provider, "aclose", None) or getattr(
+            self._llm_provider, "close", None
+        )
+        if closer is not None:
+            try:
+                result = closer()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("closing the LLM provider failed")
+        if self._sock is not None and self._server is None:
+            self._sock.close()
+        if self._db is not None:
+            self._db.close()
+
+    async def __aenter__(self) -> HubServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def serve_until(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set, then stop cleanly."""
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    # -- background work ----------------------------------------------------------------
+
+    def sweep(self) -> None:
+        """End sessions that missed heartbeats and time out overdue tasks, now."""
+        self.agent_service.expire_stale()
+        self.queue.sweep()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            delay = 0.5
+            deadline = self.queue.next_deadline()
+            if deadline is not None:
+                delay = min(delay, max(0.01, deadline - self._clock.time()))
+            await asyncio.sleep(delay)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweeping sessions and deadlines failed")
+
+    async def _flush_loop(self) -> None:
+        interval = self.config.flush_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.queue.flush()
+            except Exception:
+                log.exception("writing task changes to the database failed")
+
+    # -- access -------------------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the Hub serves (started and not stopped)."""
+        return self._server is not None and not self._stopped
+
+    @property
+    def port(self) -> int:
+        """The port the Hub listens on (the real one when configured with 0)."""
+        if self._port is None:
+            raise RuntimeError("the Hub is not started")
+        return self._port
+
+    @property
+    def host(self) -> str:
+        """The host the Hub is bound to."""
+        return self.config.host
+
+    @property
+    def address(self) -> str:
+        """`host:port`, what an agent's hub_url needs (IPv6 hosts in brackets)."""
+        host = self.config.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self.port}"
+
+    @property
+    def db(self) -> Database:
+        """The Hub's database."""
+        if self._db is None:
+            raise RuntimeError("the Hub is not started")
+        return self._db
+
+    @property
+    def agents(self) -> AgentRegistry:
+        """The enrolled agents."""
+        if self._agents is None:
+            raise RuntimeError("the Hub is not started")
+        return self._agents
+
+    @property
+    def sessions(self) -> SessionRegistry:
+        """The live agent sessions."""
+        if self._sessions is None:
+            raise RuntimeError("the Hub is not started")
+        return self._sessions
+
+    @property
+    def queue(self) -> TaskQueue:
+        """The task queue."""
+        if self._queue is None:
+            raise RuntimeError("the Hub is not started")
+        return self._queue
+
+    @property
+    def agent_service(self) -> AgentService:
+        """The AgentService instance."""
+        if self._agent_service is None:
+            raise RuntimeError("the Hub is not started")
+        return self._agent_service
+
+    @property
+    def task_service(self) -> TaskService:
+        """The TaskService instance."""
+        if self._task_service is None:
+            raise RuntimeError("the Hub is not started")
+        return self._task_service
+
+    @property
+    def memory(self) -> MemoryService:
+        """The MemoryService (its `snapshot()` reads stored values)."""
+        if self._memory is None:
+            raise RuntimeError("the Hub is not started")
+        return self._memory
+
+    @property
+    def bus(self) -> MessageBus:
+        """The message bus behind MessagingService (subscribe to it from Python)."""
+        if self._bus is None:
+            raise RuntimeError("the Hub is not started")
+        return self._bus
+
+    @property
+    def health(self) -> HealthService:
+        """The health service (its statuses)."""
+        if self._health is None:
+            raise RuntimeError("the Hub is not started")
+        return self._health
+
+    @property
+    def llm_provider(self) -> object | None:
+        """The LLM provider answering LLMService calls (its `calls` lists them)."""
+        return self._llm_provider
+
+    @property
+    def tool_registry(self) -> object | None:
+        """The tool registry behind ToolService."""
+        return self._tool_registry
+
+    @property
+    def services(self) -> tuple[Servable, ...]:
+        """Every servable the Hub serves, in order."""
+        return tuple(self._services)
