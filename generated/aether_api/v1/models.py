@@ -1595,14 +1595,7 @@ class TaskStreamEvent(_mb.WireModel):
 
     @pydantic.model_validator(mode="after")
     def _check_oneofs(self) -> TaskStreamEvent:
-        _mb.check_oneof(
-            self,
-            "event",
-            (
-                "assignment",
-                "cancel",
-            ),
-        )
+        _mb.check_oneof(self, "event", ("assignment", "cancel"))
         return self
 
     def to_wire(self) -> _pb.TaskStreamEvent:
