@@ -17,8 +17,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-__all__ = ("HealthReport", "HealthServer")
+if TYPE_CHECKING:
+    from aether.agent import AetherAgent
+
+__all__ = ("HealthReport", "HealthServer", "agent_probe")
 
 _log = logging.getLogger("aether.health")
 
@@ -167,3 +171,24 @@ class HealthServer:
         if not head:
             writer.write(payload)
         await writer.drain()
+
+
+def agent_probe(agent: AetherAgent) -> Callable[[], HealthReport]:
+    """A probe reading `agent.connection_state`.
+
+    Alive unless the agent has stopped for good after it was started (CLOSED with an
+    `error`, e.g. it gave up reconnecting); ready only while CONNECTED (registered and
+    streaming tasks) — not while connecting, reconnecting or draining on shutdown.
+    """
+    from aether._connection import ConnectionState  # the SDK core, imported lazily
+
+    def probe() -> HealthReport:
+        state = agent.connection_state
+        failed = state is ConnectionState.CLOSED and agent.error is not None
+        return HealthReport(
+            live=not failed,
+            ready=state is ConnectionState.CONNECTED,
+            state=state.value if not failed else f"{state.value}: {type(agent.error).__name__}",
+        )
+
+    return probe
