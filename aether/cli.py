@@ -1,2 +1,97 @@
-def main() -> None:
-    raise SystemExit("not yet")
+"""The `aether` console script.
+
+Subcommands (each imported only when its parser is built, so `aether hub` starts fast):
+
+- `aether hub [...]`        the development Hub (`aether.devhub.cli`)
+- `aether agents list [...]` agents connected to a Hub (`aether.devhub.cli`)
+- `aether task [...]`       submit and follow tasks (`aether.taskcli`)
+
+A subcommand's parser sets `handler` (or `func`): a callable taking the parsed
+arguments and returning an exit status (an int, None for 0, or an awaitable of those).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import inspect
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+__all__ = ("build_parser", "main")
+
+if TYPE_CHECKING:
+    _SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def _add_hub(subparsers: _SubParsers) -> None:
+    from aether.devhub import cli as devhub_cli
+
+    devhub_cli.add_hub_parser(subparsers).set_defaults(handler=devhub_cli.dispatch_hub)
+
+
+def _add_agents(subparsers: _SubParsers) -> None:
+    from aether.devhub import cli as devhub_cli
+
+    devhub_cli.add_agents_parser(subparsers).set_defaults(handler=devhub_cli.run_agents_list)
+
+
+def _add_task(subparsers: _SubParsers) -> None:
+    try:
+        add_task_parser: Callable[[_SubParsers], object] = importlib.import_module(
+            "aether.taskcli"
+        ).add_task_parser
+    except (ImportError, AttributeError) as exc:  # not installed in a partial checkout
+        parser = subparsers.add_parser("task", help="submit and follow tasks (unavailable)")
+        message = f"aether task is unavailable: {exc}"
+        parser.set_defaults(handler=lambda _args: _fail(message))
+        return
+    add_task_parser(subparsers)
+
+
+# The subcommands, in help order. A `run` subcommand (run an agent module against a Hub)
+# is added here by its own module: ("run", _add_run).
+_SUBCOMMANDS: tuple[tuple[str, Callable[[_SubParsers], None]], ...] = (
+    ("hub", _add_hub),
+    ("agents", _add_agents),
+    ("task", _add_task),
+)
+
+
+def _fail(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `aether` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="aether", description="Aether agent SDK tools.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for _name, add in _SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `aether` command line; the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None) or getattr(args, "func", None)
+    if not callable(handler):
+        parser.error(f"{args.command}: no action (a subcommand is missing?)")
+    result: object = handler(args)
+    if inspect.isawaitable(result):
+        result = asyncio.run(_await(result))
+    return int(result) if isinstance(result, int) else 0
+
+
+async def _await(awaitable: object) -> object:
+    assert inspect.isawaitable(awaitable)
+    return await awaitable
+
+
+if __name__ == "__main__":
+    sys.exit(main())
