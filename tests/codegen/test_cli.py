@@ -160,3 +160,21 @@ def test_toolchain_mismatch_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     with pytest.raises(toolchain.ToolchainError, match=r"ruff 0\.0\.1 is installed"):
         toolchain.check_toolchain()
+
+
+def test_dump_env_saves_the_descriptor_set(
+    tree: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from google.protobuf import descriptor_pb2
+
+    proto, out = tree
+    dump = tmp_path / "set.pb"
+    monkeypatch.setenv("AETHER_CODEGEN_DUMP", str(dump))
+    assert cli.main(["--check", "--proto-root", str(proto), "--out", str(out)]) == 0
+    fds = descriptor_pb2.FileDescriptorSet.FromString(dump.read_bytes())
+    names = [f.name for f in fds.file]
+    assert names == sorted(names)
+    assert "aether/v1/agent.proto" in names
+    assert "google/protobuf/timestamp.proto" in names  # --include_imports
+    agent = next(f for f in fds.file if f.name == "aether/v1/agent.proto")
+    assert agent.source_code_info.location  # --include_source_info
