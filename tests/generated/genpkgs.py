@@ -51,7 +51,8 @@ class GenerationError(RuntimeError):
     """A generator subprocess failed; the message carries its output."""
 
 
-def _scratch_dir(prefix: str) -> Path:
+def scratch_dir(prefix: str) -> Path:
+    """A new temporary folder, removed when the test process exits."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
     atexit.register(shutil.rmtree, path, True)
     return path
@@ -119,7 +120,7 @@ def run_protoc(root: Path, files: list[str], *, out: Path, grpc: bool) -> None:
 @functools.cache
 def descriptor_set(root: Path) -> descriptor_pb2.FileDescriptorSet:
     """A FileDescriptorSet of every proto under `root` and its imports."""
-    out = _scratch_dir("descset-") / "set.pb"
+    out = scratch_dir("descset-") / "set.pb"
     _run(
         [
             sys.executable,
@@ -148,7 +149,7 @@ def _prepend_sys_path(path: Path) -> None:
 @functools.cache
 def kitchen_generated() -> Path:
     """Generate the kitchen sink with our generator; importable as `kitchen_api`."""
-    out = _scratch_dir("kitchen-ours-")
+    out = scratch_dir("kitchen-ours-")
     package_dir = run_codegen(package=KITCHEN_PACKAGE, out=out, proto_roots=[KITCHEN_PROTO_ROOT])
     _prepend_sys_path(package_dir.parent)
     return package_dir
@@ -157,7 +158,7 @@ def kitchen_generated() -> Path:
 @functools.cache
 def kitchen_stock() -> Path:
     """Google's classes and grpcio stubs for the kitchen sink, importable as `kitchen.v1`."""
-    out = _scratch_dir("kitchen-stock-")
+    out = scratch_dir("kitchen-stock-")
     run_protoc(KITCHEN_PROTO_ROOT, [KITCHEN_PROTO_FILE], out=out, grpc=True)
     _prepend_sys_path(out)
     return out

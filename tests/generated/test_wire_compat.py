@@ -13,7 +13,7 @@ import struct
 
 import betterproto2
 import pytest
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from hypothesis import HealthCheck, given, settings
 
 from tests.generated import genpkgs, protoplan
@@ -192,3 +192,54 @@ def test_packed_false_is_encoded_unpacked(kitchen_ours: Ours) -> None:
         google_class, {**protoplan.google_plan(google_class()), "r_unpacked_int32": [1, 2]}
     )
     assert bytes(cls(r_unpacked_int32=[1, 2])) == google.SerializeToString()
+
+
+# -- malformed input --------------------------------------------------------------------------
+
+# Bodies Google's parser rejects as corrupt, for messages whose field 1 is a string
+# (TaskResult) or a message (TaskStreamEvent).
+_CORRUPT = [
+    pytest.param(b"\x0a\x05ab", id="length-past-end"),
+    pytest.param(b"\x08\xff", id="truncated-varint"),
+    pytest.param(b"\x0f", id="wire-type-7"),
+    pytest.param(b"\x0e", id="wire-type-6"),
+    pytest.param(b"\x0b", id="unterminated-group"),
+    pytest.param(b"\x0c", id="stray-end-group"),
+    pytest.param(b"\x00\x01", id="field-number-0"),
+    pytest.param(b"\x0a\x02\xc3\x28", id="invalid-utf8"),
+]
+# Bodies whose field 1 has the wrong wire type: Google's parser keeps them as unknown
+# fields and leaves field 1 unset.
+_MISMATCHED = [
+    pytest.param(b"\x08\x01", id="varint"),
+    pytest.param(b"\x0d\x01\x00\x00\x00", id="fixed32"),
+    pytest.param(b"\x09" + bytes(8), id="fixed64"),
+]
+_FIELD_1 = {"aether.v1.TaskResult": "task_id", "aether.v1.TaskStreamEvent": "assignment"}
+
+
+@pytest.mark.parametrize("full_name", sorted(_FIELD_1))
+@pytest.mark.parametrize("body", _CORRUPT)
+def test_corrupt_bytes_are_rejected(full_name: str, body: bytes, api_ours: Ours) -> None:
+    """What Google refuses to decode, we refuse too (the server maps it to INVALID_ARGUMENT)."""
+    google_class = genpkgs.api_google_class(full_name)
+    with pytest.raises(DecodeError):
+        google_class.FromString(body)
+    cls = api_ours.message_class(protoplan.descriptor_of(google_class))
+    try:
+        decoded = cls.parse(body)
+    except Exception:
+        return  # any error is a refusal
+    pytest.fail(f"{body!r} decoded to {decoded!r} instead of being refused")
+
+
+@pytest.mark.parametrize("full_name", sorted(_FIELD_1))
+@pytest.mark.parametrize("body", _MISMATCHED)
+def test_mismatched_wire_type_is_skipped(full_name: str, body: bytes, api_ours: Ours) -> None:
+    """A field of the wrong wire type is an unknown field: never a value of the wrong type."""
+    google_class = genpkgs.api_google_class(full_name)
+    desc = protoplan.descriptor_of(google_class)
+    expected = protoplan.google_plan(google_class.FromString(body))
+    assert expected == protoplan.google_plan(google_class())
+    decoded = api_ours.message_class(desc).parse(body)
+    protoplan.assert_same(expected, api_ours.plan(desc, decoded), f"{body!r}")
