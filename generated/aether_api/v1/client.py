@@ -37,9 +37,12 @@ class AgentServiceStub(_runtime.StubBase):
         timeout: float | None = None,
         max_message_bytes: int = _runtime.DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        """`metadata` is sent on every call (before the call's own); `timeout` applies to
-        calls that set neither a timeout nor a deadline; a reply larger than
-        `max_message_bytes` fails the call with RESOURCE_EXHAUSTED."""
+        """Bind the stub to a grpclib channel.
+
+        `metadata` is sent on every call, before the call's own; `timeout` applies to calls
+        that set neither a timeout nor a deadline; a reply larger than `max_message_bytes`
+        fails the call with RESOURCE_EXHAUSTED.
+        """
         super().__init__(
             channel, metadata=metadata, timeout=timeout, max_message_bytes=max_message_bytes
         )
@@ -191,9 +194,12 @@ class LLMServiceStub(_runtime.StubBase):
         timeout: float | None = None,
         max_message_bytes: int = _runtime.DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        """`metadata` is sent on every call (before the call's own); `timeout` applies to
-        calls that set neither a timeout nor a deadline; a reply larger than
-        `max_message_bytes` fails the call with RESOURCE_EXHAUSTED."""
+        """Bind the stub to a grpclib channel.
+
+        `metadata` is sent on every call, before the call's own; `timeout` applies to calls
+        that set neither a timeout nor a deadline; a reply larger than `max_message_bytes`
+        fails the call with RESOURCE_EXHAUSTED.
+        """
         super().__init__(
             channel, metadata=metadata, timeout=timeout, max_message_bytes=max_message_bytes
         )
@@ -249,9 +255,12 @@ class MemoryServiceStub(_runtime.StubBase):
         timeout: float | None = None,
         max_message_bytes: int = _runtime.DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        """`metadata` is sent on every call (before the call's own); `timeout` applies to
-        calls that set neither a timeout nor a deadline; a reply larger than
-        `max_message_bytes` fails the call with RESOURCE_EXHAUSTED."""
+        """Bind the stub to a grpclib channel.
+
+        `metadata` is sent on every call, before the call's own; `timeout` applies to calls
+        that set neither a timeout nor a deadline; a reply larger than `max_message_bytes`
+        fails the call with RESOURCE_EXHAUSTED.
+        """
         super().__init__(
             channel, metadata=metadata, timeout=timeout, max_message_bytes=max_message_bytes
         )
@@ -343,9 +352,12 @@ class MessagingServiceStub(_runtime.StubBase):
         timeout: float | None = None,
         max_message_bytes: int = _runtime.DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        """`metadata` is sent on every call (before the call's own); `timeout` applies to
-        calls that set neither a timeout nor a deadline; a reply larger than
-        `max_message_bytes` fails the call with RESOURCE_EXHAUSTED."""
+        """Bind the stub to a grpclib channel.
+
+        `metadata` is sent on every call, before the call's own; `timeout` applies to calls
+        that set neither a timeout nor a deadline; a reply larger than `max_message_bytes`
+        fails the call with RESOURCE_EXHAUSTED.
+        """
         super().__init__(
             channel, metadata=metadata, timeout=timeout, max_message_bytes=max_message_bytes
         )
@@ -420,9 +432,12 @@ class TaskServiceStub(_runtime.StubBase):
         timeout: float | None = None,
         max_message_bytes: int = _runtime.DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        """`metadata` is sent on every call (before the call's own); `timeout` applies to
-        calls that set neither a timeout nor a deadline; a reply larger than
-        `max_message_bytes` fails the call with RESOURCE_EXHAUSTED."""
+        """Bind the stub to a grpclib channel.
+
+        `metadata` is sent on every call, before the call's own; `timeout` applies to calls
+        that set neither a timeout nor a deadline; a reply larger than `max_message_bytes`
+        fails the call with RESOURCE_EXHAUSTED.
+        """
         super().__init__(
             channel, metadata=metadata, timeout=timeout, max_message_bytes=max_message_bytes
         )
@@ -529,9 +544,12 @@ class ToolServiceStub(_runtime.StubBase):
         timeout: float | None = None,
         max_message_bytes: int = _runtime.DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        """`metadata` is sent on every call (before the call's own); `timeout` applies to
-        calls that set neither a timeout nor a deadline; a reply larger than
-        `max_message_bytes` fails the call with RESOURCE_EXHAUSTED."""
+        """Bind the stub to a grpclib channel.
+
+        `metadata` is sent on every call, before the call's own; `timeout` applies to calls
+        that set neither a timeout nor a deadline; a reply larger than `max_message_bytes`
+        fails the call with RESOURCE_EXHAUSTED.
+        """
         super().__init__(
             channel, metadata=metadata, timeout=timeout, max_message_bytes=max_message_bytes
         )

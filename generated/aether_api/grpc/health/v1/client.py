@@ -26,9 +26,12 @@ class HealthStub(_runtime.StubBase):
         timeout: float | None = None,
         max_message_bytes: int = _runtime.DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        """`metadata` is sent on every call (before the call's own); `timeout` applies to
-        calls that set neither a timeout nor a deadline; a reply larger than
-        `max_message_bytes` fails the call with RESOURCE_EXHAUSTED."""
+        """Bind the stub to a grpclib channel.
+
+        `metadata` is sent on every call, before the call's own; `timeout` applies to calls
+        that set neither a timeout nor a deadline; a reply larger than `max_message_bytes`
+        fails the call with RESOURCE_EXHAUSTED.
+        """
         super().__init__(
             channel, metadata=metadata, timeout=timeout, max_message_bytes=max_message_bytes
         )

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, TypeVar
 
 import betterproto2
 import pydantic
@@ -35,7 +35,10 @@ class WireModel(pydantic.BaseModel):
     )
 
 
-def check_known_enum(value: Any) -> Any:
+_T = TypeVar("_T")
+
+
+def check_known_enum(value: _T) -> _T:
     """Refuse an enum value the proto does not define (betterproto2 would accept it)."""
     if isinstance(value, betterproto2.Enum) and not value.name:
         raise ValueError(f"{int(value)} is not a valid {type(value).__name__}")
