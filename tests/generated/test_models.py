@@ -20,30 +20,34 @@ from tests.generated import genpkgs
 _PACKAGE = genpkgs.API_PROTO_PACKAGE
 
 
+def _walk(
+    messages_: list[descriptor_pb2.DescriptorProto],
+    path: tuple[int, ...],
+    prefix: str,
+    by_path: dict[tuple[int, ...], str],
+    into: dict[tuple[str, str], str],
+) -> None:
+    for i, msg in enumerate(messages_):
+        if msg.options.map_entry:
+            continue
+        name = prefix + msg.name
+        for j, field in enumerate(msg.field):
+            # SourceCodeInfo paths: 4 = message_type, 3 = nested_type, 2 = field.
+            into[(name, field.name)] = " ".join(by_path.get((*path, i, 2, j), "").split())
+        _walk(list(msg.nested_type), (*path, i, 3), name, by_path, into)
+
+
 @functools.cache
 def _field_comments() -> dict[tuple[str, str], str]:
     """(flattened message name, field name) → the field's leading proto comment."""
     comments: dict[tuple[str, str], str] = {}
     for file_proto in genpkgs.descriptor_set(genpkgs.API_PROTO_ROOT).file:
-        if file_proto.package != _PACKAGE:
-            continue
-        by_path = {
-            tuple(loc.path): loc.leading_comments for loc in file_proto.source_code_info.location
-        }
-
-        def walk(
-            messages_: list[descriptor_pb2.DescriptorProto], path: tuple[int, ...], prefix: str
-        ) -> None:
-            for i, msg in enumerate(messages_):
-                if msg.options.map_entry:
-                    continue
-                name = prefix + msg.name
-                for j, field in enumerate(msg.field):
-                    comment = by_path.get((*path, i, 2, j), "")
-                    comments[(name, field.name)] = " ".join(comment.split())
-                walk(list(msg.nested_type), (*path, i, 3), name)
-
-        walk(list(file_proto.message_type), (4,), "")
+        if file_proto.package == _PACKAGE:
+            by_path = {
+                tuple(loc.path): loc.leading_comments
+                for loc in file_proto.source_code_info.location
+            }
+            _walk(list(file_proto.message_type), (4,), "", by_path, comments)
     return comments
 
 
