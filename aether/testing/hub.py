@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 from grpclib.client import Channel
+from grpclib.testing import ChannelFor
 
 from aether._connection import ConnectionState
 from aether._wire import client as wire_client
@@ -99,18 +100,47 @@ def _llm_call(call: ProviderCall) -> LLMCall:
     )
 
 
+class _ChannelFor(ChannelFor):
+    """grpclib's in-memory channel, tolerating a channel its user already closed.
+
+    An agent closes its channel on stop (AgentClient.disconnect); grpclib's own exit
+    then trips over the missing protocol.
+    """
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        if self._channel._protocol is not None:
+            self._channel._protocol.connection_lost(None)
+            self._channel.close()
+        self._server_protocol.connection_lost(None)
+        self._server.close()
+        await self._server.wait_closed()
+
+
 class TestHub:
     """A dev Hub on `127.0.0.1:<free port>` with typed test handles. See the module docs.
 
     `config` overrides `HubConfig` (e.g. `llm_provider`, `tools`); `dev` stays on unless
     given. Start with `async with TestHub() as hub:` or `await hub.start()`.
+
+    With `in_memory=True` the Hub listens on no socket: agents passed to `running()` and
+    the test's own client reach its services over grpclib's in-memory transport (what
+    `TaskHarness` uses for unit tests without network). `url` is then unavailable.
     """
 
     __test__ = False  # not a test class, despite its name
 
-    def __init__(self, config: HubConfig | None = None, *, port: int = 0) -> None:
+    def __init__(
+        self, config: HubConfig | None = None, *, port: int = 0, in_memory: bool = False
+    ) -> None:
         self._config = config or HubConfig(host="127.0.0.1", port=port, dev=True)
         self._server = HubServer(self._config)
+        self._in_memory = in_memory
+        self._memory_channels: contextlib.AsyncExitStack | None = None
         self._channel: Channel | None = None
         self._tasks_stub: wire_client.TaskServiceStub | None = None
         self._recorder: asyncio.Task[None] | None = None
@@ -122,8 +152,15 @@ class TestHub:
 
     async def start(self) -> None:
         """Start the Hub and the message recorder. Raises `OSError` if the port is taken."""
-        await self._server.start()
-        self._channel = Channel("127.0.0.1", self._server.port)
+        if self._in_memory:
+            # HubServer has no public "build without listening"; _build is what start()
+            # runs before it binds a socket.
+            await self._server._build(self._config, None)
+            self._memory_channels = contextlib.AsyncExitStack()
+            self._channel = await self._in_memory_channel()
+        else:
+            await self._server.start()
+            self._channel = Channel("127.0.0.1", self._server.port)
         self._tasks_stub = wire_client.TaskServiceStub(self._channel)
         self._recorder = asyncio.create_task(self._record(), name="aether-testhub-recorder")
         await self._recording.wait()
@@ -135,10 +172,19 @@ class TestHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recorder
             self._recorder = None
-        if self._channel is not None:
+        if self._memory_channels is not None:
+            await self._memory_channels.aclose()
+            self._memory_channels = None
+        elif self._channel is not None:
             self._channel.close()
-            self._channel = None
+        self._channel = None
         await self._server.stop()
+
+    async def _in_memory_channel(self) -> Channel:
+        assert self._memory_channels is not None
+        return await self._memory_channels.enter_async_context(
+            _ChannelFor(list(self._server.services))
+        )
 
     async def __aenter__(self) -> TestHub:
         await self.start()
@@ -180,6 +226,8 @@ class TestHub:
     @property
     def url(self) -> str:
         """`host:port` to give agents as `hub_url` (or `HUB_URL` / `AETHER_HUB_URL`)."""
+        if self._in_memory:
+            raise RuntimeError("an in-memory TestHub has no URL; pass agents to running()")
         return self._server.address
 
     @property
@@ -295,6 +343,8 @@ class TestHub:
         started: list[AetherAgent] = []
         try:
             for agent in agents:
+                if self._in_memory:
+                    await self._attach(agent)
                 await asyncio.wait_for(agent.start(), timeout)
                 started.append(agent)
                 if agent.connection_state is not ConnectionState.CONNECTED:
@@ -305,6 +355,14 @@ class TestHub:
         finally:
             for agent in reversed(started):
                 await agent.stop()
+
+    async def _attach(self, agent: AetherAgent) -> None:
+        # The agent's own client gets a channel of its own (closing it on stop must not
+        # close anyone else's); AgentClient.connect() keeps a channel it already has.
+        channel = await self._in_memory_channel()
+        client = agent.client
+        client._channel = channel
+        client._make_stubs(channel, None)
 
     def memory(self, scope: str = "global", scope_id: str = "") -> dict[str, object]:
         """The live values of a memory scope (`agent`, `task`, `workflow`, `global`) by key.

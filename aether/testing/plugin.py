@@ -1,0 +1,49 @@
+"""The `aether` pytest plugin: a `hub` fixture with a fresh in-process dev Hub per test.
+
+Registered as the `pytest11` entry point `aether`, so any project with the SDK installed
+gets the fixture without a conftest:
+
+```python
+from aether.testing import TestHub
+
+async def test_my_agent(hub: TestHub) -> None:
+    agent = MyAgent(AgentConfig(agent_id="a1", agent_name="A", hub_url=hub.url))
+    async with hub.running(agent):
+        task = await hub.run_task("hello", target_agent_id="a1")
+    assert task.result == b"Processed: hello"
+```
+
+The fixture is async, so it needs pytest-asyncio (any mode). The Hub is imported only
+when a test asks for the fixture: loading this plugin must never break a pytest run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from aether.testing.hub import TestHub
+
+__all__ = ("hub_fixture",)
+
+try:
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - pytest-asyncio is a dev dependency here
+
+    @pytest.fixture(name="hub")
+    def hub_fixture() -> TestHub:
+        """Needs pytest-asyncio: `pip install pytest-asyncio`."""
+        pytest.fail("the aether `hub` fixture needs pytest-asyncio (pip install pytest-asyncio)")
+
+else:
+
+    @pytest_asyncio.fixture(name="hub")
+    async def hub_fixture() -> AsyncIterator[TestHub]:  # type: ignore[misc]  # twin of the above
+        """A started dev Hub (`--dev`, echo LLM) on a free 127.0.0.1 port, stopped after."""
+        from aether.testing.hub import TestHub
+
+        async with TestHub() as test_hub:
+            yield test_hub
