@@ -51,12 +51,18 @@ def _add_task(subparsers: _SubParsers) -> None:
     add_task_parser(subparsers)
 
 
-# The subcommands, in help order. A `run` subcommand (run an agent module against a Hub)
-# is added here by its own module: ("run", _add_run).
+def _add_run(subparsers: _SubParsers) -> None:
+    from aether import runner
+
+    runner.add_run_parser(subparsers)
+
+
+# The subcommands, in help order.
 _SUBCOMMANDS: tuple[tuple[str, Callable[[_SubParsers], None]], ...] = (
     ("hub", _add_hub),
     ("agents", _add_agents),
     ("task", _add_task),
+    ("run", _add_run),
 )
 
 

@@ -26,7 +26,15 @@ from aether.config import AgentConfig
 from aether.errors import AetherConfigError, AetherError
 from aether.health_http import HealthServer, agent_probe
 
-__all__ = ("AgentSpecError", "build_config", "configure_parser", "load_agent_class", "main")
+__all__ = (
+    "AgentSpecError",
+    "add_run_parser",
+    "build_config",
+    "configure_parser",
+    "load_agent_class",
+    "main",
+    "run",
+)
 
 _log = logging.getLogger("aether.run")
 
@@ -133,6 +141,20 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         first = exc.errors(include_input=False, include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"])
         raise AetherConfigError(f"{where}: {first['msg']}", variable=where) from None
+
+
+def add_run_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Add `run` to the `aether` command's subcommands (its handler is `run`)."""
+    parser = subparsers.add_parser(
+        "run",
+        help="run an agent class (module:AgentClass) against a Hub",
+        description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
+    )
+    configure_parser(parser)
+    parser.set_defaults(handler=run)
+    return parser
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
