@@ -197,15 +197,13 @@ class HubServer:
         services.extend(self._extra)
         names = [str(getattr(s, "SERVICE_NAME", "")) for s in services]
         names = [n for n in names if n]
+        names += [
+            HealthService.SERVICE_NAME,
+            ReflectionV1.SERVICE_NAME,
+            ReflectionV1Alpha.SERVICE_NAME,
+        ]
         self._health = HealthService(names)
-        index = ReflectionIndex(
-            [
-                *names,
-                HealthService.SERVICE_NAME,
-                ReflectionV1.SERVICE_NAME,
-                ReflectionV1Alpha.SERVICE_NAME,
-            ]
-        )
+        index = ReflectionIndex(names)
         services += [self._health, ReflectionV1(index), ReflectionV1Alpha(index)]
         for service in services:
             service.max_message_bytes = config.max_message_bytes
