@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from tests.generated import genpkgs, protoplan
 from tests.generated.protoplan import Options, Ours, Plan
 
-API_MESSAGES = genpkgs.message_names(genpkgs.API_PROTO_ROOT, genpkgs.API_PROTO_PACKAGE)
+API_PACKAGES = genpkgs.api_packages()
+API_MESSAGES = genpkgs.api_message_names()
 KITCHEN_MESSAGES = genpkgs.message_names(genpkgs.KITCHEN_PROTO_ROOT, genpkgs.KITCHEN_PROTO_PACKAGE)
 
 _SETTINGS = settings(
@@ -34,6 +35,11 @@ _SETTINGS = settings(
 
 def _model_class(models_module: ModuleType, wire: object) -> Any:
     return getattr(models_module, type(wire).__name__)
+
+
+def _api_models(full_name: str) -> ModuleType:
+    package = genpkgs.package_of(full_name, API_PACKAGES)
+    return importlib.import_module(f"aether_api.{genpkgs.module_folder(package)}.models")
 
 
 def _wire_model_wire(ours: Ours, models_module: ModuleType, desc: Any, plan: Plan) -> None:
@@ -150,7 +156,7 @@ def test_api_roundtrip(full_name: str, api_ours: Ours) -> None:
     @_SETTINGS
     @given(protoplan.plan_strategy(desc))
     def check(plan: Plan) -> None:
-        _wire_model_wire(api_ours, models, desc, plan)
+        _wire_model_wire(api_ours, _api_models(full_name), desc, plan)
 
     check()
 
@@ -162,7 +168,7 @@ def test_api_validated_roundtrip(full_name: str, api_ours: Ours) -> None:
     @_SETTINGS
     @given(protoplan.plan_strategy(desc, opts=Options(nonempty_strings=True, finite_floats=True)))
     def check(plan: Plan) -> None:
-        _validated_model_roundtrip(api_ours, models, desc, plan)
+        _validated_model_roundtrip(api_ours, _api_models(full_name), desc, plan)
 
     check()
 

@@ -241,14 +241,33 @@ def kitchen_ours() -> protoplan.Ours:
     )
 
 
+def api_packages() -> list[str]:
+    """The proto packages of proto/ (aether.v1, grpc.health.v1, ...), without imported WKTs."""
+    own = set(proto_files(API_PROTO_ROOT))
+    return sorted({f.package for f in descriptor_set(API_PROTO_ROOT).file if f.name in own})
+
+
+def api_message_names() -> list[str]:
+    """Full names of every message of every package of proto/."""
+    return sorted(n for p in api_packages() for n in message_names(API_PROTO_ROOT, p))
+
+
+def package_of(full_name: str, packages: list[str]) -> str:
+    """The (longest) proto package a fully qualified name belongs to."""
+    matches = [p for p in packages if full_name.startswith(p + ".")]
+    if not matches:
+        raise LookupError(f"{full_name} is in none of {packages}")
+    return max(matches, key=len)
+
+
 def api_ours() -> protoplan.Ours:
-    """Our committed `aether_api` wire classes of `aether.v1` (and its WKTs)."""
-    return protoplan.Ours(
-        {
-            API_PROTO_PACKAGE: importlib.import_module("aether_api.v1.messages"),
-            "google.protobuf": importlib.import_module("aether_api.google.protobuf.messages"),
-        }
-    )
+    """Our committed `aether_api` wire classes of every package of proto/ (and the WKTs)."""
+    modules = {
+        package: importlib.import_module(f"aether_api.{module_folder(package)}.messages")
+        for package in api_packages()
+    }
+    modules["google.protobuf"] = importlib.import_module("aether_api.google.protobuf.messages")
+    return protoplan.Ours(modules)
 
 
 def kitchen_google_class(full_name: str) -> type[message.Message]:

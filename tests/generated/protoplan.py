@@ -471,7 +471,8 @@ class Ours:
         return self._modules[proto_package]
 
     def _lookup(self, full_name: str) -> Any:
-        for package, module in self._modules.items():
+        # Longest package first: "grpc.reflection.v1alpha" before "grpc.reflection.v1".
+        for package, module in sorted(self._modules.items(), key=lambda kv: -len(kv[0])):
             if full_name.startswith(package + "."):
                 name = full_name[len(package) + 1 :].replace(".", "")
                 # Class names that shadow builtins are escaped with a trailing `_`.

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from tests.generated import genpkgs, protoplan
 from tests.generated.protoplan import Ours, Plan
 
-API_MESSAGES = genpkgs.message_names(genpkgs.API_PROTO_ROOT, genpkgs.API_PROTO_PACKAGE)
+API_PACKAGES = genpkgs.api_packages()
+API_MESSAGES = genpkgs.api_message_names()
 KITCHEN_MESSAGES = genpkgs.message_names(genpkgs.KITCHEN_PROTO_ROOT, genpkgs.KITCHEN_PROTO_PACKAGE)
 
 _FUZZ = settings(
@@ -69,11 +70,21 @@ def _assert_fully_populated(google_class: type[Message], plans: list[Plan]) -> N
 # -- the real API ---------------------------------------------------------------------------
 
 
-def test_every_api_message_is_generated(api_ours: Ours) -> None:
-    generated = _generated_message_names(api_ours, genpkgs.API_PROTO_PACKAGE)
-    expected = {genpkgs.flat_name(n, genpkgs.API_PROTO_PACKAGE) for n in API_MESSAGES}
-    assert generated == expected
-    assert len(API_MESSAGES) >= 48  # the protos at the time of writing: a floor, not a pin
+def test_api_packages() -> None:
+    assert API_PACKAGES == [
+        "aether.v1",
+        "grpc.health.v1",
+        "grpc.reflection.v1",
+        "grpc.reflection.v1alpha",
+    ]
+
+
+@pytest.mark.parametrize("package", API_PACKAGES)
+def test_every_api_message_is_generated(package: str, api_ours: Ours) -> None:
+    generated = _generated_message_names(api_ours, package)
+    names = genpkgs.message_names(genpkgs.API_PROTO_ROOT, package)
+    assert generated == {genpkgs.flat_name(n, package) for n in names}
+    assert names
 
 
 @pytest.mark.parametrize("full_name", API_MESSAGES)
