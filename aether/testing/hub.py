@@ -276,6 +276,13 @@ class TestHub:
             await self._stub().get_task(pb.GetTaskRequest(task_id=task_id), timeout=DEFAULT_TIMEOUT)
         )
 
+    async def cancel_task(self, task_id: str, *, reason: str = "") -> models.CancelTaskResponse:
+        """Cancel a pending or running task (`TaskService.CancelTask`)."""
+        reply = await self._stub().cancel_task(
+            pb.CancelTaskRequest(task_id=task_id, reason=reason), timeout=DEFAULT_TIMEOUT
+        )
+        return models.CancelTaskResponse.from_wire(reply)
+
     async def watch(self, task_id: str) -> AsyncIterator[models.Task]:
         """The task now and after every change, until it is terminal (`WatchTask`)."""
         async for update in self._stub().watch_task(pb.WatchTaskRequest(task_id=task_id)):
