@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import socket
@@ -42,11 +41,14 @@ from aether.devhub.clock import Clock, SystemClock
 from aether.devhub.config import ConfigError, HubConfig
 from aether.devhub.db import Database
 from aether.devhub.health import HealthService
+from aether.devhub.llm import LLMService, ModelPolicy
+from aether.devhub.llm_providers import LLMProvider, make_llm_provider
 from aether.devhub.memory import MemoryService
 from aether.devhub.messaging import MessagingService
 from aether.devhub.reflection import ReflectionIndex, ReflectionV1, ReflectionV1Alpha
 from aether.devhub.tasks import TaskQueue, TaskService
 from aether.devhub.taskstore import TaskStore
+from aether.devhub.tools import ToolDefinitionError, ToolPluginError, ToolRegistry, ToolService
 
 __all__ = ("HubServer", "Servable")
 
@@ -116,10 +118,10 @@ class HubServer:
         self._memory: MemoryService | None = None
         self._bus: MessageBus | None = None
         self._messaging: MessagingService | None = None
-        self._llm: Servable | None = None
-        self._llm_provider: object | None = None
-        self._tools: Servable | None = None
-        self._tool_registry: object | None = None
+        self._llm: LLMService | None = None
+        self._llm_provider: LLMProvider | None = None
+        self._tools: ToolService | None = None
+        self._tool_registry: ToolRegistry | None = None
         self._health: HealthService | None = None
         self._services: list[Servable] = []
 
@@ -182,19 +184,17 @@ class HubServer:
         self._memory = MemoryService(db, sessions, clock=clock.time)
         self._bus = await create_bus(config.nats_url)
         self._messaging = MessagingService(self._bus, sessions)
-        self._llm, self._llm_provider = self._build_llm(config, sessions)
-        self._tools, self._tool_registry = self._build_tools(config, db, sessions)
+        self._llm = self._build_llm(config, sessions)
+        self._tools = self._build_tools(config, db, sessions)
         services: list[Servable] = [
             self._agent_service,
             self._task_service,
+            self._llm,
+            self._tools,
             self._memory,
             self._messaging,
+            *self._extra,
         ]
-        if self._llm is not None:
-            services.append(self._llm)
-        if self._tools is not None:
-            services.append(self._tools)
-        services.extend(self._extra)
         names = [str(getattr(s, "SERVICE_NAME", "")) for s in services]
         names = [n for n in names if n]
         names += [
@@ -233,36 +233,29 @@ class HubServer:
             hashed = await asyncio.to_thread(hash_secret, secret)
             agents.add_hashed(spec.agent_id, hashed, level, source="config")
 
-    def _build_llm(
-        self, config: HubConfig, sessions: SessionRegistry
-    ) -> tuple[Servable | None, object | None]:
+    def _build_llm(self, config: HubConfig, sessions: SessionRegistry) -> LLMService:
         try:
-            llm = importlib.import_module("aether.devhub.llm")
-            providers = importlib.import_module("aether.devhub.llm_providers")
-        except ModuleNotFoundError as exc:
-            log.warning("LLMService not available yet (%s)", exc)
-            return None, None
-        provider = providers.make_llm_provider(
-            config.llm_provider,
-            base_url=config.llm_base_url,
-            api_key_env=config.llm_api_key_env,
-        )
-        service: Servable = llm.LLMService(sessions, provider, llm.ModelPolicy.default())
-        return service, provider
+            provider = make_llm_provider(
+                config.llm_provider,
+                base_url=config.llm_base_url,
+                api_key_env=config.llm_api_key_env,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"--llm-provider: {exc}") from None
+        self._llm_provider = provider
+        return LLMService(sessions, provider, ModelPolicy.default())
 
     def _build_tools(
         self, config: HubConfig, db: Database, sessions: SessionRegistry
-    ) -> tuple[Servable | None, object | None]:
-        try:
-            tools = importlib.import_module("aether.devhub.tools")
-        except ModuleNotFoundError as exc:
-            log.warning("ToolService not available yet (%s)", exc)
-            return None, None
-        registry = tools.ToolRegistry.with_builtins(db)
+    ) -> ToolService:
+        registry = ToolRegistry.with_builtins(db, clock=self._clock.time)
         for module in config.tools:
-            registry.load_plugin(module)
-        service: Servable = tools.ToolService(sessions, registry)
-        return service, registry
+            try:
+                registry.load_plugin(module)
+            except (ToolPluginError, ToolDefinitionError) as exc:
+                raise ConfigError(f"--tools {module}: {exc}") from None
+        self._tool_registry = registry
+        return ToolService(sessions, registry)
 
     async def stop(self) -> None:
         """Stop serving, hand leased tasks back, flush the database, close the bus.
@@ -303,14 +296,9 @@ class HubServer:
                 await self._bus.close()
             except Exception:
                 log.exception("closing the message bus failed")
-        closer = getattr(self._llm_provider, "aclose", None) or getattr(
-            self._llm_provider, "close", None
-        )
-        if closer is not None:
+        if self._llm_provider is not None:
             try:
-                result = closer()
-                if asyncio.iscoroutine(result):
-                    await result
+                await self._llm_provider.aclose()
             except Exception:
                 log.exception("closing the LLM provider failed")
         if self._sock is not None and self._server is None:
@@ -451,13 +439,23 @@ class HubServer:
         return self._health
 
     @property
-    def llm_provider(self) -> object | None:
-        """The LLM provider answering LLMService calls (its `calls` lists them)."""
+    def llm_provider(self) -> LLMProvider | None:
+        """The LLM provider answering LLMService calls (its `calls` lists them).
+
+        None before `start()`.
+        """
         return self._llm_provider
 
     @property
-    def tool_registry(self) -> object | None:
-        """The tool registry behind ToolService."""
+    def llm(self) -> LLMService:
+        """The LLMService (its `policy` picks models by trust level)."""
+        if self._llm is None:
+            raise RuntimeError("the Hub is not started")
+        return self._llm
+
+    @property
+    def tool_registry(self) -> ToolRegistry | None:
+        """The tool registry behind ToolService (None before `start()`)."""
         return self._tool_registry
 
     @property
