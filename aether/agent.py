@@ -273,16 +273,18 @@ class AetherAgent:
     async def _establish(self, *, reconnecting: bool = False) -> None:
         """Connect and register, retrying with backoff; raises when it must give up."""
         config = self._config
-        attempt = 0
+        attempt = 0  # attempts made so far
         while True:
             if reconnecting or attempt > 0:
+                waits = attempt if reconnecting else attempt - 1
                 delay = backoff_delay(
-                    attempt, config.reconnect_delay, max_delay=config.max_reconnect_delay
+                    waits, config.reconnect_delay, max_delay=config.max_reconnect_delay
                 )
-                log.debug("reconnect attempt %d in %.2fs", attempt + 1, delay)
+                log.debug("connection attempt %d in %.2fs", attempt + 1, delay)
                 await self._wait_or_stop(delay)
             if self._stop_event is not None and self._stop_event.is_set():
                 raise _StopRequested
+            attempt += 1
             try:
                 await self._client.connect()
                 self._registration = await self._client.register()
@@ -292,16 +294,16 @@ class AetherAgent:
                 if not exc.retryable:
                     raise
                 limit = config.max_reconnect_attempts
-                tries = attempt + 1 if reconnecting else attempt
-                if limit >= 0 and tries >= limit:
+                # The first connection of start() is not a reconnect attempt.
+                retries = attempt if reconnecting else attempt - 1
+                if limit >= 0 and retries >= limit:
                     raise AetherConnectionError(
                         f"Gave up on the Aether Hub at {config.hub_address} after "
-                        f"{attempt + 1} attempt(s) (max_reconnect_attempts={limit}). "
+                        f"{attempt} attempt(s) (max_reconnect_attempts={limit}). "
                         f"Last error: {exc}",
                         hub_url=str(config.hub_address),
                         retryable=False,
                     ) from exc
-                attempt += 1
 
     async def _supervise(self) -> None:
         """Run sessions back to back: on a lost session, reconnect and resume."""

@@ -19,8 +19,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grpclib._typing import IServable
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
+from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
 from aether._wire import pb, runtime, server
@@ -403,12 +405,33 @@ class FakeMessagingService(server.MessagingServiceBase):
             self.state.subscribers.remove(entry)
 
 
+class _TrackingServer(Server):
+    """A grpclib Server that can drop its connections, as a dying Hub process would."""
+
+    def __init__(self, handlers: list[IServable]) -> None:
+        super().__init__(handlers)
+        self.protocols: list[H2Protocol] = []
+
+    def _protocol_factory(self) -> H2Protocol:
+        protocol = super()._protocol_factory()
+        self.protocols.append(protocol)
+        return protocol
+
+    def drop_connections(self) -> None:
+        """Close every accepted connection (grpclib's close() leaves them open)."""
+        for protocol in self.protocols:
+            connection = getattr(protocol, "connection", None)
+            if connection is not None:
+                connection.close()
+        self.protocols.clear()
+
+
 class FakeHub:
     """A running fake Hub: its state, server and address."""
 
     def __init__(self, state: HubState | None = None) -> None:
         self.state = state or HubState()
-        self.server = Server(
+        self.server = _TrackingServer(
             [
                 FakeAgentService(self.state),
                 FakeLLMService(self.state),
@@ -434,6 +457,7 @@ class FakeHub:
 
     async def close(self) -> None:
         """Stop serving and drop every connection."""
+        self.server.drop_connections()
         self.server.close()
         await self.server.wait_closed()
 
