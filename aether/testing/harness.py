@@ -15,7 +15,6 @@ async def test_my_agent() -> None:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from types import TracebackType
 from aether._wire import models, pb
 from aether.agent import AetherAgent
 from aether.devhub.config import HubConfig
-from aether.testing.hub import DEFAULT_TIMEOUT, LLMCall, RecordedMessage, TestHub, TestHubError
+from aether.testing.hub import DEFAULT_TIMEOUT, LLMCall, RecordedMessage, TestHub
 
 __all__ = ("HarnessRun", "ProgressReport", "TaskHarness")
 
@@ -43,7 +42,7 @@ class HarnessRun:
 
     #: The task in its terminal state (state, result, error_message, metrics, attempt...).
     task: models.Task
-    #: Progress reports seen while it ran, in order (rapid reports may coalesce).
+    #: Every progress report the agent sent while it ran, in order.
     progress: tuple[ProgressReport, ...]
     #: Messages published on the Hub while it ran.
     messages: tuple[RecordedMessage, ...]
@@ -142,31 +141,15 @@ class TaskHarness:
             metadata=metadata,
             workflow_id=workflow_id,
         )
-        reports: list[ProgressReport] = []
-
-        async def _follow() -> models.Task:
-            last: models.Task | None = None
-            async for task in hub.watch(task_id):
-                last = task
-                report = ProgressReport(task.progress, task.status_message)
-                # Reports made while it ran; a finished task's progress is the Hub's 1.0.
-                running = task.state in (pb.TaskState.LEASED, pb.TaskState.RUNNING)
-                if running and (not reports or reports[-1] != report):
-                    reports.append(report)
-            if last is None:
-                raise TestHubError(f"task {task_id}: the watch ended without any update")
-            return last
-
-        try:
-            task = await asyncio.wait_for(_follow(), timeout)
-        except asyncio.TimeoutError:
-            now = await hub.get_task(task_id)
-            raise TestHubError(
-                f"task {task_id} is still {now.state.name} after {timeout} s"
-            ) from None
+        task = await hub.wait_for_task(task_id, timeout=timeout)
+        reports = tuple(
+            ProgressReport(status.progress, status.message)
+            for status in hub.status_reports
+            if status.task_id == task_id
+        )
         return HarnessRun(
             task=task,
-            progress=tuple(reports),
+            progress=reports,
             messages=tuple(hub.messages[first_message:]),
             llm_calls=tuple(hub.llm_calls[first_call:]),
         )

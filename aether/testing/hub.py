@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 from grpclib.client import Channel
+from grpclib.events import RecvMessage, listen
 from grpclib.testing import ChannelFor
 
 from aether._connection import ConnectionState
@@ -32,7 +33,7 @@ from aether.agent import AetherAgent
 from aether.devhub.bus import BusMessageData
 from aether.devhub.config import HubConfig
 from aether.devhub.llm_providers import ProviderCall
-from aether.devhub.server import HubServer
+from aether.devhub.server import HubServer, Servable
 
 __all__ = ("LLMCall", "RecordedMessage", "TestHub", "TestHubError")
 
@@ -101,11 +102,27 @@ def _llm_call(call: ProviderCall) -> LLMCall:
 
 
 class _ChannelFor(ChannelFor):
-    """grpclib's in-memory channel, tolerating a channel its user already closed.
-
-    An agent closes its channel on stop (AgentClient.disconnect); grpclib's own exit
-    then trips over the missing protocol.
+    """grpclib's in-memory channel, which also shows every request message to `observer`
+    and tolerates a channel its user already closed (an agent closes its channel on
+    stop; grpclib's own exit would then trip over the missing protocol).
     """
+
+    def __init__(
+        self, services: Sequence[Servable], observer: Callable[[object], None] | None = None
+    ) -> None:
+        super().__init__(services)
+        self._observer = observer
+
+    async def __aenter__(self) -> Channel:
+        channel = await super().__aenter__()
+        observer = self._observer
+        if observer is not None:
+
+            async def _seen(event: RecvMessage) -> None:
+                observer(event.message)
+
+            listen(self._server, RecvMessage, _seen)
+        return channel
 
     async def __aexit__(
         self,
@@ -146,6 +163,7 @@ class TestHub:
         self._recorder: asyncio.Task[None] | None = None
         self._recording = asyncio.Event()
         self._messages: list[RecordedMessage] = []
+        self._status_reports: list[models.TaskStatus] = []
         self._message_added = asyncio.Condition()
 
     # ---------------------------------------------------------------- lifecycle
@@ -183,7 +201,7 @@ class TestHub:
     async def _in_memory_channel(self) -> Channel:
         assert self._memory_channels is not None
         return await self._memory_channels.enter_async_context(
-            _ChannelFor(list(self._server.services))
+            _ChannelFor(list(self._server.services), self._observe)
         )
 
     async def __aenter__(self) -> TestHub:
@@ -362,6 +380,18 @@ class TestHub:
         finally:
             for agent in reversed(started):
                 await agent.stop()
+
+    def _observe(self, message: object) -> None:
+        if isinstance(message, pb.TaskStatus):
+            self._status_reports.append(models.TaskStatus.from_wire(message))
+
+    @property
+    def status_reports(self) -> list[models.TaskStatus]:
+        """Every progress report (`ReportStatus`) agents sent, oldest first.
+
+        Recorded exactly only by an in-memory Hub; otherwise follow a task with `watch()`.
+        """
+        return list(self._status_reports)
 
     async def _attach(self, agent: AetherAgent) -> None:
         # The agent's own client gets a channel of its own (closing it on stop must not
