@@ -331,7 +331,11 @@ class _GrpcioKitchen:
         return request
 
     async def Countdown(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        if request.start <= 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "start must be above 0")
         for value in range(request.start, 0, -1):
+            if value == 100:
+                await context.abort(grpc.StatusCode.OUT_OF_RANGE, "too far to count")
             yield self._pb2.Tick(value=value)
 
     async def Sum(self, requests: AsyncIterator[Any], context: Any) -> Any:
@@ -378,6 +382,25 @@ async def test_our_stub_calls_every_shape_of_grpcio_server(kitchen: Kitchen) -> 
 
         status = await stub.get_http_status(ours.CountdownRequest(start=2))
         assert (status.total, status.count) == (404, 2)
+
+
+async def test_our_stub_sees_grpcio_errors(kitchen: Kitchen) -> None:
+    ours = kitchen.pb
+    async with _grpcio_server(_add_kitchen(kitchen)) as port, _grpclib_channel(port) as channel:
+        stub = kitchen.client.KitchenServiceStub(channel, timeout=30)
+        with pytest.raises(GRPCError) as at_once:
+            async for _ in stub.countdown(ours.CountdownRequest(start=0)):
+                pass
+        assert at_once.value.status == Status.INVALID_ARGUMENT
+        assert at_once.value.message == "start must be above 0"
+
+        received: list[int] = []
+        with pytest.raises(GRPCError) as midway:
+            async for tick in stub.countdown(ours.CountdownRequest(start=102)):
+                received.append(tick.value)
+        assert received == [102, 101]
+        assert midway.value.status == Status.OUT_OF_RANGE
+        assert midway.value.message == "too far to count"
 
 
 async def test_our_stub_refuses_oversize_reply(kitchen: Kitchen) -> None:
