@@ -218,9 +218,11 @@ def add_task_parser(subparsers: _SubParsers) -> None:
         metavar="@FILE|-|TEXT",
         help="the task's input: @FILE reads a file, - reads stdin, anything else is the text",
     )
-    submit.add_argument("--type", dest="task_type", default="", help="task type (routing)")
-    submit.add_argument("--agent", default="", help="send to this agent only")
-    submit.add_argument("--priority", type=int, default=0, help="higher runs first")
+    submit.add_argument(
+        "--type", dest="task_type", metavar="TYPE", default="", help="task type (routes it)"
+    )
+    submit.add_argument("--agent", metavar="ID", default="", help="send to this agent only")
+    submit.add_argument("--priority", metavar="N", type=int, default=0, help="higher runs first")
     submit.add_argument(
         "--metadata",
         metavar="KEY=VALUE",
@@ -230,12 +232,26 @@ def add_task_parser(subparsers: _SubParsers) -> None:
         default=[],
         help="metadata passed to the agent (repeatable)",
     )
-    submit.add_argument("--workflow", default="", help="the workflow the task belongs to")
-    submit.add_argument("--max-attempts", type=_positive_int, default=0, help="deliveries")
     submit.add_argument(
-        "--deadline", type=_positive_int, default=0, metavar="SECONDS", help="time out after"
+        "--workflow", metavar="ID", default="", help="the workflow the task belongs to"
     )
-    submit.add_argument("--idempotency-key", default="", help="submit at most once per key")
+    submit.add_argument(
+        "--max-attempts",
+        metavar="N",
+        type=_positive_int,
+        default=0,
+        help="deliveries before the task fails (default: the Hub's)",
+    )
+    submit.add_argument(
+        "--deadline",
+        type=_positive_int,
+        default=0,
+        metavar="SECONDS",
+        help="the task times out this long after submission",
+    )
+    submit.add_argument(
+        "--idempotency-key", metavar="KEY", default="", help="submit at most once per key"
+    )
     submit.add_argument("--wait", action="store_true", help="follow the task until it ends")
     submit.set_defaults(handler=_handler(_submit))
 
@@ -244,15 +260,29 @@ def add_task_parser(subparsers: _SubParsers) -> None:
     get.set_defaults(handler=_handler(_get))
 
     listing = commands.add_parser("list", parents=[common], help="list tasks, newest first")
-    listing.add_argument("--state", type=_state, default=pb.TaskState.UNSPECIFIED)
-    listing.add_argument("--agent", default="", help="assigned or addressed to this agent")
-    listing.add_argument("--type", dest="task_type", default="")
-    listing.add_argument("--limit", type=_positive_int, default=20)
+    listing.add_argument(
+        "--state",
+        metavar="STATE",
+        type=_state,
+        default=pb.TaskState.UNSPECIFIED,
+        help=f"only tasks in this state ({', '.join(_STATE_NAMES)})",
+    )
+    listing.add_argument(
+        "--agent", metavar="ID", default="", help="assigned or addressed to this agent"
+    )
+    listing.add_argument(
+        "--type", dest="task_type", metavar="TYPE", default="", help="of this type"
+    )
+    listing.add_argument(
+        "--limit", metavar="N", type=_positive_int, default=20, help="at most N (default: 20)"
+    )
     listing.set_defaults(handler=_handler(_list))
 
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a task")
     cancel.add_argument("task_id", metavar="ID")
-    cancel.add_argument("--reason", default="cancelled from the command line")
+    cancel.add_argument(
+        "--reason", metavar="TEXT", default="cancelled from the command line", help="why"
+    )
     cancel.set_defaults(handler=_handler(_cancel))
 
     watch = commands.add_parser("watch", parents=[common], help="follow a task until it ends")

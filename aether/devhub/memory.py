@@ -12,7 +12,7 @@ Scopes:
 Values are JSON documents, stored as sent. A value with a TTL is gone for readers the
 moment it expires; expired rows are deleted later by a sweep that the handlers run at
 most every ``MemoryLimits.sweep_interval_seconds`` (and that :meth:`MemoryStore.sweep_expired`
-runs on demand).
+and :meth:`MemoryService.sweep` run on demand).
 
 Error rule: **a request the caller got wrong is INVALID_ARGUMENT** with a message that
 starts with the field's name (``key: ...``, ``value_json: ...``, ``scope_id: ...``,
@@ -293,10 +293,21 @@ class MemoryService(server.MemoryServiceBase):
         """The live values of a scope, decoded (see :meth:`MemoryStore.snapshot`)."""
         return self.backend.snapshot(scope, scope_id)
 
+    def sweep(self) -> int:
+        """Delete expired values now (for the Hub's periodic housekeeping); how many."""
+        return self.backend.sweep_expired()
+
+    def _housekeeping(self) -> None:
+        try:
+            self.backend.maybe_sweep()
+        except sqlite3.Error:
+            _log.exception("sweeping expired memory values failed")
+
     def _scope(
         self, context: runtime.ServerContext, scope: pb.MemoryScope, scope_id: str
     ) -> tuple[str, str]:
         session = self._sessions.require(context)
+        self._housekeeping()
         name = scope_name(scope)
         if name == "agent":
             return name, session.agent_id
@@ -315,7 +326,6 @@ class MemoryService(server.MemoryServiceBase):
         """Store a value, replacing any value under the same key and scope."""
         scope, scope_id = self._scope(context, request.scope, request.scope_id)
         try:
-            self.backend.maybe_sweep()
             self.backend.store(
                 scope, scope_id, request.key, request.value_json, request.ttl_seconds
             )

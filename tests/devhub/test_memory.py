@@ -303,3 +303,15 @@ def test_sweep_expired_on_demand() -> None:
     assert memory.sweep_expired() == 1
     assert memory.list_keys("task", "t-1") == ["b"]
     db.close()
+
+
+async def test_reads_sweep_too_and_sweep_on_demand(hub: MemoryHub) -> None:
+    auth = hub.harness.login("agent-a")
+    await store(hub, auth, "a", 1, ttl=1)
+    await store(hub, auth, "b", 2, ttl=1)
+    hub.clock.now = START + 61
+    assert not (await retrieve(hub, auth, "unrelated")).found
+    assert hub.service.backend.stored_row_count() == 0
+    await store(hub, auth, "c", 3, ttl=1)
+    hub.clock.now = START + 62
+    assert hub.service.sweep() == 1
