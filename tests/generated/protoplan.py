@@ -127,9 +127,9 @@ def map_key_value(field: FieldDescriptor) -> tuple[FieldDescriptor, FieldDescrip
 
 
 def enum_numbers(enum_desc: EnumDescriptor | None) -> list[int]:
-    """The declared numbers of an enum, zero first."""
+    """The distinct declared numbers of an enum (aliases share one), ascending."""
     assert enum_desc is not None
-    return sorted(v.number for v in enum_desc.values)
+    return sorted({v.number for v in enum_desc.values})
 
 
 def required_message(field: FieldDescriptor) -> Descriptor:
@@ -175,8 +175,7 @@ def _json_to_value_plan(value: object) -> Plan:
 
 def _scalar_edge(field: FieldDescriptor, variant: int) -> object:
     if field.type == _FD.TYPE_ENUM:
-        numbers = enum_numbers(field.enum_type)
-        non_zero = numbers[1:] or numbers
+        non_zero = [n for n in enum_numbers(field.enum_type) if n != 0] or [0]
         return non_zero[variant % len(non_zero)]
     return _EDGES[field.type][variant % 2]
 
