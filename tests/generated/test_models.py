@@ -210,3 +210,11 @@ def test_models_are_validated_on_assignment() -> None:
         result.task_id = ""
     result.success = True
     assert result.to_wire().success is True
+
+
+def test_from_wire_keeps_enum_values_the_proto_does_not_define() -> None:
+    """A newer Hub may send a state this SDK does not know: it passes through unchanged."""
+    data = b"\x0a\x01t\x10\x63"  # task_id="t", state=99
+    model = models.TaskStatus.from_wire(messages.TaskStatus.parse(data))
+    assert int(model.state) == 99
+    assert bytes(model.to_wire()) == data
