@@ -6,6 +6,7 @@ import asyncio
 
 import grpclib.client
 import pytest
+from pydantic import SecretStr
 
 from aether import AetherAgent, AgentConfig, TaskAssignment, TaskResult
 from aether._wire import client, pb
@@ -61,7 +62,7 @@ async def test_sdk_agent_runs_tasks_through_the_hub(monkeypatch: pytest.MonkeyPa
                 agent_id="reviewer",
                 agent_name="Reviewer",
                 hub_url=hub.address,
-                secret="e2e-secret",
+                secret=SecretStr("e2e-secret"),
                 capabilities={"task_types": "code_review"},
                 max_concurrent_tasks=4,
             )
