@@ -503,10 +503,12 @@ class TaskQueue:
                 duplicate=True,
                 message=f"task already finished as {state_name(rec.state)}",
             )
+        if result.released:
+            # Graceful shutdown: the agent hands the task back unfinished and takes no more
+            # (set before the lease is dropped, or the freed slot would be refilled).
+            slot.draining = True
         self._detach(rec)
         if result.released:
-            # Graceful shutdown: the agent hands the task back unfinished and takes no more.
-            slot.draining = True
             self._requeue(rec, count_attempt=False, reason="released by the agent")
             self._fill(slot)
             return pb.SubmitResultResponse(

@@ -246,17 +246,21 @@ async def test_result_for_a_task_of_another_agent_is_permission_denied(
 async def test_released_task_is_requeued_without_counting_an_attempt(
     hub: HubServer, channel: grpclib.client.Channel, tasks: client.TaskServiceStub
 ) -> None:
-    leaving = await AgentConn.register(channel, "leaving")
+    leaving = await AgentConn.register(channel, "leaving", max_concurrent_tasks=2)
     leaving.open_stream()
     task_id = await submit(tasks)
+    kept = await submit(tasks)
+    waiting = await submit(tasks)
     assert (await leaving.next_assignment()).attempt == 1
+    assert (await leaving.next_assignment()).task_id == kept
     ack = await leaving.result(task_id, success=False, released=True)
     assert ack.accepted and not ack.duplicate
     task = await state_of(tasks, task_id)
     assert task.state == S.PENDING and task.attempt == 0
-    # A releasing agent is draining: it gets nothing new.
-    other = await submit(tasks)
-    assert (await state_of(tasks, other)).state == S.PENDING
+    # A releasing agent is draining: the freed slot is not refilled.
+    assert (await state_of(tasks, waiting)).state == S.PENDING
+    slot = hub.queue.slot(leaving.session_id)
+    assert slot is not None and set(slot.leases) == {kept}
     fresh = await AgentConn.register(channel, "fresh")
     fresh.open_stream()
     redelivered = await fresh.next_assignment()
