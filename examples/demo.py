@@ -54,7 +54,7 @@ TASKS = (
 
 
 def _short(data: bytes, limit: int = 70) -> str:
-    text = data.decode("utf-8", "replace").replace("\n", " ⏎ ")
+    text = " ".join(data.decode("utf-8", "replace").split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -123,7 +123,7 @@ async def main() -> int:
             )
             print(f"Messages published on the Hub: {counts or 'none'}")
             print("\nShutting down: agents drain, unregister and disconnect; then the Hub stops.")
-    print(f"Done in {time.perf_counter() - began:.1f} s. {len(TASKS) - failed}/{len(TASKS)} ok.")
+    print(f"Done in {time.perf_counter() - began:.2f} s. {len(TASKS) - failed}/{len(TASKS)} ok.")
     return 1 if failed else 0
 
 
