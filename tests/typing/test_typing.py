@@ -1,0 +1,110 @@
+"""The public API's types: the guide's code type-checks, misuse does not.
+
+One `mypy --strict` run (the project's configuration) over the guide files of this folder
+and a set of misuse snippets; each snippet must fail with the expected error code.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from mypy import api as mypy_api
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+
+GUIDE_FILES = sorted(HERE.glob("guide_*.py"))
+
+PRELUDE = """\
+from aether_sdk import AetherAgent, AgentConfig, TaskAssignment, TaskResult
+
+
+async def misuse(agent: AetherAgent) -> None:
+"""
+
+#: name → (body inside `misuse`, or a whole module when it starts with "MODULE:"), code.
+MISUSES: dict[str, tuple[str, str]] = {
+    "result_task_id_int": ("    TaskResult(task_id=1)", "arg-type"),
+    "memory_key_int": ("    await agent.hub.memory.store(key=1, value={})", "arg-type"),
+    "memory_value_not_json": (
+        '    await agent.hub.memory.store(key="k", value={"a": object()})',
+        "dict-item",
+    ),
+    "memory_scope_unknown": (
+        '    await agent.hub.memory.retrieve(key="k", scope="session")',
+        "arg-type",
+    ),
+    "config_missing_name": ('    AgentConfig(agent_id="a")', "call-arg"),
+    "config_unknown_field": (
+        '    AgentConfig(agent_id="a", agent_name="A", hubb_url="x")',
+        "call-arg",
+    ),
+    "chat_message_not_str": (
+        '    await agent.hub.llm.chat(messages=[{"role": "user", "content": 1}])',
+        "dict-item",
+    ),
+    "usage_tokens_is_int": (
+        '    r = await agent.hub.llm.chat(messages=[])\n    r.usage.total_tokens + "x"',
+        "operator",
+    ),
+    "request_timeout_str": (
+        '    await agent.hub.messaging.request(subject="s", payload={}, timeout="10")',
+        "arg-type",
+    ),
+    "start_not_awaited_value": ("    x: int = await agent.start()", "func-returns-value"),
+    "handler_wrong_return": (
+        "MODULE:from aether_sdk import AetherAgent, TaskAssignment\n\n\n"
+        "class Bad(AetherAgent):\n"
+        "    async def handle_task(self, task: TaskAssignment) -> str:\n"
+        '        return "no"\n',
+        "override",
+    ),
+    "unknown_export": ("MODULE:from aether_sdk import NotAThing as NotAThing\n", "attr-defined"),
+}
+
+
+@pytest.fixture(scope="module")
+def mypy_output(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """Run mypy once; map each checked file name to its error lines."""
+    folder = tmp_path_factory.mktemp("misuse")
+    for name, (body, _) in MISUSES.items():
+        text = body.removeprefix("MODULE:") if body.startswith("MODULE:") else PRELUDE + body
+        (folder / f"misuse_{name}.py").write_text(text + "\n")
+    paths = [str(p) for p in GUIDE_FILES] + sorted(str(p) for p in folder.glob("*.py"))
+    stdout, stderr, _ = mypy_api.run(
+        [
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--cache-dir",
+            str(tmp_path_factory.mktemp("mypy-cache")),
+            "--no-error-summary",
+            "--show-error-codes",
+            *paths,
+        ]
+    )
+    assert not stderr, stderr
+    errors: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        match = re.match(r"(.+?\.py):\d+: error: ", line)
+        if match:
+            errors.setdefault(Path(match.group(1)).name, []).append(line)
+    return errors
+
+
+@pytest.mark.parametrize("path", GUIDE_FILES, ids=lambda p: p.name)
+def test_guide_code_type_checks(path: Path, mypy_output: dict[str, list[str]]) -> None:
+    assert mypy_output.get(path.name, []) == []
+
+
+@pytest.mark.parametrize("name", sorted(MISUSES))
+def test_misuse_fails_to_type_check(name: str, mypy_output: dict[str, list[str]]) -> None:
+    lines = mypy_output.get(f"misuse_{name}.py", [])
+    code = MISUSES[name][1]
+    assert any(f"[{code}]" in line for line in lines), lines or "no error reported"
+
+
+def test_three_guide_examples_present() -> None:
+    names = {p.name for p in GUIDE_FILES}
+    assert {"guide_quickstart.py", "guide_code_reviewer.py", "guide_data_processor.py"} <= names
