@@ -249,3 +249,26 @@ async def test_nats_bus_repr_hides_credentials(nats_server: NatsServer) -> None:
         assert f"127.0.0.1:{nats_server.port}" in repr(bus)
     finally:
         await bus.close()
+
+
+async def test_two_hubs_share_messages_through_nats(nats_server: NatsServer) -> None:
+    # Each Hub process has its own NatsBus; NATS carries messages between them.
+    first = await create_bus(nats_server.url)
+    second = await create_bus(nats_server.url)
+    try:
+        async with second.subscribe("review.*") as messages, second.subscribe("math.add") as calls:
+
+            async def responder() -> None:
+                call = await anext(calls)
+                await second.publish(call.reply_to, b"3", {})
+
+            task = asyncio.create_task(responder())
+            await first.publish("review.completed", b"from the first hub", {"hub": "1"})
+            got = await _next(messages)
+            assert (got.payload, dict(got.headers)) == (b"from the first hub", {"hub": "1"})
+            reply = await first.request("math.add", b"1+2", {}, timeout=WAIT)
+            await task
+            assert reply.payload == b"3"
+    finally:
+        await first.close()
+        await second.close()
