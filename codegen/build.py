@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf import descriptor_pb2
 
-from codegen import model, naming
+from codegen import model, naming, wirecode
 
 _FDP = descriptor_pb2.FieldDescriptorProto
 
@@ -420,6 +420,13 @@ class Builder:
             if unwrap:
                 meta += f", unwrap_2=lambda: {self._wrapped_ref(value_fd, parts, msg_imports)}"
             kwargs.append(f"map_meta=betterproto2.map_meta({meta})")
+            codec = wirecode.mapping(
+                name,
+                fd.number,
+                self._element(key_fd, parts, msg_imports),
+                self._element(value_fd, parts, msg_imports),
+                f"dict[{kw}, {vw}]",
+            )
             wire_ann = f"dict[{kw}, {vw}]"
             model_ann = f"dict[{mk}, {mv}]"
             default = "default_factory=dict"
@@ -439,6 +446,14 @@ class Builder:
             proto_type = _TYPE_NAMES[fd.type]
             if fd.type_name in WRAPPED:
                 kwargs.append(f"unwrap=lambda: {self._wrapped_ref(fd, parts, msg_imports)}")
+            element = self._element(fd, parts, msg_imports)
+            if repeated:
+                packed = not (fd.options.HasField("packed") and not fd.options.packed)
+                codec = wirecode.repeated(name, fd.number, element, f"list[{wire_t}]", packed)
+            else:
+                codec = wirecode.singular(
+                    name, fd.number, element, f"{wire_t} | None" if optional else wire_t, optional
+                )
             if repeated:
                 kwargs.append("repeated=True")
                 wire_ann = f"list[{wire_t}]"
@@ -505,7 +520,23 @@ class Builder:
             to_wire=to_wire,
             from_wire=from_wire,
             oneof=group,
+            codec=codec,
         )
+
+    def _element(
+        self, fd: descriptor_pb2.FieldDescriptorProto, parts: tuple[str, ...], imports: _Imports
+    ) -> wirecode.Element:
+        """How the codec writes and reads one value of the field's type."""
+        if fd.type_name in WRAPPED:
+            return wirecode.Element(fd.type, "wrapped", "", "", WRAPPED[fd.type_name])
+        if fd.type == _FDP.TYPE_ENUM:
+            info = self._type(fd.type_name)
+            ref = self._ref(info, parts, imports, "", "_pb")
+            return wirecode.Element(fd.type, "enum", ref, f"{ref}.{info.enum_zero}")
+        if fd.type == _FDP.TYPE_MESSAGE:
+            ref = self._ref(self._type(fd.type_name), parts, imports, "", "_pb")
+            return wirecode.Element(fd.type, "message", ref, "")
+        return wirecode.Element(fd.type, "scalar", "", wirecode.scalar_zero(fd.type))
 
     def _wrapped_ref(
         self, fd: descriptor_pb2.FieldDescriptorProto, parts: tuple[str, ...], imports: _Imports

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from codegen.wirecode import FieldCode
+
 
 @dataclass(frozen=True)
 class EnumValue:
@@ -55,6 +57,8 @@ class Field:
     from_wire: str
     """Expression converting ``wire.<name>`` to the model value."""
     oneof: str | None
+    codec: FieldCode
+    """The straight-line codec text of the field."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,23 @@ class Message:
     oneofs: tuple[Oneof, ...]
     wrapped: str | None
     """``"timestamp"`` or ``"duration"`` for the WKT that betterproto2 unwraps."""
+
+    @property
+    def encode_lines(self) -> tuple[str, ...]:
+        """Body of ``__bytes__`` (before the unknown fields), in field-number order."""
+        fields = sorted(self.fields, key=lambda f: f.number)
+        return tuple(line for f in fields for line in f.codec.encode)
+
+    @property
+    def decode_cases(self) -> tuple[tuple[int, tuple[str, ...]], ...]:
+        """(tag, statements) of ``parse``; a oneof member clears its siblings."""
+        groups = {o.name: o.fields for o in self.oneofs}
+        cases: list[tuple[int, tuple[str, ...]]] = []
+        for f in self.fields:
+            siblings = [n for n in groups.get(f.oneof or "", ()) if n != f.py_name]
+            for tag, statement in f.codec.decode:
+                cases.append((tag, (statement, *(f"f_{n} = None" for n in siblings))))
+        return tuple(sorted(cases))
 
 
 @dataclass(frozen=True)

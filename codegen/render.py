@@ -95,7 +95,7 @@ class Renderer:
         out: dict[str, str] = {}
         static = "its template (no proto input)"
         out[f"{root}/py.typed"] = ""
-        for name in ("runtime", "model_base", "message_pool"):
+        for name in ("codec", "runtime", "model_base", "message_pool"):
             out[f"{root}/{name}.py"] = self._render(f"{name}.py.j2", static)
         all_sources = ", ".join(sorted(f.name for f in fds.file))
         out[f"{root}/descriptors.py"] = self._descriptors(fds, all_sources)

@@ -22,7 +22,8 @@ __all__ = (
 
 
 class WireModel(pydantic.BaseModel):
-    """Base of every generated model: strict about unknown fields, validated on assignment.
+    """Base of every generated model: strict about unknown fields, validated on assignment,
+    bytes as base64 in JSON.
 
     Subclasses add ``to_wire()`` and ``from_wire()`` for their wire message.
     """
@@ -32,6 +33,9 @@ class WireModel(pydantic.BaseModel):
         validate_assignment=True,
         protected_namespaces=(),
         arbitrary_types_allowed=False,
+        # Bytes fields hold binary data: JSON carries them as base64 (as proto3 JSON does).
+        ser_json_bytes="base64",
+        val_json_bytes="base64",
     )
 
 

@@ -11,6 +11,7 @@ import datetime
 
 import betterproto2
 
+from .. import codec as _codec
 from .. import message_pool as _message_pool
 from ..google.protobuf import messages as _google_protobuf_pb
 
@@ -225,6 +226,73 @@ class AgentRegistration(betterproto2.Message):
     session_id: str = betterproto2.field(6, betterproto2.TYPE_STRING)
     """Identifier of the session this registration opened."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.success:
+            _codec.put_bool(out, b"\x08", self.success)
+        if self.session_token:
+            _codec.put_str(out, b"\x12", self.session_token)
+        if self.heartbeat_interval_seconds:
+            _codec.put_int(out, b"\x18", self.heartbeat_interval_seconds)
+        if self.trust_level:
+            _codec.put_int(out, b" ", self.trust_level)
+        if self.message:
+            _codec.put_str(out, b"*", self.message)
+        if self.session_id:
+            _codec.put_str(out, b"2", self.session_id)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> AgentRegistration:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_success: bool = False
+        f_session_token: str = ""
+        f_heartbeat_interval_seconds: int = 0
+        f_trust_level: TrustLevel = TrustLevel.UNSPECIFIED
+        f_message: str = ""
+        f_session_id: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_success, pos = _codec.read_bool(data, pos)
+            elif tag == 18:
+                f_session_token, pos = _codec.read_str(data, pos)
+            elif tag == 24:
+                f_heartbeat_interval_seconds, pos = _codec.read_int32(data, pos)
+            elif tag == 32:
+                f_trust_level, pos = _codec.read_enum(data, pos, TrustLevel)
+            elif tag == 42:
+                f_message, pos = _codec.read_str(data, pos)
+            elif tag == 50:
+                f_session_id, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            success=f_success,
+            session_token=f_session_token,
+            heartbeat_interval_seconds=f_heartbeat_interval_seconds,
+            trust_level=f_trust_level,
+            message=f_message,
+            session_id=f_session_id,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message(
     "aether.v1", "AgentRegistration", AgentRegistration
@@ -251,6 +319,65 @@ class BusMessage(betterproto2.Message):
     reply_to: str = betterproto2.field(4, betterproto2.TYPE_STRING)
     """Subject to publish the reply on, for requests."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.subject:
+            _codec.put_str(out, b"\n", self.subject)
+        if self.payload:
+            _codec.put_bytes(out, b"\x12", self.payload)
+        if self.headers:
+            _codec.put_map(
+                out, b"\x1a", self.headers, _codec.put_str, b"\n", _codec.put_str, b"\x12"
+            )
+        if self.reply_to:
+            _codec.put_str(out, b'"', self.reply_to)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> BusMessage:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_subject: str = ""
+        f_payload: bytes = b""
+        f_headers: dict[str, str] = {}
+        f_reply_to: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_subject, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_payload, pos = _codec.read_bytes(data, pos)
+            elif tag == 26:
+                pos = _codec.read_entry_into(
+                    f_headers, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
+                )
+            elif tag == 34:
+                f_reply_to, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            subject=f_subject,
+            payload=f_payload,
+            headers=f_headers,
+            reply_to=f_reply_to,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "BusMessage", BusMessage)
 
@@ -264,6 +391,49 @@ class CancelTaskRequest(betterproto2.Message):
 
     reason: str = betterproto2.field(2, betterproto2.TYPE_STRING)
     """Why, passed on to the agent."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.task_id:
+            _codec.put_str(out, b"\n", self.task_id)
+        if self.reason:
+            _codec.put_str(out, b"\x12", self.reason)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> CancelTaskRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_task_id: str = ""
+        f_reason: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_task_id, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_reason, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            task_id=f_task_id,
+            reason=f_reason,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -285,6 +455,55 @@ class CancelTaskResponse(betterproto2.Message):
 
     message: str = betterproto2.field(3, betterproto2.TYPE_STRING)
     """A human-readable explanation, above all when success is false."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.success:
+            _codec.put_bool(out, b"\x08", self.success)
+        if self.state:
+            _codec.put_int(out, b"\x10", self.state)
+        if self.message:
+            _codec.put_str(out, b"\x1a", self.message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> CancelTaskResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_success: bool = False
+        f_state: TaskState = TaskState.UNSPECIFIED
+        f_message: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_success, pos = _codec.read_bool(data, pos)
+            elif tag == 16:
+                f_state, pos = _codec.read_enum(data, pos, TaskState)
+            elif tag == 26:
+                f_message, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            success=f_success,
+            state=f_state,
+            message=f_message,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -311,6 +530,67 @@ class ChatChunk(betterproto2.Message):
     error_message: str = betterproto2.field(5, betterproto2.TYPE_STRING)
     """Set when the stream ends in an error."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.delta:
+            _codec.put_str(out, b"\n", self.delta)
+        if self.model:
+            _codec.put_str(out, b"\x12", self.model)
+        if self.finish_reason:
+            _codec.put_str(out, b"\x1a", self.finish_reason)
+        if self.usage is not None:
+            _codec.put_message(out, b'"', self.usage)
+        if self.error_message:
+            _codec.put_str(out, b"*", self.error_message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ChatChunk:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_delta: str = ""
+        f_model: str = ""
+        f_finish_reason: str = ""
+        f_usage: Usage | None = None
+        f_error_message: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_delta, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_model, pos = _codec.read_str(data, pos)
+            elif tag == 26:
+                f_finish_reason, pos = _codec.read_str(data, pos)
+            elif tag == 34:
+                f_usage, pos = _codec.read_message(data, pos, Usage.parse)
+            elif tag == 42:
+                f_error_message, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            delta=f_delta,
+            model=f_model,
+            finish_reason=f_finish_reason,
+            usage=f_usage,
+            error_message=f_error_message,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "ChatChunk", ChatChunk)
 
@@ -324,6 +604,49 @@ class ChatMessage(betterproto2.Message):
 
     content: str = betterproto2.field(2, betterproto2.TYPE_STRING)
     """The message text."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.role:
+            _codec.put_str(out, b"\n", self.role)
+        if self.content:
+            _codec.put_str(out, b"\x12", self.content)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ChatMessage:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_role: str = ""
+        f_content: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_role, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_content, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            role=f_role,
+            content=f_content,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message("aether.v1", "ChatMessage", ChatMessage)
@@ -347,6 +670,60 @@ class ChatRequest(betterproto2.Message):
 
     max_tokens: int | None = betterproto2.field(4, betterproto2.TYPE_INT32, optional=True)
     """Upper bound on completion tokens; unset means the model's default."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        _codec.put_each(out, b"\n", self.messages, _codec.put_message)
+        if self.model:
+            _codec.put_str(out, b"\x12", self.model)
+        if self.temperature is not None:
+            _codec.put_float(out, b"\x1d", self.temperature)
+        if self.max_tokens is not None:
+            _codec.put_int(out, b" ", self.max_tokens)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ChatRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_messages: list[ChatMessage] = []
+        f_model: str = ""
+        f_temperature: float | None = None
+        f_max_tokens: int | None = None
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                pos = _codec.append_message(f_messages, data, pos, ChatMessage.parse)
+            elif tag == 18:
+                f_model, pos = _codec.read_str(data, pos)
+            elif tag == 29:
+                f_temperature, pos = _codec.read_float(data, pos)
+            elif tag == 32:
+                f_max_tokens, pos = _codec.read_int32(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            messages=f_messages,
+            model=f_model,
+            temperature=f_temperature,
+            max_tokens=f_max_tokens,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message("aether.v1", "ChatRequest", ChatRequest)
@@ -374,6 +751,73 @@ class ChatResponse(betterproto2.Message):
     finish_reason: str = betterproto2.field(6, betterproto2.TYPE_STRING)
     """Why the model stopped: "stop", "length", ..."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.success:
+            _codec.put_bool(out, b"\x08", self.success)
+        if self.content:
+            _codec.put_str(out, b"\x12", self.content)
+        if self.model:
+            _codec.put_str(out, b"\x1a", self.model)
+        if self.usage is not None:
+            _codec.put_message(out, b'"', self.usage)
+        if self.error_message:
+            _codec.put_str(out, b"*", self.error_message)
+        if self.finish_reason:
+            _codec.put_str(out, b"2", self.finish_reason)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ChatResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_success: bool = False
+        f_content: str = ""
+        f_model: str = ""
+        f_usage: Usage | None = None
+        f_error_message: str = ""
+        f_finish_reason: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_success, pos = _codec.read_bool(data, pos)
+            elif tag == 18:
+                f_content, pos = _codec.read_str(data, pos)
+            elif tag == 26:
+                f_model, pos = _codec.read_str(data, pos)
+            elif tag == 34:
+                f_usage, pos = _codec.read_message(data, pos, Usage.parse)
+            elif tag == 42:
+                f_error_message, pos = _codec.read_str(data, pos)
+            elif tag == 50:
+                f_finish_reason, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            success=f_success,
+            content=f_content,
+            model=f_model,
+            usage=f_usage,
+            error_message=f_error_message,
+            finish_reason=f_finish_reason,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "ChatResponse", ChatResponse)
 
@@ -393,6 +837,55 @@ class DeleteRequest(betterproto2.Message):
     scope_id: str = betterproto2.field(3, betterproto2.TYPE_STRING)
     """The task or workflow id for those scopes."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.key:
+            _codec.put_str(out, b"\n", self.key)
+        if self.scope:
+            _codec.put_int(out, b"\x10", self.scope)
+        if self.scope_id:
+            _codec.put_str(out, b"\x1a", self.scope_id)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> DeleteRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_key: str = ""
+        f_scope: MemoryScope = MemoryScope.UNSPECIFIED
+        f_scope_id: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_key, pos = _codec.read_str(data, pos)
+            elif tag == 16:
+                f_scope, pos = _codec.read_enum(data, pos, MemoryScope)
+            elif tag == 26:
+                f_scope_id, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            key=f_key,
+            scope=f_scope,
+            scope_id=f_scope_id,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "DeleteRequest", DeleteRequest)
 
@@ -410,6 +903,55 @@ class DeleteResponse(betterproto2.Message):
     error_message: str = betterproto2.field(3, betterproto2.TYPE_STRING)
     """What went wrong, when success is false."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.success:
+            _codec.put_bool(out, b"\x08", self.success)
+        if self.deleted:
+            _codec.put_bool(out, b"\x10", self.deleted)
+        if self.error_message:
+            _codec.put_str(out, b"\x1a", self.error_message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> DeleteResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_success: bool = False
+        f_deleted: bool = False
+        f_error_message: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_success, pos = _codec.read_bool(data, pos)
+            elif tag == 16:
+                f_deleted, pos = _codec.read_bool(data, pos)
+            elif tag == 26:
+                f_error_message, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            success=f_success,
+            deleted=f_deleted,
+            error_message=f_error_message,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "DeleteResponse", DeleteResponse)
 
@@ -423,6 +965,49 @@ class ExecuteToolRequest(betterproto2.Message):
 
     input_json: str = betterproto2.field(2, betterproto2.TYPE_STRING)
     """The tool's input: a JSON object."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.tool_id:
+            _codec.put_str(out, b"\n", self.tool_id)
+        if self.input_json:
+            _codec.put_str(out, b"\x12", self.input_json)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ExecuteToolRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_tool_id: str = ""
+        f_input_json: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_tool_id, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_input_json, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            tool_id=f_tool_id,
+            input_json=f_input_json,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -443,6 +1028,55 @@ class ExecuteToolResponse(betterproto2.Message):
     error_message: str = betterproto2.field(3, betterproto2.TYPE_STRING)
     """What went wrong, when success is false."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.success:
+            _codec.put_bool(out, b"\x08", self.success)
+        if self.result_json:
+            _codec.put_str(out, b"\x12", self.result_json)
+        if self.error_message:
+            _codec.put_str(out, b"\x1a", self.error_message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ExecuteToolResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_success: bool = False
+        f_result_json: str = ""
+        f_error_message: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_success, pos = _codec.read_bool(data, pos)
+            elif tag == 18:
+                f_result_json, pos = _codec.read_str(data, pos)
+            elif tag == 26:
+                f_error_message, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            success=f_success,
+            result_json=f_result_json,
+            error_message=f_error_message,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message(
     "aether.v1", "ExecuteToolResponse", ExecuteToolResponse
@@ -455,6 +1089,43 @@ class GetTaskRequest(betterproto2.Message):
 
     task_id: str = betterproto2.field(1, betterproto2.TYPE_STRING)
     """The task wanted (required)."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.task_id:
+            _codec.put_str(out, b"\n", self.task_id)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> GetTaskRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_task_id: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_task_id, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            task_id=f_task_id,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message("aether.v1", "GetTaskRequest", GetTaskRequest)
@@ -472,6 +1143,54 @@ class HeartbeatRequest(betterproto2.Message):
 
     running_task_ids: list[str] = betterproto2.field(3, betterproto2.TYPE_STRING, repeated=True)
     """The ids of the tasks the agent is running now."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.agent_id:
+            _codec.put_str(out, b"\n", self.agent_id)
+        if self.active_tasks:
+            _codec.put_int(out, b"\x10", self.active_tasks)
+        _codec.put_each(out, b"\x1a", self.running_task_ids, _codec.put_str)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> HeartbeatRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_agent_id: str = ""
+        f_active_tasks: int = 0
+        f_running_task_ids: list[str] = []
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_agent_id, pos = _codec.read_str(data, pos)
+            elif tag == 16:
+                f_active_tasks, pos = _codec.read_int32(data, pos)
+            elif tag == 26:
+                pos = _codec.append_one(f_running_task_ids, data, pos, _codec.read_str)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            agent_id=f_agent_id,
+            active_tasks=f_active_tasks,
+            running_task_ids=f_running_task_ids,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -493,6 +1212,55 @@ class HeartbeatResponse(betterproto2.Message):
         3, betterproto2.TYPE_MESSAGE, unwrap=lambda: _google_protobuf_pb.Timestamp, optional=True
     )
     """The Hub's clock, for diagnostics."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.success:
+            _codec.put_bool(out, b"\x08", self.success)
+        if self.heartbeat_interval_seconds:
+            _codec.put_int(out, b"\x10", self.heartbeat_interval_seconds)
+        if self.server_time is not None:
+            _codec.put_timestamp(out, b"\x1a", self.server_time)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> HeartbeatResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_success: bool = False
+        f_heartbeat_interval_seconds: int = 0
+        f_server_time: datetime.datetime | None = None
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_success, pos = _codec.read_bool(data, pos)
+            elif tag == 16:
+                f_heartbeat_interval_seconds, pos = _codec.read_int32(data, pos)
+            elif tag == 26:
+                f_server_time, pos = _codec.read_timestamp(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            success=f_success,
+            heartbeat_interval_seconds=f_heartbeat_interval_seconds,
+            server_time=f_server_time,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -518,6 +1286,61 @@ class ListKeysRequest(betterproto2.Message):
     limit: int = betterproto2.field(4, betterproto2.TYPE_INT32)
     """At most this many keys; 0 means 1000."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.scope:
+            _codec.put_int(out, b"\x08", self.scope)
+        if self.scope_id:
+            _codec.put_str(out, b"\x12", self.scope_id)
+        if self.prefix:
+            _codec.put_str(out, b"\x1a", self.prefix)
+        if self.limit:
+            _codec.put_int(out, b" ", self.limit)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ListKeysRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_scope: MemoryScope = MemoryScope.UNSPECIFIED
+        f_scope_id: str = ""
+        f_prefix: str = ""
+        f_limit: int = 0
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_scope, pos = _codec.read_enum(data, pos, MemoryScope)
+            elif tag == 18:
+                f_scope_id, pos = _codec.read_str(data, pos)
+            elif tag == 26:
+                f_prefix, pos = _codec.read_str(data, pos)
+            elif tag == 32:
+                f_limit, pos = _codec.read_int32(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            scope=f_scope,
+            scope_id=f_scope_id,
+            prefix=f_prefix,
+            limit=f_limit,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "ListKeysRequest", ListKeysRequest)
 
@@ -534,6 +1357,54 @@ class ListKeysResponse(betterproto2.Message):
 
     error_message: str = betterproto2.field(3, betterproto2.TYPE_STRING)
     """What went wrong, when success is false."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.success:
+            _codec.put_bool(out, b"\x08", self.success)
+        _codec.put_each(out, b"\x12", self.keys, _codec.put_str)
+        if self.error_message:
+            _codec.put_str(out, b"\x1a", self.error_message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ListKeysResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_success: bool = False
+        f_keys: list[str] = []
+        f_error_message: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_success, pos = _codec.read_bool(data, pos)
+            elif tag == 18:
+                pos = _codec.append_one(f_keys, data, pos, _codec.read_str)
+            elif tag == 26:
+                f_error_message, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            success=f_success,
+            keys=f_keys,
+            error_message=f_error_message,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -565,6 +1436,73 @@ class ListTasksRequest(betterproto2.Message):
     page_token: str = betterproto2.field(6, betterproto2.TYPE_STRING)
     """Where to continue, from a previous next_page_token."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.state:
+            _codec.put_int(out, b"\x08", self.state)
+        if self.agent_id:
+            _codec.put_str(out, b"\x12", self.agent_id)
+        if self.task_type:
+            _codec.put_str(out, b"\x1a", self.task_type)
+        if self.workflow_id:
+            _codec.put_str(out, b'"', self.workflow_id)
+        if self.limit:
+            _codec.put_int(out, b"(", self.limit)
+        if self.page_token:
+            _codec.put_str(out, b"2", self.page_token)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ListTasksRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_state: TaskState = TaskState.UNSPECIFIED
+        f_agent_id: str = ""
+        f_task_type: str = ""
+        f_workflow_id: str = ""
+        f_limit: int = 0
+        f_page_token: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_state, pos = _codec.read_enum(data, pos, TaskState)
+            elif tag == 18:
+                f_agent_id, pos = _codec.read_str(data, pos)
+            elif tag == 26:
+                f_task_type, pos = _codec.read_str(data, pos)
+            elif tag == 34:
+                f_workflow_id, pos = _codec.read_str(data, pos)
+            elif tag == 40:
+                f_limit, pos = _codec.read_int32(data, pos)
+            elif tag == 50:
+                f_page_token, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            state=f_state,
+            agent_id=f_agent_id,
+            task_type=f_task_type,
+            workflow_id=f_workflow_id,
+            limit=f_limit,
+            page_token=f_page_token,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message(
     "aether.v1", "ListTasksRequest", ListTasksRequest
@@ -581,6 +1519,48 @@ class ListTasksResponse(betterproto2.Message):
     next_page_token: str = betterproto2.field(2, betterproto2.TYPE_STRING)
     """Pass as page_token for the next page; empty on the last page."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        _codec.put_each(out, b"\n", self.tasks, _codec.put_message)
+        if self.next_page_token:
+            _codec.put_str(out, b"\x12", self.next_page_token)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ListTasksResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_tasks: list[Task] = []
+        f_next_page_token: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                pos = _codec.append_message(f_tasks, data, pos, Task.parse)
+            elif tag == 18:
+                f_next_page_token, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            tasks=f_tasks,
+            next_page_token=f_next_page_token,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message(
     "aether.v1", "ListTasksResponse", ListTasksResponse
@@ -590,6 +1570,35 @@ _message_pool.default_message_pool.register_message(
 @dataclasses.dataclass(eq=False, repr=False)
 class ListToolsRequest(betterproto2.Message):
     """Asks for the tool list."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ListToolsRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            pos = _codec.skip_field(data, pos, tag)
+            unknown += data[start:pos]
+        message = cls()
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -603,6 +1612,42 @@ class ListToolsResponse(betterproto2.Message):
 
     tools: list[ToolInfo] = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
     """The tools, sorted by tool_id."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        _codec.put_each(out, b"\n", self.tools, _codec.put_message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ListToolsResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_tools: list[ToolInfo] = []
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                pos = _codec.append_message(f_tools, data, pos, ToolInfo.parse)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            tools=f_tools,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -630,6 +1675,65 @@ class PublishRequest(betterproto2.Message):
     reply_to: str = betterproto2.field(4, betterproto2.TYPE_STRING)
     """Subject the receiver should answer on, if any."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.subject:
+            _codec.put_str(out, b"\n", self.subject)
+        if self.payload:
+            _codec.put_bytes(out, b"\x12", self.payload)
+        if self.headers:
+            _codec.put_map(
+                out, b"\x1a", self.headers, _codec.put_str, b"\n", _codec.put_str, b"\x12"
+            )
+        if self.reply_to:
+            _codec.put_str(out, b'"', self.reply_to)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> PublishRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_subject: str = ""
+        f_payload: bytes = b""
+        f_headers: dict[str, str] = {}
+        f_reply_to: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_subject, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_payload, pos = _codec.read_bytes(data, pos)
+            elif tag == 26:
+                pos = _codec.read_entry_into(
+                    f_headers, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
+                )
+            elif tag == 34:
+                f_reply_to, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            subject=f_subject,
+            payload=f_payload,
+            headers=f_headers,
+            reply_to=f_reply_to,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "PublishRequest", PublishRequest)
 
@@ -643,6 +1747,49 @@ class PublishResponse(betterproto2.Message):
 
     error_message: str = betterproto2.field(2, betterproto2.TYPE_STRING)
     """What went wrong, when success is false."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.success:
+            _codec.put_bool(out, b"\x08", self.success)
+        if self.error_message:
+            _codec.put_str(out, b"\x12", self.error_message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> PublishResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_success: bool = False
+        f_error_message: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_success, pos = _codec.read_bool(data, pos)
+            elif tag == 18:
+                f_error_message, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            success=f_success,
+            error_message=f_error_message,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message("aether.v1", "PublishResponse", PublishResponse)
@@ -690,6 +1837,91 @@ class RegisterRequest(betterproto2.Message):
     sdk_version: str = betterproto2.field(8, betterproto2.TYPE_STRING)
     """Version of the SDK that sends this request."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.agent_id:
+            _codec.put_str(out, b"\n", self.agent_id)
+        if self.agent_name:
+            _codec.put_str(out, b"\x12", self.agent_name)
+        if self.version:
+            _codec.put_str(out, b"\x1a", self.version)
+        if self.capabilities:
+            _codec.put_map(
+                out, b'"', self.capabilities, _codec.put_str, b"\n", _codec.put_str, b"\x12"
+            )
+        if self.metadata:
+            _codec.put_map(out, b"*", self.metadata, _codec.put_str, b"\n", _codec.put_str, b"\x12")
+        if self.secret:
+            _codec.put_str(out, b"2", self.secret)
+        if self.max_concurrent_tasks:
+            _codec.put_int(out, b"8", self.max_concurrent_tasks)
+        if self.sdk_version:
+            _codec.put_str(out, b"B", self.sdk_version)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> RegisterRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_agent_id: str = ""
+        f_agent_name: str = ""
+        f_version: str = ""
+        f_capabilities: dict[str, str] = {}
+        f_metadata: dict[str, str] = {}
+        f_secret: str = ""
+        f_max_concurrent_tasks: int = 0
+        f_sdk_version: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_agent_id, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_agent_name, pos = _codec.read_str(data, pos)
+            elif tag == 26:
+                f_version, pos = _codec.read_str(data, pos)
+            elif tag == 34:
+                pos = _codec.read_entry_into(
+                    f_capabilities, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
+                )
+            elif tag == 42:
+                pos = _codec.read_entry_into(
+                    f_metadata, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
+                )
+            elif tag == 50:
+                f_secret, pos = _codec.read_str(data, pos)
+            elif tag == 56:
+                f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
+            elif tag == 66:
+                f_sdk_version, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            agent_id=f_agent_id,
+            agent_name=f_agent_name,
+            version=f_version,
+            capabilities=f_capabilities,
+            metadata=f_metadata,
+            secret=f_secret,
+            max_concurrent_tasks=f_max_concurrent_tasks,
+            sdk_version=f_sdk_version,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "RegisterRequest", RegisterRequest)
 
@@ -700,6 +1932,43 @@ class ReportStatusResponse(betterproto2.Message):
 
     accepted: bool = betterproto2.field(1, betterproto2.TYPE_BOOL)
     """Whether the status was recorded."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.accepted:
+            _codec.put_bool(out, b"\x08", self.accepted)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ReportStatusResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_accepted: bool = False
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_accepted, pos = _codec.read_bool(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            accepted=f_accepted,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -727,6 +1996,63 @@ class RequestRequest(betterproto2.Message):
     )
     """Message headers."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.subject:
+            _codec.put_str(out, b"\n", self.subject)
+        if self.payload:
+            _codec.put_bytes(out, b"\x12", self.payload)
+        if self.timeout_ms:
+            _codec.put_int(out, b"\x18", self.timeout_ms)
+        if self.headers:
+            _codec.put_map(out, b'"', self.headers, _codec.put_str, b"\n", _codec.put_str, b"\x12")
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> RequestRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_subject: str = ""
+        f_payload: bytes = b""
+        f_timeout_ms: int = 0
+        f_headers: dict[str, str] = {}
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_subject, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_payload, pos = _codec.read_bytes(data, pos)
+            elif tag == 24:
+                f_timeout_ms, pos = _codec.read_int32(data, pos)
+            elif tag == 34:
+                pos = _codec.read_entry_into(
+                    f_headers, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
+                )
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            subject=f_subject,
+            payload=f_payload,
+            timeout_ms=f_timeout_ms,
+            headers=f_headers,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "RequestRequest", RequestRequest)
 
@@ -751,6 +2077,65 @@ class RequestResponse(betterproto2.Message):
     error_message: str = betterproto2.field(4, betterproto2.TYPE_STRING)
     """What went wrong ("no responders", "timed out"), when success is false."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.success:
+            _codec.put_bool(out, b"\x08", self.success)
+        if self.payload:
+            _codec.put_bytes(out, b"\x12", self.payload)
+        if self.headers:
+            _codec.put_map(
+                out, b"\x1a", self.headers, _codec.put_str, b"\n", _codec.put_str, b"\x12"
+            )
+        if self.error_message:
+            _codec.put_str(out, b'"', self.error_message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> RequestResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_success: bool = False
+        f_payload: bytes = b""
+        f_headers: dict[str, str] = {}
+        f_error_message: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_success, pos = _codec.read_bool(data, pos)
+            elif tag == 18:
+                f_payload, pos = _codec.read_bytes(data, pos)
+            elif tag == 26:
+                pos = _codec.read_entry_into(
+                    f_headers, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
+                )
+            elif tag == 34:
+                f_error_message, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            success=f_success,
+            payload=f_payload,
+            headers=f_headers,
+            error_message=f_error_message,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "RequestResponse", RequestResponse)
 
@@ -769,6 +2154,55 @@ class RetrieveRequest(betterproto2.Message):
 
     scope_id: str = betterproto2.field(3, betterproto2.TYPE_STRING)
     """The task or workflow id for those scopes."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.key:
+            _codec.put_str(out, b"\n", self.key)
+        if self.scope:
+            _codec.put_int(out, b"\x10", self.scope)
+        if self.scope_id:
+            _codec.put_str(out, b"\x1a", self.scope_id)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> RetrieveRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_key: str = ""
+        f_scope: MemoryScope = MemoryScope.UNSPECIFIED
+        f_scope_id: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_key, pos = _codec.read_str(data, pos)
+            elif tag == 16:
+                f_scope, pos = _codec.read_enum(data, pos, MemoryScope)
+            elif tag == 26:
+                f_scope_id, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            key=f_key,
+            scope=f_scope,
+            scope_id=f_scope_id,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message("aether.v1", "RetrieveRequest", RetrieveRequest)
@@ -794,6 +2228,67 @@ class RetrieveResponse(betterproto2.Message):
         5, betterproto2.TYPE_MESSAGE, unwrap=lambda: _google_protobuf_pb.Timestamp, optional=True
     )
     """When the value expires, if it has a TTL."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.success:
+            _codec.put_bool(out, b"\x08", self.success)
+        if self.found:
+            _codec.put_bool(out, b"\x10", self.found)
+        if self.value_json:
+            _codec.put_str(out, b"\x1a", self.value_json)
+        if self.error_message:
+            _codec.put_str(out, b'"', self.error_message)
+        if self.expires_at is not None:
+            _codec.put_timestamp(out, b"*", self.expires_at)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> RetrieveResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_success: bool = False
+        f_found: bool = False
+        f_value_json: str = ""
+        f_error_message: str = ""
+        f_expires_at: datetime.datetime | None = None
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_success, pos = _codec.read_bool(data, pos)
+            elif tag == 16:
+                f_found, pos = _codec.read_bool(data, pos)
+            elif tag == 26:
+                f_value_json, pos = _codec.read_str(data, pos)
+            elif tag == 34:
+                f_error_message, pos = _codec.read_str(data, pos)
+            elif tag == 42:
+                f_expires_at, pos = _codec.read_timestamp(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            success=f_success,
+            found=f_found,
+            value_json=f_value_json,
+            error_message=f_error_message,
+            expires_at=f_expires_at,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -822,6 +2317,67 @@ class StoreRequest(betterproto2.Message):
     scope_id: str = betterproto2.field(5, betterproto2.TYPE_STRING)
     """The task or workflow id for those scopes."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.key:
+            _codec.put_str(out, b"\n", self.key)
+        if self.value_json:
+            _codec.put_str(out, b"\x12", self.value_json)
+        if self.scope:
+            _codec.put_int(out, b"\x18", self.scope)
+        if self.ttl_seconds:
+            _codec.put_int(out, b" ", self.ttl_seconds)
+        if self.scope_id:
+            _codec.put_str(out, b"*", self.scope_id)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> StoreRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_key: str = ""
+        f_value_json: str = ""
+        f_scope: MemoryScope = MemoryScope.UNSPECIFIED
+        f_ttl_seconds: int = 0
+        f_scope_id: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_key, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_value_json, pos = _codec.read_str(data, pos)
+            elif tag == 24:
+                f_scope, pos = _codec.read_enum(data, pos, MemoryScope)
+            elif tag == 32:
+                f_ttl_seconds, pos = _codec.read_int32(data, pos)
+            elif tag == 42:
+                f_scope_id, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            key=f_key,
+            value_json=f_value_json,
+            scope=f_scope,
+            ttl_seconds=f_ttl_seconds,
+            scope_id=f_scope_id,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "StoreRequest", StoreRequest)
 
@@ -836,6 +2392,49 @@ class StoreResponse(betterproto2.Message):
     error_message: str = betterproto2.field(2, betterproto2.TYPE_STRING)
     """What went wrong, when success is false."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.success:
+            _codec.put_bool(out, b"\x08", self.success)
+        if self.error_message:
+            _codec.put_str(out, b"\x12", self.error_message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> StoreResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_success: bool = False
+        f_error_message: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_success, pos = _codec.read_bool(data, pos)
+            elif tag == 18:
+                f_error_message, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            success=f_success,
+            error_message=f_error_message,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "StoreResponse", StoreResponse)
 
@@ -849,6 +2448,49 @@ class StreamTasksRequest(betterproto2.Message):
 
     max_concurrent_tasks: int = betterproto2.field(2, betterproto2.TYPE_INT32)
     """Overrides the max_concurrent_tasks of the registration when above 0."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.agent_id:
+            _codec.put_str(out, b"\n", self.agent_id)
+        if self.max_concurrent_tasks:
+            _codec.put_int(out, b"\x10", self.max_concurrent_tasks)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> StreamTasksRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_agent_id: str = ""
+        f_max_concurrent_tasks: int = 0
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_agent_id, pos = _codec.read_str(data, pos)
+            elif tag == 16:
+                f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            agent_id=f_agent_id,
+            max_concurrent_tasks=f_max_concurrent_tasks,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -871,6 +2513,61 @@ class SubmitResultResponse(betterproto2.Message):
 
     message: str = betterproto2.field(4, betterproto2.TYPE_STRING)
     """A human-readable explanation."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.task_id:
+            _codec.put_str(out, b"\n", self.task_id)
+        if self.accepted:
+            _codec.put_bool(out, b"\x10", self.accepted)
+        if self.duplicate:
+            _codec.put_bool(out, b"\x18", self.duplicate)
+        if self.message:
+            _codec.put_str(out, b'"', self.message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> SubmitResultResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_task_id: str = ""
+        f_accepted: bool = False
+        f_duplicate: bool = False
+        f_message: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_task_id, pos = _codec.read_str(data, pos)
+            elif tag == 16:
+                f_accepted, pos = _codec.read_bool(data, pos)
+            elif tag == 24:
+                f_duplicate, pos = _codec.read_bool(data, pos)
+            elif tag == 34:
+                f_message, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            task_id=f_task_id,
+            accepted=f_accepted,
+            duplicate=f_duplicate,
+            message=f_message,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -919,6 +2616,99 @@ class SubmitTaskRequest(betterproto2.Message):
     idempotency_key: str = betterproto2.field(10, betterproto2.TYPE_STRING)
     """A client-chosen key: submitting it again returns the first task's id."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.description:
+            _codec.put_str(out, b"\n", self.description)
+        if self.payload:
+            _codec.put_bytes(out, b"\x12", self.payload)
+        if self.task_type:
+            _codec.put_str(out, b"\x1a", self.task_type)
+        if self.target_agent_id:
+            _codec.put_str(out, b'"', self.target_agent_id)
+        if self.priority:
+            _codec.put_int(out, b"(", self.priority)
+        if self.metadata:
+            _codec.put_map(out, b"2", self.metadata, _codec.put_str, b"\n", _codec.put_str, b"\x12")
+        if self.workflow_id:
+            _codec.put_str(out, b":", self.workflow_id)
+        if self.max_attempts:
+            _codec.put_int(out, b"@", self.max_attempts)
+        if self.timeout_seconds:
+            _codec.put_int(out, b"H", self.timeout_seconds)
+        if self.idempotency_key:
+            _codec.put_str(out, b"R", self.idempotency_key)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> SubmitTaskRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_description: str = ""
+        f_payload: bytes = b""
+        f_task_type: str = ""
+        f_target_agent_id: str = ""
+        f_priority: int = 0
+        f_metadata: dict[str, str] = {}
+        f_workflow_id: str = ""
+        f_max_attempts: int = 0
+        f_timeout_seconds: int = 0
+        f_idempotency_key: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_description, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_payload, pos = _codec.read_bytes(data, pos)
+            elif tag == 26:
+                f_task_type, pos = _codec.read_str(data, pos)
+            elif tag == 34:
+                f_target_agent_id, pos = _codec.read_str(data, pos)
+            elif tag == 40:
+                f_priority, pos = _codec.read_int32(data, pos)
+            elif tag == 50:
+                pos = _codec.read_entry_into(
+                    f_metadata, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
+                )
+            elif tag == 58:
+                f_workflow_id, pos = _codec.read_str(data, pos)
+            elif tag == 64:
+                f_max_attempts, pos = _codec.read_int32(data, pos)
+            elif tag == 72:
+                f_timeout_seconds, pos = _codec.read_int32(data, pos)
+            elif tag == 82:
+                f_idempotency_key, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            description=f_description,
+            payload=f_payload,
+            task_type=f_task_type,
+            target_agent_id=f_target_agent_id,
+            priority=f_priority,
+            metadata=f_metadata,
+            workflow_id=f_workflow_id,
+            max_attempts=f_max_attempts,
+            timeout_seconds=f_timeout_seconds,
+            idempotency_key=f_idempotency_key,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message(
     "aether.v1", "SubmitTaskRequest", SubmitTaskRequest
@@ -931,6 +2721,43 @@ class SubmitTaskResponse(betterproto2.Message):
 
     task_id: str = betterproto2.field(1, betterproto2.TYPE_STRING)
     """The id of the queued task."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.task_id:
+            _codec.put_str(out, b"\n", self.task_id)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> SubmitTaskResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_task_id: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_task_id, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            task_id=f_task_id,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -947,6 +2774,49 @@ class SubscribeRequest(betterproto2.Message):
 
     queue_group: str = betterproto2.field(2, betterproto2.TYPE_STRING)
     """Subscribers sharing a queue group each get a share of the messages."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.subject:
+            _codec.put_str(out, b"\n", self.subject)
+        if self.queue_group:
+            _codec.put_str(out, b"\x12", self.queue_group)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> SubscribeRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_subject: str = ""
+        f_queue_group: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_subject, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_queue_group, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            subject=f_subject,
+            queue_group=f_queue_group,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -1039,6 +2909,169 @@ class Task(betterproto2.Message):
     )
     """When the task times out, if it has a deadline."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.task_id:
+            _codec.put_str(out, b"\n", self.task_id)
+        if self.description:
+            _codec.put_str(out, b"\x12", self.description)
+        if self.payload:
+            _codec.put_bytes(out, b"\x1a", self.payload)
+        if self.task_type:
+            _codec.put_str(out, b'"', self.task_type)
+        if self.target_agent_id:
+            _codec.put_str(out, b"*", self.target_agent_id)
+        if self.priority:
+            _codec.put_int(out, b"0", self.priority)
+        if self.metadata:
+            _codec.put_map(out, b":", self.metadata, _codec.put_str, b"\n", _codec.put_str, b"\x12")
+        if self.workflow_id:
+            _codec.put_str(out, b"B", self.workflow_id)
+        if self.state:
+            _codec.put_int(out, b"H", self.state)
+        if self.attempt:
+            _codec.put_int(out, b"P", self.attempt)
+        if self.max_attempts:
+            _codec.put_int(out, b"X", self.max_attempts)
+        if self.assigned_agent_id:
+            _codec.put_str(out, b"b", self.assigned_agent_id)
+        if self.progress:
+            _codec.put_float(out, b"m", self.progress)
+        if self.status_message:
+            _codec.put_str(out, b"r", self.status_message)
+        if self.result:
+            _codec.put_bytes(out, b"z", self.result)
+        if self.error_message:
+            _codec.put_str(out, b"\x82\x01", self.error_message)
+        if self.metrics:
+            _codec.put_map(
+                out, b"\x8a\x01", self.metrics, _codec.put_str, b"\n", _codec.put_str, b"\x12"
+            )
+        if self.created_at is not None:
+            _codec.put_timestamp(out, b"\x92\x01", self.created_at)
+        if self.updated_at is not None:
+            _codec.put_timestamp(out, b"\x9a\x01", self.updated_at)
+        if self.completed_at is not None:
+            _codec.put_timestamp(out, b"\xa2\x01", self.completed_at)
+        if self.deadline is not None:
+            _codec.put_timestamp(out, b"\xaa\x01", self.deadline)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> Task:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_task_id: str = ""
+        f_description: str = ""
+        f_payload: bytes = b""
+        f_task_type: str = ""
+        f_target_agent_id: str = ""
+        f_priority: int = 0
+        f_metadata: dict[str, str] = {}
+        f_workflow_id: str = ""
+        f_state: TaskState = TaskState.UNSPECIFIED
+        f_attempt: int = 0
+        f_max_attempts: int = 0
+        f_assigned_agent_id: str = ""
+        f_progress: float = 0.0
+        f_status_message: str = ""
+        f_result: bytes = b""
+        f_error_message: str = ""
+        f_metrics: dict[str, str] = {}
+        f_created_at: datetime.datetime | None = None
+        f_updated_at: datetime.datetime | None = None
+        f_completed_at: datetime.datetime | None = None
+        f_deadline: datetime.datetime | None = None
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_task_id, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_description, pos = _codec.read_str(data, pos)
+            elif tag == 26:
+                f_payload, pos = _codec.read_bytes(data, pos)
+            elif tag == 34:
+                f_task_type, pos = _codec.read_str(data, pos)
+            elif tag == 42:
+                f_target_agent_id, pos = _codec.read_str(data, pos)
+            elif tag == 48:
+                f_priority, pos = _codec.read_int32(data, pos)
+            elif tag == 58:
+                pos = _codec.read_entry_into(
+                    f_metadata, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
+                )
+            elif tag == 66:
+                f_workflow_id, pos = _codec.read_str(data, pos)
+            elif tag == 72:
+                f_state, pos = _codec.read_enum(data, pos, TaskState)
+            elif tag == 80:
+                f_attempt, pos = _codec.read_int32(data, pos)
+            elif tag == 88:
+                f_max_attempts, pos = _codec.read_int32(data, pos)
+            elif tag == 98:
+                f_assigned_agent_id, pos = _codec.read_str(data, pos)
+            elif tag == 109:
+                f_progress, pos = _codec.read_float(data, pos)
+            elif tag == 114:
+                f_status_message, pos = _codec.read_str(data, pos)
+            elif tag == 122:
+                f_result, pos = _codec.read_bytes(data, pos)
+            elif tag == 130:
+                f_error_message, pos = _codec.read_str(data, pos)
+            elif tag == 138:
+                pos = _codec.read_entry_into(
+                    f_metrics, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
+                )
+            elif tag == 146:
+                f_created_at, pos = _codec.read_timestamp(data, pos)
+            elif tag == 154:
+                f_updated_at, pos = _codec.read_timestamp(data, pos)
+            elif tag == 162:
+                f_completed_at, pos = _codec.read_timestamp(data, pos)
+            elif tag == 170:
+                f_deadline, pos = _codec.read_timestamp(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            task_id=f_task_id,
+            description=f_description,
+            payload=f_payload,
+            task_type=f_task_type,
+            target_agent_id=f_target_agent_id,
+            priority=f_priority,
+            metadata=f_metadata,
+            workflow_id=f_workflow_id,
+            state=f_state,
+            attempt=f_attempt,
+            max_attempts=f_max_attempts,
+            assigned_agent_id=f_assigned_agent_id,
+            progress=f_progress,
+            status_message=f_status_message,
+            result=f_result,
+            error_message=f_error_message,
+            metrics=f_metrics,
+            created_at=f_created_at,
+            updated_at=f_updated_at,
+            completed_at=f_completed_at,
+            deadline=f_deadline,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "Task", Task)
 
@@ -1085,6 +3118,99 @@ class TaskAssignment(betterproto2.Message):
     )
     """When the task times out, if it has a deadline."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.task_id:
+            _codec.put_str(out, b"\n", self.task_id)
+        if self.description:
+            _codec.put_str(out, b"\x12", self.description)
+        if self.payload:
+            _codec.put_bytes(out, b"\x1a", self.payload)
+        if self.task_type:
+            _codec.put_str(out, b'"', self.task_type)
+        if self.attempt:
+            _codec.put_int(out, b"(", self.attempt)
+        if self.priority:
+            _codec.put_int(out, b"0", self.priority)
+        if self.metadata:
+            _codec.put_map(out, b":", self.metadata, _codec.put_str, b"\n", _codec.put_str, b"\x12")
+        if self.workflow_id:
+            _codec.put_str(out, b"B", self.workflow_id)
+        if self.created_at is not None:
+            _codec.put_timestamp(out, b"J", self.created_at)
+        if self.deadline is not None:
+            _codec.put_timestamp(out, b"R", self.deadline)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> TaskAssignment:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_task_id: str = ""
+        f_description: str = ""
+        f_payload: bytes = b""
+        f_task_type: str = ""
+        f_attempt: int = 0
+        f_priority: int = 0
+        f_metadata: dict[str, str] = {}
+        f_workflow_id: str = ""
+        f_created_at: datetime.datetime | None = None
+        f_deadline: datetime.datetime | None = None
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_task_id, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_description, pos = _codec.read_str(data, pos)
+            elif tag == 26:
+                f_payload, pos = _codec.read_bytes(data, pos)
+            elif tag == 34:
+                f_task_type, pos = _codec.read_str(data, pos)
+            elif tag == 40:
+                f_attempt, pos = _codec.read_int32(data, pos)
+            elif tag == 48:
+                f_priority, pos = _codec.read_int32(data, pos)
+            elif tag == 58:
+                pos = _codec.read_entry_into(
+                    f_metadata, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
+                )
+            elif tag == 66:
+                f_workflow_id, pos = _codec.read_str(data, pos)
+            elif tag == 74:
+                f_created_at, pos = _codec.read_timestamp(data, pos)
+            elif tag == 82:
+                f_deadline, pos = _codec.read_timestamp(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            task_id=f_task_id,
+            description=f_description,
+            payload=f_payload,
+            task_type=f_task_type,
+            attempt=f_attempt,
+            priority=f_priority,
+            metadata=f_metadata,
+            workflow_id=f_workflow_id,
+            created_at=f_created_at,
+            deadline=f_deadline,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "TaskAssignment", TaskAssignment)
 
@@ -1098,6 +3224,49 @@ class TaskCancellation(betterproto2.Message):
 
     reason: str = betterproto2.field(2, betterproto2.TYPE_STRING)
     """Why it was cancelled."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.task_id:
+            _codec.put_str(out, b"\n", self.task_id)
+        if self.reason:
+            _codec.put_str(out, b"\x12", self.reason)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> TaskCancellation:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_task_id: str = ""
+        f_reason: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_task_id, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_reason, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            task_id=f_task_id,
+            reason=f_reason,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -1137,6 +3306,81 @@ class TaskResult(betterproto2.Message):
     requeues it without counting an attempt.
     """
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.task_id:
+            _codec.put_str(out, b"\n", self.task_id)
+        if self.success:
+            _codec.put_bool(out, b"\x10", self.success)
+        if self.result:
+            _codec.put_bytes(out, b"\x1a", self.result)
+        if self.error_message:
+            _codec.put_str(out, b'"', self.error_message)
+        if self.metrics:
+            _codec.put_map(out, b"*", self.metrics, _codec.put_str, b"\n", _codec.put_str, b"\x12")
+        if self.cancelled:
+            _codec.put_bool(out, b"0", self.cancelled)
+        if self.released:
+            _codec.put_bool(out, b"8", self.released)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> TaskResult:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_task_id: str = ""
+        f_success: bool = False
+        f_result: bytes = b""
+        f_error_message: str = ""
+        f_metrics: dict[str, str] = {}
+        f_cancelled: bool = False
+        f_released: bool = False
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_task_id, pos = _codec.read_str(data, pos)
+            elif tag == 16:
+                f_success, pos = _codec.read_bool(data, pos)
+            elif tag == 26:
+                f_result, pos = _codec.read_bytes(data, pos)
+            elif tag == 34:
+                f_error_message, pos = _codec.read_str(data, pos)
+            elif tag == 42:
+                pos = _codec.read_entry_into(
+                    f_metrics, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
+                )
+            elif tag == 48:
+                f_cancelled, pos = _codec.read_bool(data, pos)
+            elif tag == 56:
+                f_released, pos = _codec.read_bool(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            task_id=f_task_id,
+            success=f_success,
+            result=f_result,
+            error_message=f_error_message,
+            metrics=f_metrics,
+            cancelled=f_cancelled,
+            released=f_released,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "TaskResult", TaskResult)
 
@@ -1159,6 +3403,61 @@ class TaskStatus(betterproto2.Message):
     message: str = betterproto2.field(4, betterproto2.TYPE_STRING)
     """A short human-readable status line."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.task_id:
+            _codec.put_str(out, b"\n", self.task_id)
+        if self.state:
+            _codec.put_int(out, b"\x10", self.state)
+        if self.progress:
+            _codec.put_float(out, b"\x1d", self.progress)
+        if self.message:
+            _codec.put_str(out, b'"', self.message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> TaskStatus:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_task_id: str = ""
+        f_state: TaskState = TaskState.UNSPECIFIED
+        f_progress: float = 0.0
+        f_message: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_task_id, pos = _codec.read_str(data, pos)
+            elif tag == 16:
+                f_state, pos = _codec.read_enum(data, pos, TaskState)
+            elif tag == 29:
+                f_progress, pos = _codec.read_float(data, pos)
+            elif tag == 34:
+                f_message, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            task_id=f_task_id,
+            state=f_state,
+            progress=f_progress,
+            message=f_message,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "TaskStatus", TaskStatus)
 
@@ -1177,6 +3476,51 @@ class TaskStreamEvent(betterproto2.Message):
     )
     """A task of this session was cancelled by a client."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.assignment is not None:
+            _codec.put_message(out, b"\n", self.assignment)
+        if self.cancel is not None:
+            _codec.put_message(out, b"\x12", self.cancel)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> TaskStreamEvent:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_assignment: TaskAssignment | None = None
+        f_cancel: TaskCancellation | None = None
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_assignment, pos = _codec.read_message(data, pos, TaskAssignment.parse)
+                f_cancel = None
+            elif tag == 18:
+                f_cancel, pos = _codec.read_message(data, pos, TaskCancellation.parse)
+                f_assignment = None
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            assignment=f_assignment,
+            cancel=f_cancel,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "TaskStreamEvent", TaskStreamEvent)
 
@@ -1187,6 +3531,43 @@ class TaskUpdate(betterproto2.Message):
 
     task: Task | None = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """The task after the change."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.task is not None:
+            _codec.put_message(out, b"\n", self.task)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> TaskUpdate:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_task: Task | None = None
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_task, pos = _codec.read_message(data, pos, Task.parse)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            task=f_task,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message("aether.v1", "TaskUpdate", TaskUpdate)
@@ -1208,6 +3589,61 @@ class ToolInfo(betterproto2.Message):
     output_schema_json: str = betterproto2.field(4, betterproto2.TYPE_STRING)
     """JSON schema of the tool's result."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.tool_id:
+            _codec.put_str(out, b"\n", self.tool_id)
+        if self.description:
+            _codec.put_str(out, b"\x12", self.description)
+        if self.input_schema_json:
+            _codec.put_str(out, b"\x1a", self.input_schema_json)
+        if self.output_schema_json:
+            _codec.put_str(out, b'"', self.output_schema_json)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ToolInfo:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_tool_id: str = ""
+        f_description: str = ""
+        f_input_schema_json: str = ""
+        f_output_schema_json: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_tool_id, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_description, pos = _codec.read_str(data, pos)
+            elif tag == 26:
+                f_input_schema_json, pos = _codec.read_str(data, pos)
+            elif tag == 34:
+                f_output_schema_json, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            tool_id=f_tool_id,
+            description=f_description,
+            input_schema_json=f_input_schema_json,
+            output_schema_json=f_output_schema_json,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "ToolInfo", ToolInfo)
 
@@ -1221,6 +3657,49 @@ class UnregisterRequest(betterproto2.Message):
 
     reason: str = betterproto2.field(2, betterproto2.TYPE_STRING)
     """Why it leaves, for the Hub's log."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.agent_id:
+            _codec.put_str(out, b"\n", self.agent_id)
+        if self.reason:
+            _codec.put_str(out, b"\x12", self.reason)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> UnregisterRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_agent_id: str = ""
+        f_reason: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_agent_id, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_reason, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            agent_id=f_agent_id,
+            reason=f_reason,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -1237,6 +3716,49 @@ class UnregisterResponse(betterproto2.Message):
 
     requeued_tasks: int = betterproto2.field(2, betterproto2.TYPE_INT32)
     """How many tasks still leased to the session went back to the queue."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.success:
+            _codec.put_bool(out, b"\x08", self.success)
+        if self.requeued_tasks:
+            _codec.put_int(out, b"\x10", self.requeued_tasks)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> UnregisterResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_success: bool = False
+        f_requeued_tasks: int = 0
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_success, pos = _codec.read_bool(data, pos)
+            elif tag == 16:
+                f_requeued_tasks, pos = _codec.read_int32(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            success=f_success,
+            requeued_tasks=f_requeued_tasks,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -1257,6 +3779,55 @@ class Usage(betterproto2.Message):
     total_tokens: int = betterproto2.field(3, betterproto2.TYPE_INT32)
     """prompt_tokens + completion_tokens."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.prompt_tokens:
+            _codec.put_int(out, b"\x08", self.prompt_tokens)
+        if self.completion_tokens:
+            _codec.put_int(out, b"\x10", self.completion_tokens)
+        if self.total_tokens:
+            _codec.put_int(out, b"\x18", self.total_tokens)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> Usage:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_prompt_tokens: int = 0
+        f_completion_tokens: int = 0
+        f_total_tokens: int = 0
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_prompt_tokens, pos = _codec.read_int32(data, pos)
+            elif tag == 16:
+                f_completion_tokens, pos = _codec.read_int32(data, pos)
+            elif tag == 24:
+                f_total_tokens, pos = _codec.read_int32(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            prompt_tokens=f_prompt_tokens,
+            completion_tokens=f_completion_tokens,
+            total_tokens=f_total_tokens,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("aether.v1", "Usage", Usage)
 
@@ -1267,6 +3838,43 @@ class WatchTaskRequest(betterproto2.Message):
 
     task_id: str = betterproto2.field(1, betterproto2.TYPE_STRING)
     """The task to follow (required)."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.task_id:
+            _codec.put_str(out, b"\n", self.task_id)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> WatchTaskRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_task_id: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_task_id, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            task_id=f_task_id,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(

@@ -9,6 +9,7 @@ import datetime
 
 import betterproto2
 
+from ... import codec as _codec
 from ... import message_pool as _message_pool
 
 __all__ = ("Timestamp",)
@@ -130,12 +131,55 @@ class Timestamp(betterproto2.Message):
     inclusive.
     """
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.seconds:
+            _codec.put_int(out, b"\x08", self.seconds)
+        if self.nanos:
+            _codec.put_int(out, b"\x10", self.nanos)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> Timestamp:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_seconds: int = 0
+        f_nanos: int = 0
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_seconds, pos = _codec.read_int64(data, pos)
+            elif tag == 16:
+                f_nanos, pos = _codec.read_int32(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            seconds=f_seconds,
+            nanos=f_nanos,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
     @classmethod
     def from_datetime(cls, value: datetime.datetime) -> Timestamp:
         """The Timestamp of a timezone-aware datetime (a naive one is refused)."""
         if value.tzinfo is None:
             raise ValueError("datetime must be timezone-aware")
-        offset = value.astimezone(datetime.timezone.utc) - _EPOCH
+        offset = value - _EPOCH  # aware arithmetic: any timezone, exact microseconds
         micros = (offset.days * 86_400 + offset.seconds) * 1_000_000 + offset.microseconds
         seconds, micros = divmod(micros, 1_000_000)
         return cls(seconds=seconds, nanos=micros * 1000)

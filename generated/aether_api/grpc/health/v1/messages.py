@@ -9,6 +9,7 @@ import dataclasses
 
 import betterproto2
 
+from .... import codec as _codec
 from .... import message_pool as _message_pool
 
 __all__ = (
@@ -61,6 +62,43 @@ class HealthCheckRequest(betterproto2.Message):
     service: str = betterproto2.field(1, betterproto2.TYPE_STRING)
     """The fully qualified service name; empty means the whole server."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.service:
+            _codec.put_str(out, b"\n", self.service)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> HealthCheckRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_service: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_service, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            service=f_service,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message(
     "grpc.health.v1", "HealthCheckRequest", HealthCheckRequest
@@ -75,6 +113,43 @@ class HealthCheckResponse(betterproto2.Message):
         1, betterproto2.TYPE_ENUM, default_factory=lambda: HealthCheckResponseServingStatus.UNKNOWN
     )
     """The service's status."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.status:
+            _codec.put_int(out, b"\x08", self.status)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> HealthCheckResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_status: HealthCheckResponseServingStatus = HealthCheckResponseServingStatus.UNKNOWN
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_status, pos = _codec.read_enum(data, pos, HealthCheckResponseServingStatus)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            status=f_status,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(

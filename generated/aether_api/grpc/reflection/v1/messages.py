@@ -9,6 +9,7 @@ import dataclasses
 
 import betterproto2
 
+from .... import codec as _codec
 from .... import message_pool as _message_pool
 
 __all__ = (
@@ -35,6 +36,49 @@ class ErrorResponse(betterproto2.Message):
     error_message: str = betterproto2.field(2, betterproto2.TYPE_STRING)
     """A human-readable explanation."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.error_code:
+            _codec.put_int(out, b"\x08", self.error_code)
+        if self.error_message:
+            _codec.put_str(out, b"\x12", self.error_message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ErrorResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_error_code: int = 0
+        f_error_message: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_error_code, pos = _codec.read_int32(data, pos)
+            elif tag == 18:
+                f_error_message, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            error_code=f_error_code,
+            error_message=f_error_message,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message(
     "grpc.reflection.v1", "ErrorResponse", ErrorResponse
@@ -50,6 +94,51 @@ class ExtensionNumberResponse(betterproto2.Message):
 
     extension_number: list[int] = betterproto2.field(2, betterproto2.TYPE_INT32, repeated=True)
     """Its extension numbers."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.base_type_name:
+            _codec.put_str(out, b"\n", self.base_type_name)
+        if self.extension_number:
+            _codec.put_packed(out, b"\x12", self.extension_number, _codec.put_int)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ExtensionNumberResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_base_type_name: str = ""
+        f_extension_number: list[int] = []
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_base_type_name, pos = _codec.read_str(data, pos)
+            elif tag == 16:
+                pos = _codec.append_one(f_extension_number, data, pos, _codec.read_int32)
+            elif tag == 18:
+                pos = _codec.extend_packed(f_extension_number, data, pos, _codec.read_int32)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            base_type_name=f_base_type_name,
+            extension_number=f_extension_number,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -67,6 +156,49 @@ class ExtensionRequest(betterproto2.Message):
     extension_number: int = betterproto2.field(2, betterproto2.TYPE_INT32)
     """The extension's field number."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.containing_type:
+            _codec.put_str(out, b"\n", self.containing_type)
+        if self.extension_number:
+            _codec.put_int(out, b"\x10", self.extension_number)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ExtensionRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_containing_type: str = ""
+        f_extension_number: int = 0
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_containing_type, pos = _codec.read_str(data, pos)
+            elif tag == 16:
+                f_extension_number, pos = _codec.read_int32(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            containing_type=f_containing_type,
+            extension_number=f_extension_number,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message(
     "grpc.reflection.v1", "ExtensionRequest", ExtensionRequest
@@ -82,6 +214,42 @@ class FileDescriptorResponse(betterproto2.Message):
     )
     """Each a serialized google.protobuf.FileDescriptorProto."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        _codec.put_each(out, b"\n", self.file_descriptor_proto, _codec.put_bytes)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> FileDescriptorResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_file_descriptor_proto: list[bytes] = []
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                pos = _codec.append_one(f_file_descriptor_proto, data, pos, _codec.read_bytes)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            file_descriptor_proto=f_file_descriptor_proto,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message(
     "grpc.reflection.v1", "FileDescriptorResponse", FileDescriptorResponse
@@ -94,6 +262,42 @@ class ListServiceResponse(betterproto2.Message):
 
     service: list[ServiceResponse] = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
     """One entry per service."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        _codec.put_each(out, b"\n", self.service, _codec.put_message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ListServiceResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_service: list[ServiceResponse] = []
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                pos = _codec.append_message(f_service, data, pos, ServiceResponse.parse)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            service=f_service,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(
@@ -133,6 +337,95 @@ class ServerReflectionRequest(betterproto2.Message):
     )
     """The names of all services; the string's content is ignored."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.host:
+            _codec.put_str(out, b"\n", self.host)
+        if self.file_by_filename is not None:
+            _codec.put_str(out, b"\x1a", self.file_by_filename)
+        if self.file_containing_symbol is not None:
+            _codec.put_str(out, b'"', self.file_containing_symbol)
+        if self.file_containing_extension is not None:
+            _codec.put_message(out, b"*", self.file_containing_extension)
+        if self.all_extension_numbers_of_type is not None:
+            _codec.put_str(out, b"2", self.all_extension_numbers_of_type)
+        if self.list_services is not None:
+            _codec.put_str(out, b":", self.list_services)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ServerReflectionRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_host: str = ""
+        f_file_by_filename: str | None = None
+        f_file_containing_symbol: str | None = None
+        f_file_containing_extension: ExtensionRequest | None = None
+        f_all_extension_numbers_of_type: str | None = None
+        f_list_services: str | None = None
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_host, pos = _codec.read_str(data, pos)
+            elif tag == 26:
+                f_file_by_filename, pos = _codec.read_str(data, pos)
+                f_file_containing_symbol = None
+                f_file_containing_extension = None
+                f_all_extension_numbers_of_type = None
+                f_list_services = None
+            elif tag == 34:
+                f_file_containing_symbol, pos = _codec.read_str(data, pos)
+                f_file_by_filename = None
+                f_file_containing_extension = None
+                f_all_extension_numbers_of_type = None
+                f_list_services = None
+            elif tag == 42:
+                f_file_containing_extension, pos = _codec.read_message(
+                    data, pos, ExtensionRequest.parse
+                )
+                f_file_by_filename = None
+                f_file_containing_symbol = None
+                f_all_extension_numbers_of_type = None
+                f_list_services = None
+            elif tag == 50:
+                f_all_extension_numbers_of_type, pos = _codec.read_str(data, pos)
+                f_file_by_filename = None
+                f_file_containing_symbol = None
+                f_file_containing_extension = None
+                f_list_services = None
+            elif tag == 58:
+                f_list_services, pos = _codec.read_str(data, pos)
+                f_file_by_filename = None
+                f_file_containing_symbol = None
+                f_file_containing_extension = None
+                f_all_extension_numbers_of_type = None
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            host=f_host,
+            file_by_filename=f_file_by_filename,
+            file_containing_symbol=f_file_containing_symbol,
+            file_containing_extension=f_file_containing_extension,
+            all_extension_numbers_of_type=f_all_extension_numbers_of_type,
+            list_services=f_list_services,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message(
     "grpc.reflection.v1", "ServerReflectionRequest", ServerReflectionRequest
@@ -171,6 +464,93 @@ class ServerReflectionResponse(betterproto2.Message):
     )
     """Why the question could not be answered."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.valid_host:
+            _codec.put_str(out, b"\n", self.valid_host)
+        if self.original_request is not None:
+            _codec.put_message(out, b"\x12", self.original_request)
+        if self.file_descriptor_response is not None:
+            _codec.put_message(out, b'"', self.file_descriptor_response)
+        if self.all_extension_numbers_response is not None:
+            _codec.put_message(out, b"*", self.all_extension_numbers_response)
+        if self.list_services_response is not None:
+            _codec.put_message(out, b"2", self.list_services_response)
+        if self.error_response is not None:
+            _codec.put_message(out, b":", self.error_response)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ServerReflectionResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_valid_host: str = ""
+        f_original_request: ServerReflectionRequest | None = None
+        f_file_descriptor_response: FileDescriptorResponse | None = None
+        f_all_extension_numbers_response: ExtensionNumberResponse | None = None
+        f_list_services_response: ListServiceResponse | None = None
+        f_error_response: ErrorResponse | None = None
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_valid_host, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_original_request, pos = _codec.read_message(
+                    data, pos, ServerReflectionRequest.parse
+                )
+            elif tag == 34:
+                f_file_descriptor_response, pos = _codec.read_message(
+                    data, pos, FileDescriptorResponse.parse
+                )
+                f_all_extension_numbers_response = None
+                f_list_services_response = None
+                f_error_response = None
+            elif tag == 42:
+                f_all_extension_numbers_response, pos = _codec.read_message(
+                    data, pos, ExtensionNumberResponse.parse
+                )
+                f_file_descriptor_response = None
+                f_list_services_response = None
+                f_error_response = None
+            elif tag == 50:
+                f_list_services_response, pos = _codec.read_message(
+                    data, pos, ListServiceResponse.parse
+                )
+                f_file_descriptor_response = None
+                f_all_extension_numbers_response = None
+                f_error_response = None
+            elif tag == 58:
+                f_error_response, pos = _codec.read_message(data, pos, ErrorResponse.parse)
+                f_file_descriptor_response = None
+                f_all_extension_numbers_response = None
+                f_list_services_response = None
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            valid_host=f_valid_host,
+            original_request=f_original_request,
+            file_descriptor_response=f_file_descriptor_response,
+            all_extension_numbers_response=f_all_extension_numbers_response,
+            list_services_response=f_list_services_response,
+            error_response=f_error_response,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message(
     "grpc.reflection.v1", "ServerReflectionResponse", ServerReflectionResponse
@@ -183,6 +563,43 @@ class ServiceResponse(betterproto2.Message):
 
     name: str = betterproto2.field(1, betterproto2.TYPE_STRING)
     """The fully qualified service name."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.name:
+            _codec.put_str(out, b"\n", self.name)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ServiceResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_name: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_name, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            name=f_name,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message(

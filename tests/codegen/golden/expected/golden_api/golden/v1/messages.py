@@ -10,6 +10,7 @@ import datetime
 
 import betterproto2
 
+from ... import codec as _codec
 from ... import message_pool as _message_pool
 from ...google.protobuf import messages as _google_protobuf_pb
 
@@ -59,6 +60,43 @@ class GetRequest(betterproto2.Message):
 
     item_id: str = betterproto2.field(1, betterproto2.TYPE_STRING)
     """The item wanted (required)."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.item_id:
+            _codec.put_str(out, b"\n", self.item_id)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> GetRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_item_id: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_item_id, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            item_id=f_item_id,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message("golden.v1", "GetRequest", GetRequest)
@@ -118,6 +156,112 @@ class Item(betterproto2.Message):
     parse_: str = betterproto2.field(12, betterproto2.TYPE_STRING)
     """Shadows betterproto2.Message.parse: gets a trailing underscore."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.item_id:
+            _codec.put_str(out, b"\n", self.item_id)
+        if self.data:
+            _codec.put_bytes(out, b"\x12", self.data)
+        if self.storage:
+            _codec.put_int(out, b"\x18", self.storage)
+        if self.labels:
+            _codec.put_map(out, b'"', self.labels, _codec.put_str, b"\n", _codec.put_str, b"\x12")
+        _codec.put_each(out, b"*", self.tags, _codec.put_str)
+        if self.origin is not None:
+            _codec.put_message(out, b"2", self.origin)
+        if self.created_at is not None:
+            _codec.put_timestamp(out, b":", self.created_at)
+        if self.ttl is not None:
+            _codec.put_duration(out, b"B", self.ttl)
+        if self.weight is not None:
+            _codec.put_double(out, b"I", self.weight)
+        if self.text is not None:
+            _codec.put_str(out, b"R", self.text)
+        if self.number is not None:
+            _codec.put_sint(out, b"X", self.number)
+        if self.parse_:
+            _codec.put_str(out, b"b", self.parse_)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> Item:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_item_id: str = ""
+        f_data: bytes = b""
+        f_storage: Storage = Storage.UNSPECIFIED
+        f_labels: dict[str, str] = {}
+        f_tags: list[str] = []
+        f_origin: ItemOrigin | None = None
+        f_created_at: datetime.datetime | None = None
+        f_ttl: datetime.timedelta | None = None
+        f_weight: float | None = None
+        f_text: str | None = None
+        f_number: int | None = None
+        f_parse_: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_item_id, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                f_data, pos = _codec.read_bytes(data, pos)
+            elif tag == 24:
+                f_storage, pos = _codec.read_enum(data, pos, Storage)
+            elif tag == 34:
+                pos = _codec.read_entry_into(
+                    f_labels, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
+                )
+            elif tag == 42:
+                pos = _codec.append_one(f_tags, data, pos, _codec.read_str)
+            elif tag == 50:
+                f_origin, pos = _codec.read_message(data, pos, ItemOrigin.parse)
+            elif tag == 58:
+                f_created_at, pos = _codec.read_timestamp(data, pos)
+            elif tag == 66:
+                f_ttl, pos = _codec.read_duration(data, pos)
+            elif tag == 73:
+                f_weight, pos = _codec.read_double(data, pos)
+            elif tag == 82:
+                f_text, pos = _codec.read_str(data, pos)
+                f_number = None
+            elif tag == 88:
+                f_number, pos = _codec.read_sint64(data, pos)
+                f_text = None
+            elif tag == 98:
+                f_parse_, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            item_id=f_item_id,
+            data=f_data,
+            storage=f_storage,
+            labels=f_labels,
+            tags=f_tags,
+            origin=f_origin,
+            created_at=f_created_at,
+            ttl=f_ttl,
+            weight=f_weight,
+            text=f_text,
+            number=f_number,
+            parse_=f_parse_,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("golden.v1", "Item", Item)
 
@@ -129,6 +273,43 @@ class ItemOrigin(betterproto2.Message):
     host: str = betterproto2.field(1, betterproto2.TYPE_STRING)
     """The host name."""
 
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.host:
+            _codec.put_str(out, b"\n", self.host)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ItemOrigin:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_host: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_host, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            host=f_host,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
 
 _message_pool.default_message_pool.register_message("golden.v1", "Item.Origin", ItemOrigin)
 
@@ -139,6 +320,43 @@ class UploadSummary(betterproto2.Message):
 
     count: int = betterproto2.field(1, betterproto2.TYPE_UINT32)
     """How many items arrived."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.count:
+            _codec.put_int(out, b"\x08", self.count)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> UploadSummary:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_count: int = 0
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                f_count, pos = _codec.read_uint32(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            count=f_count,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
 
 
 _message_pool.default_message_pool.register_message("golden.v1", "UploadSummary", UploadSummary)
