@@ -244,6 +244,10 @@ class Builder:
         messages: list[model.Message] = []
         services: list[model.Service] = []
         for fdp in files:
+            if fdp.syntax != "proto3":
+                raise BuildError(
+                    f"{fdp.name}: only proto3 is supported (syntax is {fdp.syntax or 'proto2'!r})"
+                )
             comments = self.comments[fdp.name]
             prefix = f".{fdp.package}" if fdp.package else ""
             for i, enum in enumerate(fdp.enum_type):
@@ -257,6 +261,11 @@ class Builder:
                 services.append(self._service(fdp, svc, (6, i), comments, parts, svc_imports))
         if package == WKT_PACKAGE:
             enums = [e for e in enums if e.full_name in used_wkt]
+        self._check_unique(
+            f"package {package or '(none)'}",
+            [e.py_name for e in enums] + [m.py_name for m in messages],
+            what="types",
+        )
         if any(m.wrapped is not None for m in messages) or any(
             "datetime." in f.wire_annotation for m in messages for f in m.fields
         ):
@@ -311,6 +320,7 @@ class Builder:
                     doc=comments.get((*path, 2, i), ""),
                 )
             )
+        self._check_unique(f"enum {'.'.join(names)}", [v.py_name for v in values])
         return model.Enum(
             py_name=naming.class_name(names),
             full_name=f"{prefix}.{'.'.join(names)}",
@@ -369,11 +379,11 @@ class Builder:
         )
 
     @staticmethod
-    def _check_unique(where: str, names: Iterable[str]) -> None:
+    def _check_unique(where: str, names: Iterable[str], what: str = "fields") -> None:
         seen: set[str] = set()
         for name in names:
             if name in seen:
-                raise BuildError(f"{where}: two fields map to the Python name {name!r}")
+                raise BuildError(f"{where}: two {what} map to the Python name {name!r}")
             seen.add(name)
 
     # ------------------------------------------------------------------ fields
@@ -599,7 +609,7 @@ class Builder:
                     server_streaming=m.server_streaming,
                 )
             )
-        self._check_unique(full, [m.py_name for m in methods])
+        self._check_unique(full, [m.py_name for m in methods], what="RPCs")
         return model.Service(
             py_name=naming.class_name([svc.name]),
             full_name=full,

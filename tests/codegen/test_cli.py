@@ -178,3 +178,28 @@ def test_dump_env_saves_the_descriptor_set(
     assert "google/protobuf/timestamp.proto" in names  # --include_imports
     agent = next(f for f in fds.file if f.name == "aether/v1/agent.proto")
     assert agent.source_code_info.location  # --include_source_info
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            'syntax = "proto2";\npackage p.v1;\nmessage X { optional int32 a = 1; }\n',
+            "only proto3 is supported",
+        ),
+        (
+            'syntax = "proto3";\npackage p.v1;\nmessage A { message B {} }\nmessage AB {}\n',
+            "two types map to the Python name 'AB'",
+        ),
+    ],
+)
+def test_unsupported_or_colliding_protos_fail_clearly(
+    tmp_path: Path, source: str, message: str
+) -> None:
+    proto = tmp_path / "proto"
+    (proto / "p" / "v1").mkdir(parents=True)
+    (proto / "p" / "v1" / "x.proto").write_text(source)
+    result = _run("--proto-root", str(proto), "--out", str(tmp_path / "o"))
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert not (tmp_path / "o").exists()
