@@ -7,7 +7,10 @@ import json
 
 import pytest
 
-from aether.health_http import HealthReport, HealthServer
+from aether import AetherAgent, AgentConfig, TaskAssignment, TaskResult
+from aether.errors import AetherConnectionError
+from aether.health_http import HealthReport, HealthServer, agent_probe
+from aether.testing import TestHub
 
 
 class _Probe:
@@ -101,3 +104,42 @@ async def test_stop_is_idempotent_and_start_twice_is_refused() -> None:
 def test_invalid_port_is_rejected() -> None:
     with pytest.raises(ValueError, match="between 0 and 65535"):
         HealthServer(_Probe(), port=70000)
+
+
+async def test_agent_probe_follows_a_real_agent(hub: TestHub) -> None:
+    agent = _Echo(AgentConfig(agent_id="probed", agent_name="P", hub_url=hub.url))
+    async with HealthServer(agent_probe(agent), host="127.0.0.1", port=0) as server:
+        # Not started: alive (the process serves) but not ready.
+        assert (await _get(server.port, "/healthz"))[0] == 200
+        assert await _get(server.port, "/readyz") == (
+            503,
+            {"status": "unavailable", "state": "closed"},
+        )
+        async with hub.running(agent):
+            assert await _get(server.port, "/readyz") == (
+                200,
+                {"status": "ok", "state": "connected"},
+            )
+        assert (await _get(server.port, "/readyz"))[0] == 503
+        assert (await _get(server.port, "/healthz"))[0] == 200  # stopped cleanly
+
+
+async def test_agent_probe_reports_an_agent_that_gave_up_as_dead() -> None:
+    config = AgentConfig(
+        agent_id="lost",
+        agent_name="L",
+        hub_url="127.0.0.1:1",
+        max_reconnect_attempts=0,
+        reconnect_delay=0.01,
+    )
+    agent = _Echo(config)
+    with pytest.raises(AetherConnectionError):
+        await agent.start()
+    report = agent_probe(agent)()
+    assert not report.live and not report.ready
+    assert report.state == "closed: AetherConnectionError"
+
+
+class _Echo(AetherAgent):
+    async def handle_task(self, task: TaskAssignment) -> TaskResult:
+        return TaskResult(task_id=task.task_id, success=True, result=task.payload)
