@@ -31,8 +31,13 @@ _MAX_REQUEST_BYTES = 8192
 # Slow or idle clients must not pin a connection (and a task) forever.
 _READ_TIMEOUT_SECONDS = 5.0
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
-_REASONS[503] = "Service Unavailable"
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+}
 
 
 @dataclass(frozen=True, slots=True)
