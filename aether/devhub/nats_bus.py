@@ -96,6 +96,8 @@ class NatsBus:
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=1,
+                    # A Hub that stops should not wait long for a lost server to drain.
+                    drain_timeout=2,
                     error_cb=_on_error,
                     disconnected_cb=_on_disconnected,
                     reconnected_cb=_on_reconnected,
@@ -119,9 +121,14 @@ class NatsBus:
         reply_to: str = "",
     ) -> None:
         """Publish on NATS (headers only when there are some)."""
+        from nats.errors import Error as NatsError
+
         if self._nc.is_closed:
             raise BusClosedError()
-        await self._nc.publish(subject, payload, reply=reply_to, headers=dict(headers) or None)
+        try:
+            await self._nc.publish(subject, payload, reply=reply_to, headers=dict(headers) or None)
+        except (NatsError, OSError) as exc:
+            raise BusError(f"NATS publish on {subject} failed: {exc}") from None
 
     async def request(
         self,
@@ -131,6 +138,7 @@ class NatsBus:
         timeout: float,
     ) -> BusMessageData:
         """NATS request-reply; no responders and timeouts become the bus errors."""
+        from nats.errors import Error as NatsError
         from nats.errors import NoRespondersError as NatsNoResponders
         from nats.errors import TimeoutError as NatsTimeout
 
@@ -144,6 +152,8 @@ class NatsBus:
             raise NoRespondersError(subject) from None
         except (NatsTimeout, asyncio.TimeoutError):
             raise RequestTimeoutError(subject, timeout) from None
+        except (NatsError, OSError) as exc:
+            raise BusError(f"NATS request on {subject} failed: {exc}") from None
         return _to_data(reply)
 
     @contextlib.asynccontextmanager
@@ -166,9 +176,16 @@ class NatsBus:
                     _log.warning("subscriber of %r is not keeping up; dropping", subject)
                 dropped += 1
 
-        sub = await self._nc.subscribe(subject, queue=queue_group, cb=_on_message)
-        # Make sure the server knows the subscription before the caller publishes.
-        await self._nc.flush()
+        from nats.errors import Error as NatsError
+
+        try:
+            sub = await self._nc.subscribe(subject, queue=queue_group, cb=_on_message)
+        except (NatsError, OSError) as exc:
+            raise BusError(f"NATS subscribe to {subject} failed: {exc}") from None
+        # Make sure the server knows the subscription before the caller publishes; while
+        # reconnecting nats-py re-sends it after the reconnect instead.
+        with contextlib.suppress(NatsError, OSError, asyncio.TimeoutError):
+            await self._nc.flush(timeout=5)
 
         self._queues.add(queue)
         try:
@@ -188,11 +205,20 @@ class NatsBus:
         self._queues.clear()
         if self._nc.is_closed:
             return
+        if not self._nc.is_connected:
+            # Nothing to drain while reconnecting (and drain would wait for its timeout).
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+            return
         try:
             await self._nc.drain()
         except Exception as exc:
+            # Draining needs a live connection; while reconnecting just close.
             _log.debug("NATS drain failed (%s); closing", exc)
-            await self._nc.close()
+            try:
+                await self._nc.close()
+            except Exception as close_exc:
+                _log.debug("closing the NATS connection failed: %s", close_exc)
 
 
 class _QueueIterator:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ("NatsServer", "find_nats_server", "nats_server")
+__all__ = ("NatsServer", "find_nats_server", "nats_server", "run_nats_server")
 
 _START_TIMEOUT = 20.0
 
@@ -62,10 +62,10 @@ def _accepts(host: str, port: int) -> bool:
 
 
 @contextlib.contextmanager
-def run_nats_server(binary: Path) -> Iterator[NatsServer]:
-    """Start nats-server on a free port; yield once it accepts connections."""
+def run_nats_server(binary: Path, port: int | None = None) -> Iterator[NatsServer]:
+    """Start nats-server on `port` (default: a free one); yield once it accepts connections."""
     host = "127.0.0.1"
-    port = _free_port()
+    port = port or _free_port()
     proc = subprocess.Popen(
         [str(binary), "-a", host, "-p", str(port)],
         stdout=subprocess.DEVNULL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 
@@ -21,7 +22,7 @@ from aether.devhub.bus import (
     subject_matches,
 )
 from aether.devhub.nats_bus import NatsBus, _redact_url
-from tests.devhub.nats_fixture import NatsServer, nats_server
+from tests.devhub.nats_fixture import NatsServer, find_nats_server, nats_server, run_nats_server
 
 __all__ = ("nats_server",)
 
@@ -272,3 +273,30 @@ async def test_two_hubs_share_messages_through_nats(nats_server: NatsServer) -> 
     finally:
         await first.close()
         await second.close()
+
+
+async def test_nats_bus_survives_a_server_restart() -> None:
+    binary = find_nats_server()
+    assert binary is not None
+    with run_nats_server(binary) as server:
+        bus = await create_bus(server.url)
+        port = server.port
+    try:
+        # The server is gone: calls fail softly instead of raising transport errors.
+        await bus.publish("still.here", b"buffered", {})
+        with pytest.raises(BusError):
+            await bus.request("still.here", b"", {}, timeout=0.2)
+        with run_nats_server(binary, port=port):
+            async with bus.subscribe("back.online") as messages:
+
+                async def until_delivered() -> BusMessageData:
+                    while True:
+                        await bus.publish("back.online", b"hello again", {})
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            return await asyncio.wait_for(anext(messages), 0.2)
+
+                got = await asyncio.wait_for(until_delivered(), WAIT * 2)
+                assert got.payload == b"hello again"
+            await bus.close()
+    finally:
+        await bus.close()
