@@ -72,6 +72,9 @@ _SCRYPT_R = 8
 _SCRYPT_P = 1
 _SCRYPT_LEN = 32
 
+# Ended sessions kept in the `sessions` table across Hub restarts.
+_SESSION_HISTORY = 1000
+
 _TRUST_NAMES: dict[str, pb.TrustLevel] = {
     "low": pb.TrustLevel.LOW,
     "standard": pb.TrustLevel.STANDARD,
@@ -320,11 +323,17 @@ class SessionRegistry:
         self._by_id: dict[str, Session] = {}
         self._last_seen: dict[str, float] = {}
         db.ensure_schema(_SCHEMA)
-        # Sessions of an earlier Hub process are gone with its tokens.
+        # Sessions of an earlier Hub process are gone with its tokens; keep a bounded
+        # history of ended ones.
         with db.conn:
             db.conn.execute(
                 "UPDATE sessions SET state = 'closed', ended_at = ? WHERE state = 'connected'",
                 (wall_clock(),),
+            )
+            db.conn.execute(
+                "DELETE FROM sessions WHERE session_id NOT IN"
+                " (SELECT session_id FROM sessions ORDER BY connected_at DESC LIMIT ?)",
+                (_SESSION_HISTORY,),
             )
 
     # -- lookups ---------------------------------------------------------------------

