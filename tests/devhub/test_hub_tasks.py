@@ -499,3 +499,29 @@ async def test_slow_stream_reader_does_not_stall_other_agents(
     reader.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await reader
+
+
+async def test_result_from_a_newer_session_of_the_same_agent_is_accepted(
+    hub: HubServer, channel: grpclib.client.Channel, tasks: client.TaskServiceStub
+) -> None:
+    # An agent loses its connection mid-task, registers again and flushes its outbox.
+    old = await AgentConn.register(channel, "phoenix", max_concurrent_tasks=2)
+    old.open_stream()
+    first = await submit(tasks)
+    second = await submit(tasks)
+    await old.next_assignment()
+    await old.next_assignment()
+    await old.close_stream()
+    new = await AgentConn.register(channel, "phoenix", max_concurrent_tasks=2)
+    # `first` is pending again (nobody streams yet): the outbox result still counts.
+    assert (await state_of(tasks, first)).state == S.PENDING
+    ack = await new.result(first, result=b"from the outbox")
+    assert ack.accepted and not ack.duplicate
+    done = await state_of(tasks, first)
+    assert done.state == S.SUCCEEDED and done.result == b"from the outbox"
+    # `second` is redelivered to the new session, and its outbox result is accepted too.
+    new.open_stream()
+    redelivered = await new.next_assignment()
+    assert redelivered.task_id == second and redelivered.attempt == 2
+    assert (await new.result(second)).accepted
+    assert (await state_of(tasks, second)).state == S.SUCCEEDED
