@@ -14,6 +14,7 @@ from aether._backoff import backoff_delay
 from aether._connection import ConnectionState, ConnectionStateTracker, StateCallback
 from aether._context import current_task
 from aether._heartbeat import Sleep, heartbeat_loop
+from aether._outbox import Outbox
 from aether._tasks import TaskRunner
 from aether._wire import models, pb
 from aether.client import CALL_TIMEOUT, AgentClient
@@ -22,8 +23,6 @@ from aether.errors import (
     AetherConnectionError,
     AetherError,
     AgentStateError,
-    AuthenticationError,
-    PermissionDeniedError,
 )
 from aether.hub import Hub
 
@@ -61,9 +60,8 @@ class AetherAgent:
             timeout=config.task_timeout_seconds,
             max_result_bytes=config.max_message_bytes,
         )
-        # Results not yet acknowledged by the Hub, by task id, in submission order.
-        self._outbox: dict[str, pb.TaskResult] = {}
-        self._sending: set[asyncio.Task[None]] = set()
+        self._outbox = Outbox(self._client, self._lose_session)
+        self._results_task: asyncio.Task[None] | None = None
         self._registration: models.AgentRegistration | None = None
         self._started = False
         self._draining = False
@@ -354,14 +352,14 @@ class AetherAgent:
             interval = float(registration.heartbeat_interval_seconds)
         self._reader = asyncio.create_task(self._read_stream())
         beater = asyncio.create_task(self._heartbeat(interval))
-        self._flush_outbox()
+        results = self._results_task = asyncio.create_task(self._outbox.run_session())
         try:
             await lost.wait()
         finally:
-            for task in (self._reader, beater):
+            for task in (self._reader, beater, results):
                 task.cancel()
-            await asyncio.gather(self._reader, beater, return_exceptions=True)
-            self._reader = None
+            await asyncio.gather(self._reader, beater, results, return_exceptions=True)
+            self._reader = self._results_task = None
 
     async def _read_stream(self) -> None:
         runner = self._runner
@@ -393,46 +391,9 @@ class AetherAgent:
     async def _handle_one(self, task: models.TaskAssignment) -> models.TaskResult:
         return await self.handle_task(task)
 
-    def _connected(self) -> bool:
-        return self._state.state in (ConnectionState.CONNECTED, ConnectionState.DRAINING)
-
     async def _deliver(self, result: pb.TaskResult) -> None:
-        """Keep the result until the Hub acknowledges it; send it now if connected."""
-        self._outbox[result.task_id] = result
-        if self._connected():
-            await self._send(result)
-
-    def _flush_outbox(self) -> None:
-        for result in list(self._outbox.values()):
-            task = asyncio.create_task(self._send(result))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
-
-    async def _send(self, result: pb.TaskResult) -> None:
-        task_id = result.task_id
-        try:
-            reply = await self._client.submit_result_wire(result)
-        except PermissionDeniedError as exc:
-            # The lease is gone (expired, or another session has the task): the Hub will
-            # not take this result; it redelivers or already has the task elsewhere.
-            log.warning("task %s: the Hub refused the result (%s); dropping it", task_id, exc)
-            self._outbox.pop(task_id, None)
-            return
-        except AuthenticationError as exc:
-            self._lose_session(f"session rejected: {exc}")
-            return
-        except AetherError as exc:
-            if exc.retryable:
-                self._lose_session(f"sending a result failed: {exc}")
-            else:
-                log.error("task %s: result rejected: %s; dropping it", task_id, exc)
-                self._outbox.pop(task_id, None)
-            return
-        except AgentStateError:
-            return  # disconnected meanwhile; the outbox is flushed after reconnect
-        if not reply.accepted:
-            log.warning("task %s: the Hub did not accept the result: %s", task_id, reply.message)
-        self._outbox.pop(task_id, None)
+        """Hand a result to the outbox, which keeps it until the Hub acknowledges it."""
+        self._outbox.put(result)
 
     # ----------------------------------------------------------------- stopping
 
@@ -452,14 +413,16 @@ class AetherAgent:
         if not await self._runner.wait_idle(_FLUSH_TIMEOUT):
             log.warning("some handlers ignored cancellation; abandoning them")
             await self._runner.abort()
-        if self._sending:
-            await asyncio.wait(set(self._sending), timeout=_FLUSH_TIMEOUT)
-        if self._outbox:
+        if not await self._outbox.wait_empty(_FLUSH_TIMEOUT):
             log.warning(
                 "%d result(s) were not acknowledged before shutdown; the Hub will requeue "
                 "their tasks",
                 len(self._outbox),
             )
+        results = self._results_task
+        self._outbox.end_session()
+        if results is not None:
+            await asyncio.wait({results}, timeout=2.0)
         await self._call_hook(self.on_stop, "on_stop")
         if self._supervisor is not None:
             self._lose_session("stopping")

@@ -218,6 +218,17 @@ class AgentClient:
         except Exception as exc:
             raise self._error(exc, "SubmitResult") from None
 
+    async def submit_results_wire(
+        self, results: AsyncIterator[pb.TaskResult]
+    ) -> AsyncIterator[pb.SubmitResultResponse]:
+        """The `SubmitResults` stream: one acknowledgement per result, in order."""
+        self._require_session()
+        try:
+            async for ack in self._agent_stub().submit_results(results):
+                yield ack
+        except Exception as exc:
+            raise self._error(exc, "SubmitResults") from None
+
     async def submit_result(self, result: models.TaskResult) -> models.SubmitResultResponse:
         """Send the terminal result of a task (idempotent by task_id)."""
         self._require_session()

@@ -60,6 +60,8 @@ class HubState:
         self.statuses: list[pb.TaskStatus] = []
         self.results: dict[str, pb.TaskResult] = {}
         self.result_calls: list[pb.TaskResult] = []
+        self.result_streams = 0
+        self.unary_results_only = False
         self.unregistered: list[pb.UnregisterRequest] = []
         self.pending: list[pb.TaskAssignment] = []
         self.max_leased_seen = 0
@@ -242,8 +244,20 @@ class FakeAgentService(server.AgentServiceBase):
     async def submit_results(
         self, requests: AsyncIterator[pb.TaskResult], context: runtime.ServerContext
     ) -> AsyncIterator[pb.SubmitResultResponse]:
+        if self.state.unary_results_only:
+            raise GRPCError(Status.UNIMPLEMENTED, "no SubmitResults here")
+        # Like the dev Hub: a refused result does not end the stream.
+        self.state.session(context)
+        self.state.result_streams += 1
         async for request in requests:
-            yield await self.submit_result(request, context)
+            try:
+                yield await self.submit_result(request, context)
+            except GRPCError as exc:
+                yield pb.SubmitResultResponse(
+                    task_id=request.task_id,
+                    accepted=False,
+                    message=f"{exc.status.name}: {exc.message or ''}",
+                )
 
 
 class FakeLLMService(server.LLMServiceBase):

@@ -364,3 +364,43 @@ async def test_sync_shutdown_stops_run(hub: FakeHub) -> None:
     assert agent.connection_state is ConnectionState.CLOSED
     assert len(hub.state.unregistered) == 1
     agent.shutdown()  # a no-op once stopped
+
+
+async def test_results_travel_on_one_stream(hub: FakeHub) -> None:
+    async with EchoAgent(make_config(hub)) as agent:
+        for n in range(20):
+            await hub.state.submit(f"s{n}")
+        await hub.state.wait_for(lambda: len(hub.state.results) == 20)
+        await until(lambda: len(agent._outbox) == 0)
+    assert hub.state.result_streams == 1
+    assert len(hub.state.result_calls) == 20
+
+
+async def test_unary_results_when_hub_has_no_stream(hub: FakeHub) -> None:
+    hub.state.unary_results_only = True
+    async with EchoAgent(make_config(hub)) as agent:
+        await hub.state.submit("u1")
+        await hub.state.submit("u2")
+        await hub.state.wait_for(lambda: {"u1", "u2"} <= set(hub.state.results))
+        await until(lambda: len(agent._outbox) == 0)
+    assert hub.state.result_streams == 0
+
+
+async def test_refused_result_is_dropped_not_retried(
+    hub: FakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Impostor(AetherAgent):
+        async def handle_task(self, task: TaskAssignment) -> TaskResult:
+            # Forget the lease behind the agent's back: the Hub refuses the result.
+            for session in hub.state.sessions.values():
+                session.leased.discard(task.task_id)
+            return TaskResult(task_id=task.task_id, success=True)
+
+    async with Impostor(make_config(hub)) as agent:
+        await hub.state.submit("nolease")
+        await hub.state.wait_for(lambda: bool(hub.state.result_calls))
+        await until(lambda: len(agent._outbox) == 0)
+        assert agent.connection_state is ConnectionState.CONNECTED
+    assert "nolease" not in hub.state.results
+    assert len(hub.state.result_calls) == 1
+    assert "refused" in caplog.text

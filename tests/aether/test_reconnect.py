@@ -93,7 +93,7 @@ async def test_reconnects_and_flushes_results_after_hub_restart(hub: FakeHub) ->
         ConnectionState.RECONNECTING,
         ConnectionState.CONNECTED,
     ]
-    assert agent._outbox == {}
+    assert len(agent._outbox) == 0
 
 
 async def test_stale_session_registers_again(hub: FakeHub) -> None:

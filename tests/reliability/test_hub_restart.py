@@ -58,4 +58,4 @@ async def test_reconnect_after_hub_killed_and_restarted(tmp_path: Path) -> None:
     assert all(r["success"] for r in results.values())
     assert not any(r["kind"] == "result" for r in records(first_log))
     assert ConnectionState.RECONNECTING in states
-    assert agent._outbox == {}
+    assert len(agent._outbox) == 0

@@ -1,0 +1,160 @@
+"""Results on their way to the Hub: kept until acknowledged, re-sent after a reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from grpclib.const import Status
+
+from aether._wire import pb
+from aether.client import AgentClient
+from aether.errors import (
+    AetherError,
+    AgentStateError,
+    AuthenticationError,
+    PermissionDeniedError,
+)
+
+__all__ = ("Outbox",)
+
+log = logging.getLogger("aether.results")
+
+_END = None
+
+
+class Outbox:
+    """Unacknowledged results by task id, in submission order.
+
+    While a session is attached, results go out on one `SubmitResults` stream (one
+    acknowledgement per result, in order), or by unary `SubmitResult` when the Hub does not
+    implement the stream. A result leaves the outbox when the Hub acknowledges it (accepted,
+    duplicate, or refused for good); a broken link calls `on_lost` and keeps it for the next
+    session.
+    """
+
+    def __init__(self, client: AgentClient, on_lost: Callable[[str], None]) -> None:
+        self._client = client
+        self._on_lost = on_lost
+        self._pending: dict[str, pb.TaskResult] = {}
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._queue: asyncio.Queue[pb.TaskResult | None] | None = None
+        self._unary = False
+        self._ending = False
+        self._unary_tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._pending
+
+    def put(self, result: pb.TaskResult) -> None:
+        """Keep `result` until acknowledged; send it now if a session is attached."""
+        self._pending[result.task_id] = result
+        self._empty.clear()
+        self._send(result)
+
+    def _send(self, result: pb.TaskResult) -> None:
+        if self._queue is not None:
+            self._queue.put_nowait(result)
+        elif self._unary:
+            task = asyncio.get_running_loop().create_task(self._send_unary(result))
+            self._unary_tasks.add(task)
+            task.add_done_callback(self._unary_tasks.discard)
+
+    def _done(self, task_id: str) -> None:
+        self._pending.pop(task_id, None)
+        if not self._pending:
+            self._empty.set()
+
+    async def wait_empty(self, timeout: float) -> bool:
+        """Wait until every result was acknowledged; False when `timeout` passed first."""
+        try:
+            await asyncio.wait_for(self._empty.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def run_session(self) -> None:
+        """Send everything pending, then each new result, until the session ends.
+
+        Returns when the stream ends after `end_session()`; calls `on_lost` on failure.
+        """
+        queue: asyncio.Queue[pb.TaskResult | None] = asyncio.Queue()
+        self._queue = queue
+        self._unary = False
+        self._ending = False
+        for result in list(self._pending.values()):
+            queue.put_nowait(result)
+        try:
+            async for ack in self._client.submit_results_wire(self._requests(queue)):
+                self._on_ack(ack)
+            if not self._ending:
+                self._on_lost("result stream closed by the Hub")
+        except AgentStateError:
+            self._on_lost("disconnected")
+        except AetherError as exc:
+            if exc.status is Status.UNIMPLEMENTED:
+                log.info("the Hub has no SubmitResults stream; sending results one by one")
+                self._queue = None
+                self._unary = True
+                for result in list(self._pending.values()):
+                    self._send(result)
+                return
+            self._on_lost(f"result stream failed: {exc}")
+        finally:
+            if self._queue is queue:
+                self._queue = None
+
+    def end_session(self) -> None:
+        """Finish the result stream once what was queued is sent."""
+        self._ending = True
+        if self._queue is not None:
+            self._queue.put_nowait(_END)
+
+    async def _requests(
+        self, queue: asyncio.Queue[pb.TaskResult | None]
+    ) -> AsyncIterator[pb.TaskResult]:
+        while (result := await queue.get()) is not _END:
+            yield result
+
+    def _on_ack(self, ack: pb.SubmitResultResponse) -> None:
+        task_id = ack.task_id
+        if ack.accepted:
+            self._done(task_id)
+        elif ack.message.startswith("UNAUTHENTICATED"):
+            self._on_lost(f"session rejected: {ack.message}")
+        else:
+            log.warning(
+                "task %s: the Hub refused the result (%s); dropping it", task_id, ack.message
+            )
+            self._done(task_id)
+
+    async def _send_unary(self, result: pb.TaskResult) -> None:
+        task_id = result.task_id
+        try:
+            reply = await self._client.submit_result_wire(result)
+        except PermissionDeniedError as exc:
+            # The lease is gone (expired, or another session has the task): the Hub will
+            # not take this result; it redelivers or already has the task elsewhere.
+            log.warning("task %s: the Hub refused the result (%s); dropping it", task_id, exc)
+            self._done(task_id)
+            return
+        except AuthenticationError as exc:
+            self._on_lost(f"session rejected: {exc}")
+            return
+        except AgentStateError:
+            return  # disconnected meanwhile; sent again after the reconnect
+        except AetherError as exc:
+            if exc.retryable:
+                self._on_lost(f"sending a result failed: {exc}")
+            else:
+                log.error("task %s: result rejected: %s; dropping it", task_id, exc)
+                self._done(task_id)
+            return
+        if not reply.accepted:
+            log.warning("task %s: the Hub did not accept the result: %s", task_id, reply.message)
+        self._done(task_id)
