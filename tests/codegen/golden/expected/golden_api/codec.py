@@ -368,8 +368,15 @@ def read_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
 
 def read_str(data: bytes, pos: int) -> tuple[str, int]:
     """A string (invalid UTF-8 raises UnicodeDecodeError, a ValueError)."""
-    raw, pos = read_bytes(data, pos)
-    return raw.decode(), pos
+    if pos < len(data) and data[pos] < 0x80:
+        size = data[pos]
+        pos += 1
+    else:
+        size, pos = read_varint(data, pos)
+    end = pos + size
+    if end > len(data):
+        raise ValueError("truncated length-delimited field")
+    return data[pos:end].decode(), end
 
 
 def read_enum(data: bytes, pos: int, enum: Callable[[int], _T]) -> tuple[_T, int]:
