@@ -20,6 +20,7 @@ tests and tooling that want to see what agents asked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -305,16 +306,8 @@ class OpenAIProvider(_Recorder):
 
     def _status_error(self, status: int, body: bytes) -> ProviderError:
         detail = ""
-        try:
-            parsed = json.loads(body)
-            if isinstance(parsed, dict):
-                error = parsed.get("error")
-                if isinstance(error, dict):
-                    detail = str(error.get("message", ""))
-                elif isinstance(error, str):
-                    detail = error
-        except (ValueError, RecursionError):
-            pass
+        with contextlib.suppress(ValueError, RecursionError):
+            detail = _error_detail(json.loads(body))
         if not detail:
             detail = body.decode("utf-8", errors="replace").strip()
         detail = " ".join(detail.split())[:300]
@@ -356,6 +349,11 @@ class OpenAIProvider(_Recorder):
             raise ProviderError(
                 f"the LLM provider at {self._shown_url} answered with invalid JSON"
             ) from None
+        upstream_error = _error_detail(data)
+        if upstream_error:
+            raise ProviderError(
+                self._redact(f"the LLM provider at {self._shown_url} reported: {upstream_error}")
+            )
         try:
             choice = data["choices"][0]
             content = choice["message"].get("content") or ""
@@ -406,6 +404,13 @@ class OpenAIProvider(_Recorder):
                         ) from None
                     if not isinstance(event, dict):
                         continue
+                    upstream_error = _error_detail(event)
+                    if upstream_error:
+                        raise ProviderError(
+                            self._redact(
+                                f"the LLM provider at {self._shown_url} reported: {upstream_error}"
+                            )
+                        )
                     if isinstance(event.get("model"), str) and event["model"]:
                         model = event["model"]
                     usage = _usage(event.get("usage")) or usage
@@ -436,6 +441,18 @@ class OpenAIProvider(_Recorder):
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
         await self._client.aclose()
+
+
+def _error_detail(body: object) -> str:
+    """The message of an OpenAI-style ``{"error": {...}}`` body, or ""."""
+    if not isinstance(body, dict):
+        return ""
+    error = body.get("error")
+    if isinstance(error, dict):
+        return " ".join(str(error.get("message") or error.get("type") or "error").split())[:300]
+    if isinstance(error, str) and error:
+        return " ".join(error.split())[:300]
+    return ""
 
 
 def _usage(raw: object) -> TokenUsage | None:

@@ -425,6 +425,27 @@ async def test_openai_malformed_answers(
     assert reply.error_message == f"the LLM provider at {fake.base_url} {problem}"
 
 
+async def test_openai_errors_inside_a_200_answer(openai_hub: Hub, fake: FakeOpenAI) -> None:
+    async def respond(request: SeenRequest) -> Reply:
+        if request.json().get("stream"):
+            return Reply(
+                events=[
+                    sse({"choices": [{"delta": {"content": "par"}}]}),
+                    sse({"error": {"message": "context length exceeded"}}),
+                ]
+            )
+        return Reply(body=b'{"error": {"message": "quota used up"}}')
+
+    fake.respond = respond
+    reply = await openai_hub.stub.chat(chat("x"), metadata=openai_hub.login())
+    assert reply.error_message == f"the LLM provider at {fake.base_url} reported: quota used up"
+    chunks = await collect(openai_hub.stub.chat_stream(chat("x"), metadata=openai_hub.login()))
+    assert [c.delta for c in chunks] == ["par", ""]
+    assert chunks[-1].error_message == (
+        f"the LLM provider at {fake.base_url} reported: context length exceeded"
+    )
+
+
 async def test_openai_stream_with_invalid_json_event(openai_hub: Hub, fake: FakeOpenAI) -> None:
     async def respond(request: SeenRequest) -> Reply:
         return Reply(events=[sse({"choices": [{"delta": {"content": "ok"}}]}), b"data: {oops\n\n"])
