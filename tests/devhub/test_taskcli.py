@@ -9,6 +9,7 @@ import io
 import json
 import socket
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from aether._wire import client, pb
 from aether.devhub.config import HubConfig
 from aether.devhub.server import HubServer
-from aether.taskcli import amain, parse_hub_url
+from aether.taskcli import amain, main, parse_hub_url
 
 WAIT = 10.0
 
@@ -431,3 +432,37 @@ async def test_console_script_without_a_hub_has_no_traceback() -> None:
     assert err.strip() == (
         f"cannot reach the Aether Hub at 127.0.0.1:{port} — is `aether hub` running?"
     )
+
+
+def test_sync_main_against_a_hub_in_another_thread(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AETHER_CLIENT_TOKEN", raising=False)
+    ready = threading.Event()
+    stop: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+    address: list[str] = []
+
+    async def serve() -> None:
+        async with HubServer(HubConfig(host="127.0.0.1", port=0, dev=True)) as server:
+            address.append(server.address)
+            stop.append((asyncio.get_running_loop(), asyncio.Event()))
+            ready.set()
+            await stop[0][1].wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(WAIT)
+        assert main(["submit", "sync path", "--hub", address[0]]) == 0
+        task_id = capsys.readouterr().out.strip()
+        assert main(["list", "--json", "--hub", address[0]]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert [t["task_id"] for t in listed] == [task_id]
+        assert main(["get", "--help"]) == 0
+        assert "usage: aether task get" in capsys.readouterr().out
+    finally:
+        if stop:
+            loop, event = stop[0]
+            loop.call_soon_threadsafe(event.set)
+        thread.join(WAIT)
+    assert not thread.is_alive()
