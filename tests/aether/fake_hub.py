@@ -15,6 +15,7 @@ import contextlib
 import json
 import signal
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -461,13 +462,13 @@ class FakeHub:
         """The hub_url agents use."""
         return f"127.0.0.1:{self.port}"
 
-    async def start(self, port: int = 0) -> None:
-        """Listen on 127.0.0.1 (`port` 0 picks a free one)."""
+    async def start(self, port: int = 0, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Listen on 127.0.0.1 (`port` 0 picks a free one), with TLS if `ssl_context`."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
         self.port = sock.getsockname()[1]
-        await self.server.start(sock=sock)
+        await self.server.start(sock=sock, ssl=ssl_context)
 
     async def close(self) -> None:
         """Stop serving and drop every connection."""
