@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 
@@ -70,7 +69,9 @@ class AetherAgent:
         self._lost_reason = ""
         self._supervisor: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._stop_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Future[None] | None = None
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._hooks_started = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._error: AetherError | None = None
         #: The sleep used between heartbeats and reconnects (tests inject a fake clock).
@@ -180,8 +181,13 @@ class AetherAgent:
                 self._error = exc
             self._state.set(ConnectionState.CLOSED, "could not register")
             raise
+        if self._stop_event.is_set():  # stop() came while registering
+            await self._leave()
+            self._state.set(ConnectionState.CLOSED, "stopped while connecting")
+            return
         self._state.set(ConnectionState.CONNECTED, "registered")
         self._supervisor = asyncio.create_task(self._supervise())
+        self._hooks_started = True
         await self._call_hook(self.on_start, "on_start")
 
     async def stop(self) -> None:
@@ -230,9 +236,9 @@ class AetherAgent:
             running = None
         if running is loop:
             self._request_stop("shutdown() called")
-            loop.create_task(self.stop())
+            self._shutdown_task = loop.create_task(self.stop())
             return
-        if threading.current_thread() is threading.main_thread() and not loop.is_running():
+        if not loop.is_running():
             return
         future = asyncio.run_coroutine_threadsafe(self.stop(), loop)
         future.result(timeout=self._config.shutdown_grace_seconds + 2 * _FLUSH_TIMEOUT + 30)
@@ -400,8 +406,8 @@ class AetherAgent:
     async def _stop(self) -> None:
         self._request_stop("stop() called")
         self._draining = True
-        if self._state.state is ConnectionState.CLOSED:
-            await self._client.disconnect()
+        if self._state.state in (ConnectionState.CLOSED, ConnectionState.CONNECTING):
+            # Never connected, gave up, or start() is still connecting (it sees the stop).
             return
         self._state.set(ConnectionState.DRAINING)
         reader = self._reader
@@ -413,7 +419,8 @@ class AetherAgent:
         if not await self._runner.wait_idle(_FLUSH_TIMEOUT):
             log.warning("some handlers ignored cancellation; abandoning them")
             await self._runner.abort()
-        if not await self._outbox.wait_empty(_FLUSH_TIMEOUT):
+        connected = self._results_task is not None
+        if len(self._outbox) and not (connected and await self._outbox.wait_empty(_FLUSH_TIMEOUT)):
             log.warning(
                 "%d result(s) were not acknowledged before shutdown; the Hub will requeue "
                 "their tasks",
@@ -423,18 +430,23 @@ class AetherAgent:
         self._outbox.end_session()
         if results is not None:
             await asyncio.wait({results}, timeout=2.0)
-        await self._call_hook(self.on_stop, "on_stop")
+        if self._hooks_started:
+            await self._call_hook(self.on_stop, "on_stop")
         if self._supervisor is not None:
             self._lose_session("stopping")
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
+        await self._leave()
+        self._state.set(ConnectionState.CLOSED, "stopped")
+
+    async def _leave(self) -> None:
+        """Unregister (best effort) and disconnect."""
         if self._client.registration is not None:
             try:
                 await self._client.unregister("agent stopped")
             except AetherError as exc:
                 log.warning("unregister failed: %s", exc)
         await self._client.disconnect()
-        self._state.set(ConnectionState.CLOSED, "stopped")
 
     async def _call_hook(self, hook: Callable[[], Awaitable[None]], name: str) -> None:
         try:

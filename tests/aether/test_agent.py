@@ -404,3 +404,28 @@ async def test_refused_result_is_dropped_not_retried(
     assert "nolease" not in hub.state.results
     assert len(hub.state.result_calls) == 1
     assert "refused" in caplog.text
+
+
+async def test_stop_while_still_connecting(hub: FakeHub) -> None:
+    await hub.close()  # nothing listens: start() keeps retrying (max_reconnect_attempts=-1)
+    agent = EchoAgent(make_config(hub, reconnect_delay=0.05))
+    runner = asyncio.create_task(agent.run())
+    await until(lambda: agent.connection_state is ConnectionState.CONNECTING)
+    await asyncio.sleep(0.2)
+    await agent.stop()
+    await asyncio.wait_for(runner, 20)  # run() returns cleanly, without an error
+    assert state_of(agent) is ConnectionState.CLOSED
+    assert agent.error is None
+
+
+async def test_shutdown_from_another_thread_waits_for_stop(hub: FakeHub) -> None:
+    agent = BlockingAgent(make_config(hub))
+    runner = asyncio.create_task(agent.run())
+    await hub.state.submit("threaded")
+    await until(lambda: agent.started == ["threaded"])
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.2, agent.release.set)
+    await asyncio.to_thread(agent.shutdown)  # blocks that thread until stopped
+    assert state_of(agent) is ConnectionState.CLOSED
+    assert hub.state.results["threaded"].success
+    await asyncio.wait_for(runner, 20)
