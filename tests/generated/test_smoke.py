@@ -18,9 +18,12 @@ class _EchoLLM(server.LLMServiceBase):
 
     def __init__(self) -> None:
         self.seen_tokens: list[str | None] = []
+        self.seen_extra: list[list[str | bytes]] = []
 
     async def chat(self, request: pb.ChatRequest, context: ServerContext) -> pb.ChatResponse:
         self.seen_tokens.append(context.bearer_token)
+        self.seen_extra.append(context.metadata.getall("x-extra", []))
+        assert context.method == "/aether.v1.LLMService/Chat"
         text = request.messages[-1].content
         return pb.ChatResponse(
             success=True,
@@ -74,3 +77,18 @@ async def test_server_streaming_call(channel: tuple[grpclib.client.Channel, _Ech
     assert [c.delta for c in chunks] == ["a", "b", "c", ""]
     assert chunks[-1].finish_reason == "stop"
     assert chunks[-1].usage == pb.Usage(total_tokens=3)
+
+
+async def test_call_metadata_replaces_stub_metadata_per_key(
+    channel: tuple[grpclib.client.Channel, _EchoLLM],
+) -> None:
+    chan, service = channel
+    stub = client.LLMServiceStub(
+        chan, metadata={"authorization": "Bearer stub", "x-extra": "from-stub"}
+    )
+    request = pb.ChatRequest(messages=[pb.ChatMessage(role="user", content="x")])
+    await stub.chat(request, timeout=10)
+    await stub.chat(request, timeout=10, metadata={"authorization": "Bearer call"})
+    await stub.chat(request, timeout=10, metadata=[("x-extra", "a"), ("x-extra", "b")])
+    assert service.seen_tokens == ["stub", "call", "stub"]
+    assert service.seen_extra == [["from-stub"], ["from-stub"], ["a", "b"]]

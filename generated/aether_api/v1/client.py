@@ -39,9 +39,9 @@ class AgentServiceStub(_runtime.StubBase):
     ) -> None:
         """Bind the stub to a grpclib channel.
 
-        `metadata` is sent on every call, before the call's own; `timeout` applies to calls
-        that set neither a timeout nor a deadline; a reply larger than `max_message_bytes`
-        fails the call with RESOURCE_EXHAUSTED.
+        `metadata` is sent on every call (a key the call's own metadata sets replaces it);
+        `timeout` applies to calls that set neither a timeout nor a deadline; a reply larger
+        than `max_message_bytes` fails the call with RESOURCE_EXHAUSTED.
         """
         super().__init__(
             channel, metadata=metadata, timeout=timeout, max_message_bytes=max_message_bytes
@@ -196,9 +196,9 @@ class LLMServiceStub(_runtime.StubBase):
     ) -> None:
         """Bind the stub to a grpclib channel.
 
-        `metadata` is sent on every call, before the call's own; `timeout` applies to calls
-        that set neither a timeout nor a deadline; a reply larger than `max_message_bytes`
-        fails the call with RESOURCE_EXHAUSTED.
+        `metadata` is sent on every call (a key the call's own metadata sets replaces it);
+        `timeout` applies to calls that set neither a timeout nor a deadline; a reply larger
+        than `max_message_bytes` fails the call with RESOURCE_EXHAUSTED.
         """
         super().__init__(
             channel, metadata=metadata, timeout=timeout, max_message_bytes=max_message_bytes
@@ -257,9 +257,9 @@ class MemoryServiceStub(_runtime.StubBase):
     ) -> None:
         """Bind the stub to a grpclib channel.
 
-        `metadata` is sent on every call, before the call's own; `timeout` applies to calls
-        that set neither a timeout nor a deadline; a reply larger than `max_message_bytes`
-        fails the call with RESOURCE_EXHAUSTED.
+        `metadata` is sent on every call (a key the call's own metadata sets replaces it);
+        `timeout` applies to calls that set neither a timeout nor a deadline; a reply larger
+        than `max_message_bytes` fails the call with RESOURCE_EXHAUSTED.
         """
         super().__init__(
             channel, metadata=metadata, timeout=timeout, max_message_bytes=max_message_bytes
@@ -354,9 +354,9 @@ class MessagingServiceStub(_runtime.StubBase):
     ) -> None:
         """Bind the stub to a grpclib channel.
 
-        `metadata` is sent on every call, before the call's own; `timeout` applies to calls
-        that set neither a timeout nor a deadline; a reply larger than `max_message_bytes`
-        fails the call with RESOURCE_EXHAUSTED.
+        `metadata` is sent on every call (a key the call's own metadata sets replaces it);
+        `timeout` applies to calls that set neither a timeout nor a deadline; a reply larger
+        than `max_message_bytes` fails the call with RESOURCE_EXHAUSTED.
         """
         super().__init__(
             channel, metadata=metadata, timeout=timeout, max_message_bytes=max_message_bytes
@@ -434,9 +434,9 @@ class TaskServiceStub(_runtime.StubBase):
     ) -> None:
         """Bind the stub to a grpclib channel.
 
-        `metadata` is sent on every call, before the call's own; `timeout` applies to calls
-        that set neither a timeout nor a deadline; a reply larger than `max_message_bytes`
-        fails the call with RESOURCE_EXHAUSTED.
+        `metadata` is sent on every call (a key the call's own metadata sets replaces it);
+        `timeout` applies to calls that set neither a timeout nor a deadline; a reply larger
+        than `max_message_bytes` fails the call with RESOURCE_EXHAUSTED.
         """
         super().__init__(
             channel, metadata=metadata, timeout=timeout, max_message_bytes=max_message_bytes
@@ -546,9 +546,9 @@ class ToolServiceStub(_runtime.StubBase):
     ) -> None:
         """Bind the stub to a grpclib channel.
 
-        `metadata` is sent on every call, before the call's own; `timeout` applies to calls
-        that set neither a timeout nor a deadline; a reply larger than `max_message_bytes`
-        fails the call with RESOURCE_EXHAUSTED.
+        `metadata` is sent on every call (a key the call's own metadata sets replaces it);
+        `timeout` applies to calls that set neither a timeout nor a deadline; a reply larger
+        than `max_message_bytes` fails the call with RESOURCE_EXHAUSTED.
         """
         super().__init__(
             channel, metadata=metadata, timeout=timeout, max_message_bytes=max_message_bytes

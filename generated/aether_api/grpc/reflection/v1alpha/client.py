@@ -28,9 +28,9 @@ class ServerReflectionStub(_runtime.StubBase):
     ) -> None:
         """Bind the stub to a grpclib channel.
 
-        `metadata` is sent on every call, before the call's own; `timeout` applies to calls
-        that set neither a timeout nor a deadline; a reply larger than `max_message_bytes`
-        fails the call with RESOURCE_EXHAUSTED.
+        `metadata` is sent on every call (a key the call's own metadata sets replaces it);
+        `timeout` applies to calls that set neither a timeout nor a deadline; a reply larger
+        than `max_message_bytes` fails the call with RESOURCE_EXHAUSTED.
         """
         super().__init__(
             channel, metadata=metadata, timeout=timeout, max_message_bytes=max_message_bytes

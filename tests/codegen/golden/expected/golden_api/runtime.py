@@ -302,11 +302,15 @@ async def _aclose(iterator: AsyncIterator[Any]) -> None:
 def merge_metadata(
     default: MetadataLike | None, extra: MetadataLike | None
 ) -> MultiDict[str | bytes] | None:
-    """Stub-level metadata followed by call-level metadata (both are sent)."""
+    """Stub-level metadata with call-level metadata on top: a key the call sets replaces
+    the stub's values of that key; other stub keys are kept."""
     if not default and not extra:
         return None
     merged: MultiDict[str | bytes] = MultiDict(default or ())
-    merged.extend(MultiDict(extra or ()))
+    call: MultiDict[str | bytes] = MultiDict(extra or ())
+    for key in set(call.keys()):
+        merged.popall(key, None)
+    merged.extend(call)
     return merged
 
 
