@@ -429,3 +429,16 @@ async def test_shutdown_from_another_thread_waits_for_stop(hub: FakeHub) -> None
     assert state_of(agent) is ConnectionState.CLOSED
     assert hub.state.results["threaded"].success
     await asyncio.wait_for(runner, 20)
+
+
+async def test_oversized_result_becomes_failure(hub: FakeHub) -> None:
+    class Huge(AetherAgent):
+        async def handle_task(self, task: TaskAssignment) -> TaskResult:
+            return TaskResult(task_id=task.task_id, success=True, result=b"x" * 200_000)
+
+    async with Huge(make_config(hub, max_message_bytes=100_000)) as agent:
+        await hub.state.submit("big")
+        await hub.state.wait_for(lambda: "big" in hub.state.results)
+        assert agent.connection_state is ConnectionState.CONNECTED
+    result = hub.state.results["big"]
+    assert not result.success and "max_message_bytes" in result.error_message
