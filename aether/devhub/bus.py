@@ -33,6 +33,7 @@ __all__ = (
     "NoRespondersError",
     "RequestTimeoutError",
     "create_bus",
+    "headers_error",
     "subject_error",
     "subject_matches",
 )
@@ -136,6 +137,18 @@ def subject_error(subject: str, *, wildcards: bool) -> str | None:
                 return f"{subject!r} must not contain wildcards ('*' or '>')"
             if token == ">" and index != len(tokens) - 1:
                 return f"{subject!r}: '>' is only allowed as the last token"
+    return None
+
+
+def headers_error(headers: Mapping[str, str]) -> str | None:
+    """Why `headers` cannot travel on the bus (NATS header rules), or None."""
+    for key, value in headers.items():
+        if not key:
+            return "a header name must not be empty"
+        if not all(33 <= ord(ch) <= 126 and ch != ":" for ch in key):
+            return f"header name {key!r} must be printable ASCII without ':' or spaces"
+        if "\r" in value or "\n" in value:
+            return f"the value of header {key!r} must not contain line breaks"
     return None
 
 

@@ -6,7 +6,8 @@ The bus is the in-process one by default, or NATS with ``--nats-url`` (see
 - Every call needs a live agent session (UNAUTHENTICATED otherwise).
 - A malformed request is INVALID_ARGUMENT, the message starting with the field's name:
   ``subject`` (empty, empty tokens, whitespace, or wildcards where none are allowed),
-  ``reply_to``, ``queue_group``, ``timeout_ms`` (negative).
+  ``reply_to``, ``queue_group``, ``headers`` (empty names, names with spaces or ':',
+  values with line breaks), ``timeout_ms`` (negative).
 - Publish and Request answer ``success=false`` with ``error_message`` when the bus cannot
   serve them: ``no responders on subject X``, ``timed out after N ms waiting for a reply
   on X``, a closed bus, a lost NATS connection.
@@ -17,7 +18,7 @@ The bus is the in-process one by default, or NATS with ``--nats-url`` (see
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Final
 
 from grpclib.const import Status
@@ -25,7 +26,7 @@ from grpclib.exceptions import GRPCError
 
 from aether._wire import pb, runtime, server
 from aether.devhub.auth import SessionRegistry
-from aether.devhub.bus import BusError, MessageBus, subject_error
+from aether.devhub.bus import BusError, MessageBus, headers_error, subject_error
 
 __all__ = ("DEFAULT_REQUEST_TIMEOUT_MS", "MAX_REQUEST_TIMEOUT_MS", "MessagingService")
 
@@ -43,6 +44,12 @@ def _check_subject(field: str, subject: str, *, wildcards: bool) -> None:
         raise GRPCError(Status.INVALID_ARGUMENT, f"{field}: {problem}")
 
 
+def _check_headers(headers: Mapping[str, str]) -> None:
+    problem = headers_error(headers)
+    if problem is not None:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"headers: {problem}")
+
+
 class MessagingService(server.MessagingServiceBase):
     """`aether.v1.MessagingService` over a :class:`~aether.devhub.bus.MessageBus`."""
 
@@ -58,6 +65,7 @@ class MessagingService(server.MessagingServiceBase):
         _check_subject("subject", request.subject, wildcards=False)
         if request.reply_to:
             _check_subject("reply_to", request.reply_to, wildcards=False)
+        _check_headers(request.headers)
         try:
             await self.bus.publish(
                 request.subject, request.payload, request.headers, request.reply_to
@@ -72,6 +80,7 @@ class MessagingService(server.MessagingServiceBase):
         """Send a request and wait for the first reply."""
         self._sessions.require(context)
         _check_subject("subject", request.subject, wildcards=False)
+        _check_headers(request.headers)
         if request.timeout_ms < 0:
             raise GRPCError(
                 Status.INVALID_ARGUMENT,

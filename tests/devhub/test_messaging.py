@@ -216,6 +216,12 @@ async def test_cancelling_subscribe_removes_the_subscription(hub: Hub) -> None:
         (pb.PublishRequest(subject="a", reply_to="r.*"), "reply_to: 'r.*' must not contain"),
         (pb.RequestRequest(subject="a.*"), "subject: 'a.*' must not contain wildcards"),
         (pb.RequestRequest(subject="a", timeout_ms=-5), "timeout_ms: must be 0"),
+        (pb.PublishRequest(subject="a", headers={"a b": "x"}), "headers: header name 'a b'"),
+        (pb.PublishRequest(subject="a", headers={"": "x"}), "headers: a header name must not"),
+        (
+            pb.RequestRequest(subject="a", headers={"k": "x\r\nPUB evil 0"}),
+            "headers: the value of header 'k' must not contain line breaks",
+        ),
         (pb.SubscribeRequest(subject=""), "subject: must not be empty"),
         (pb.SubscribeRequest(subject="a.>.b"), "subject: 'a.>.b': '>' is only allowed"),
         (pb.SubscribeRequest(subject="a", queue_group="x y"), "queue_group: 'x y' must not"),
