@@ -308,10 +308,19 @@ def test_decorator_keeps_the_function_callable() -> None:
         """Docstring."""
         return x * 2
 
+    @tool
+    async def bare(text: str) -> str:
+        """Bare decorator.
+
+        Only the first paragraph describes the tool.
+        """
+        return text
+
     assert original(4) == 8
     registry = ToolRegistry()
     registered = registry.register(original)
     assert (registered.tool_id, registered.description) == ("renamed", "Custom text.")
+    assert registry.register(bare).description == "Bare decorator."
 
 
 # -- plugins ----------------------------------------------------------------------------
