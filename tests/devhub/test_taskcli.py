@@ -466,3 +466,17 @@ def test_sync_main_against_a_hub_in_another_thread(
             loop.call_soon_threadsafe(event.set)
         thread.join(WAIT)
     assert not thread.is_alive()
+
+
+async def test_interrupting_a_watch_exits_130_and_leaves_the_task(cli: Cli) -> None:
+    task_id = (await cli("submit", "long running")).out.strip()
+    cli.stdout, cli.stderr = Stream(), Stream()
+    watching = cli.stderr.when(f"task {task_id}: pending")
+    run = asyncio.create_task(cli.run(["watch", task_id]))
+    await asyncio.wait_for(watching.wait(), WAIT)
+    run.cancel()  # what asyncio.run does on Ctrl-C
+    result = await asyncio.wait_for(run, WAIT)
+    assert result.code == 130
+    assert result.err.endswith("interrupted\n")
+    state = (await cli("get", task_id, "--json")).json()
+    assert isinstance(state, dict) and state["state"] == "pending"
