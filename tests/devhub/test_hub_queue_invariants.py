@@ -98,8 +98,8 @@ class Model:
                 max_concurrent_tasks=1 + j % 3,
             )
             q.add_session(session)
-            slot, gen = q.open_stream(session.session_id)
-            self.slots[session.session_id] = (slot, gen)
+            opened, gen = q.open_stream(session.session_id)
+            self.slots[session.session_id] = (opened, gen)
         elif name in ("result", "release"):
             slot = self.session(i)
             if slot is None or not slot.leases:
