@@ -82,11 +82,11 @@ def _bind(host: str, port: int) -> socket.socket:
             sock.bind(addr)
         except OSError as exc:
             sock.close()
-            errors.append(f"{host}:{port}: {exc.strerror or exc}")
+            errors.append(str(exc.strerror or exc))
             continue
         sock.setblocking(False)
         return sock
-    raise OSError(f"cannot listen on {host}:{port}: " + "; ".join(errors))
+    raise OSError(f"cannot listen on {host}:{port}: " + "; ".join(dict.fromkeys(errors)))
 
 
 class HubServer:
