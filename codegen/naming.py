@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import keyword
 import re
 
@@ -50,6 +49,14 @@ MODULE_NAMES = frozenset(
 TYPE_NAMES = frozenset({"bool", "bytes", "dict", "float", "int", "list", "str"})
 """Builtins used in generated annotations; a field named so would shadow them in the class."""
 
+CODE_BUILTINS = frozenset(
+    {"bytearray", "len", "object", "super", "type", "ValueError", "TypeError", "Exception"}
+)
+"""Other builtins the generated code calls; a class named so would shadow them."""
+
+PARAMETER_NAMES = frozenset({"self"})
+"""Names a dataclass field cannot take (its ``__init__`` has a ``self`` parameter)."""
+
 _CAMEL_BOUNDARY_1 = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _CAMEL_BOUNDARY_2 = re.compile(r"([a-z0-9])([A-Z])")
 
@@ -67,7 +74,9 @@ def screaming_snake(name: str) -> str:
 
 
 def _escape(name: str, reserved: frozenset[str] | set[str]) -> str:
-    while keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in reserved:
+    # Hard keywords only: soft keywords (match, case, type, _) are valid names, and the
+    # list of soft keywords changes between Python versions (the output must not).
+    while keyword.iskeyword(name) or name in reserved:
         name += "_"
     return name
 
@@ -78,13 +87,15 @@ def field_name(proto_name: str) -> str:
     if name.startswith("model_"):
         # Pydantic reserves the ``model_`` namespace.
         return _escape(name + "_", MESSAGE_METHODS | MODEL_ATTRIBUTES)
-    return _escape(name, MESSAGE_METHODS | MODEL_ATTRIBUTES | MODULE_NAMES | TYPE_NAMES)
+    return _escape(
+        name, MESSAGE_METHODS | MODEL_ATTRIBUTES | MODULE_NAMES | TYPE_NAMES | PARAMETER_NAMES
+    )
 
 
 def class_name(proto_path: list[str]) -> str:
     """Nested types are flattened: ``HealthCheckResponse.ServingStatus`` →
     ``HealthCheckResponseServingStatus``."""
-    return _escape("".join(proto_path), MODULE_NAMES | set(dir(builtins)))
+    return _escape("".join(proto_path), MODULE_NAMES | TYPE_NAMES | CODE_BUILTINS)
 
 
 def method_name(proto_name: str) -> str:
