@@ -138,19 +138,29 @@ class TaskRunner:
             return False
         return True
 
-    async def drain(self, grace: float) -> None:
-        """Let handlers finish within `grace` seconds, then release the rest."""
-        if not await self.wait_idle(grace):
-            for task_id in list(self._running):
-                self.cancel(task_id, CancelReason.SHUTDOWN)
-            await self.wait_idle()
+    async def drain(self, grace: float, cancel_timeout: float) -> bool:
+        """Let handlers finish within `grace` seconds, then release the rest.
 
-    async def abort(self) -> None:
-        """Cancel every handler at once without reporting (the session is gone for good)."""
+        False when some handler still runs `cancel_timeout` seconds after its cancellation
+        (it swallowed the CancelledError).
+        """
+        if await self.wait_idle(grace):
+            return True
+        for task_id in list(self._running):
+            self.cancel(task_id, CancelReason.SHUTDOWN)
+        return await self.wait_idle(cancel_timeout)
+
+    async def abort(self, timeout: float = 5.0) -> None:
+        """Cancel every handler at once without reporting (the session is gone for good).
+
+        Waits at most `timeout` seconds for them: a handler that swallows its
+        cancellation is abandoned rather than allowed to block shutdown.
+        """
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
     async def _run(self, wire: pb.TaskAssignment, entry: _Running) -> None:
         task_id = wire.task_id

@@ -326,7 +326,7 @@ class AetherAgent:
                 except AetherError as exc:
                     log.error("agent %s gives up: %s", self._config.agent_id, exc)
                     self._error = exc
-                    await self._runner.abort()
+                    await self._runner.abort(_FLUSH_TIMEOUT)
                     self._state.set(ConnectionState.CLOSED, "gave up reconnecting")
                     self._request_stop("gave up reconnecting")
                     return
@@ -415,10 +415,9 @@ class AetherAgent:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
         grace = self._config.shutdown_grace_seconds
-        await self._runner.drain(grace)
-        if not await self._runner.wait_idle(_FLUSH_TIMEOUT):
+        if not await self._runner.drain(grace, _FLUSH_TIMEOUT):
             log.warning("some handlers ignored cancellation; abandoning them")
-            await self._runner.abort()
+            await self._runner.abort(_FLUSH_TIMEOUT)
         connected = self._results_task is not None
         if len(self._outbox) and not (connected and await self._outbox.wait_empty(_FLUSH_TIMEOUT)):
             log.warning(

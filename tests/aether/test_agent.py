@@ -442,3 +442,34 @@ async def test_oversized_result_becomes_failure(hub: FakeHub) -> None:
         assert agent.connection_state is ConnectionState.CONNECTED
     result = hub.state.results["big"]
     assert not result.success and "max_message_bytes" in result.error_message
+
+
+async def test_handler_ignoring_cancellation_cannot_block_stop(
+    hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("aether.agent._FLUSH_TIMEOUT", 0.2)
+    started = asyncio.Event()
+    behave = False
+
+    class Stubborn(AetherAgent):
+        async def handle_task(self, task: TaskAssignment) -> TaskResult:
+            started.set()
+            while not behave:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    continue  # misbehaving on purpose
+            return TaskResult(task_id=task.task_id, success=True)
+
+    agent = Stubborn(make_config(hub, shutdown_grace_seconds=0.05))
+    await agent.start()
+    await hub.state.submit("stubborn")
+    await asyncio.wait_for(started.wait(), 20)
+    await asyncio.wait_for(agent.stop(), 30)
+    assert state_of(agent) is ConnectionState.CLOSED
+    # Let the abandoned handler end, so that the test leaves no task behind.
+    behave = True
+    leftovers = list(agent._runner._tasks)
+    for task in leftovers:
+        task.cancel()
+    await asyncio.wait(leftovers, timeout=5)
