@@ -294,13 +294,15 @@ class AetherAgent:
                 self._registration = await self._client.register()
                 return
             except AetherError as exc:
-                await self._client.disconnect()
+                self._client.drop_for_reconnect()
                 if not exc.retryable:
+                    await self._client.disconnect()
                     raise
                 limit = config.max_reconnect_attempts
                 # The first connection of start() is not a reconnect attempt.
                 retries = attempt if reconnecting else attempt - 1
                 if limit >= 0 and retries >= limit:
+                    await self._client.disconnect()
                     raise AetherConnectionError(
                         f"Gave up on the Aether Hub at {config.hub_address} after "
                         f"{attempt} attempt(s) (max_reconnect_attempts={limit}). "
@@ -317,7 +319,7 @@ class AetherAgent:
                 if self._draining:
                     return
                 self._state.set(ConnectionState.RECONNECTING, self._lost_reason)
-                await self._client.disconnect()
+                self._client.drop_for_reconnect()
                 self._registration = None
                 try:
                     await self._establish(reconnecting=True)
@@ -325,6 +327,7 @@ class AetherAgent:
                     return
                 except AetherError as exc:
                     log.error("agent %s gives up: %s", self._config.agent_id, exc)
+                    await self._client.disconnect()
                     self._error = exc
                     await self._runner.abort(_FLUSH_TIMEOUT)
                     self._state.set(ConnectionState.CLOSED, "gave up reconnecting")

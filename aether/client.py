@@ -13,7 +13,13 @@ from aether._version import __version__
 from aether._wire import client as wire_client
 from aether._wire import models, pb
 from aether.config import AgentConfig
-from aether.errors import AetherError, AgentStateError, RegistrationError, map_exception
+from aether.errors import (
+    AetherConnectionError,
+    AetherError,
+    AgentStateError,
+    RegistrationError,
+    map_exception,
+)
 
 __all__ = ("AgentClient",)
 
@@ -42,6 +48,7 @@ class AgentClient:
         self._tools: wire_client.ToolServiceStub | None = None
         self._memory: wire_client.MemoryServiceStub | None = None
         self._messaging: wire_client.MessagingServiceStub | None = None
+        self._reconnecting = False
 
     def __repr__(self) -> str:
         state = "registered" if self._registration else "connected" if self._channel else "idle"
@@ -84,14 +91,23 @@ class AgentClient:
             channel, metadata=metadata, max_message_bytes=limit
         )
 
+    def _not_connected(self) -> AetherError:
+        if self._reconnecting:
+            return AetherConnectionError(
+                f"the connection to the Aether Hub at {self._hub_url} is down and being "
+                "re-established; try again shortly",
+                hub_url=self._hub_url,
+            )
+        return AgentStateError("AgentClient is not connected: call connect() first")
+
     def _require_channel(self) -> Channel:
         if self._channel is None:
-            raise AgentStateError("AgentClient is not connected: call connect() first")
+            raise self._not_connected()
         return self._channel
 
     def _agent_stub(self) -> wire_client.AgentServiceStub:
         if self._agent is None:
-            raise AgentStateError("AgentClient is not connected: call connect() first")
+            raise self._not_connected()
         return self._agent
 
     def _require_session(self) -> models.AgentRegistration:
@@ -112,10 +128,24 @@ class AgentClient:
                 raise self._error(exc, "Connect") from None
             raise
         self._channel = channel
+        self._reconnecting = False
         self._make_stubs(channel, None)
 
     async def disconnect(self) -> None:
         """Close the connection (safe to call when not connected)."""
+        self._reconnecting = False
+        self._close_channel()
+
+    def drop_for_reconnect(self) -> None:
+        """Close a broken connection that will be re-established (`AetherAgent` does).
+
+        Until `connect()` succeeds again, calls fail with a retryable
+        `AetherConnectionError` instead of "not connected".
+        """
+        self._reconnecting = self._reconnecting or self._channel is not None
+        self._close_channel()
+
+    def _close_channel(self) -> None:
         channel, self._channel = self._channel, None
         self._registration = None
         self._agent = self._llm = self._tools = self._memory = self._messaging = None

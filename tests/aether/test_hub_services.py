@@ -9,14 +9,17 @@ import pytest
 
 from aether import (
     AetherAgent,
+    AetherConnectionError,
     AgentStateError,
     BusMessage,
+    ConnectionState,
     TaskAssignment,
     TaskContextError,
     TaskResult,
 )
 from tests.aether.conftest import make_config
 from tests.aether.fake_hub import FakeHub
+from tests.aether.test_agent import until
 
 
 class Idle(AetherAgent):
@@ -148,3 +151,13 @@ async def test_hub_before_start_is_a_clear_error(hub: FakeHub) -> None:
     agent = Idle(make_config(hub))
     with pytest.raises(AgentStateError, match="not connected"):
         await agent.hub.llm.chat(messages=[{"role": "user", "content": "hi"}])
+
+
+async def test_hub_call_while_reconnecting_is_retryable(hub: FakeHub) -> None:
+    agent = Idle(make_config(hub, reconnect_delay=30))
+    async with agent:
+        await hub.close()
+        await until(lambda: agent.connection_state is ConnectionState.RECONNECTING)
+        with pytest.raises(AetherConnectionError, match="re-established") as info:
+            await agent.hub.memory.retrieve(key="k")
+        assert info.value.retryable
