@@ -372,7 +372,8 @@ class Builder:
                 doc=comments.get(path, "") or f"The `{'.'.join(names)}` message.",
                 fields=tuple(fields),
                 oneofs=tuple(
-                    model.Oneof(oneof_names[k], tuple(v)) for k, v in sorted(real_oneofs.items())
+                    model.Oneof(oneof_names[k], tuple(v), comments.get((*path, 8, k), ""))
+                    for k, v in sorted(real_oneofs.items())
                 ),
                 wrapped=WRAPPED.get(full),
             )

@@ -67,6 +67,7 @@ class Oneof:
 
     name: str
     fields: tuple[str, ...]
+    doc: str
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,16 @@ class Message:
     oneofs: tuple[Oneof, ...]
     wrapped: str | None
     """``"timestamp"`` or ``"duration"`` for the WKT that betterproto2 unwraps."""
+
+    @property
+    def class_doc(self) -> str:
+        """The class docstring: the message's comment plus one line per oneof group."""
+        lines = [self.doc]
+        for oneof in self.oneofs:
+            members = ", ".join(f"`{name}`" for name in oneof.fields)
+            about = f" {' '.join(oneof.doc.split())}" if oneof.doc else ""
+            lines.append(f"Oneof `{oneof.name}` (at most one of {members} is set).{about}")
+        return "\n\n".join(lines)
 
     @property
     def encode_lines(self) -> tuple[str, ...]:

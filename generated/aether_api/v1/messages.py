@@ -3464,7 +3464,11 @@ _message_pool.default_message_pool.register_message("aether.v1", "TaskStatus", T
 
 @dataclasses.dataclass(eq=False, repr=False)
 class TaskStreamEvent(betterproto2.Message):
-    """One event on the task stream."""
+    """
+    One event on the task stream.
+
+    Oneof `event` (at most one of `assignment`, `cancel` is set). What happened.
+    """
 
     assignment: TaskAssignment | None = betterproto2.field(
         1, betterproto2.TYPE_MESSAGE, optional=True, group="event"

@@ -1583,7 +1583,11 @@ class TaskStatus(_mb.WireModel):
 
 
 class TaskStreamEvent(_mb.WireModel):
-    """One event on the task stream."""
+    """
+    One event on the task stream.
+
+    Oneof `event` (at most one of `assignment`, `cancel` is set). What happened.
+    """
 
     assignment: TaskAssignment | None = pydantic.Field(
         default=None, description="A task leased to this session."

@@ -144,7 +144,13 @@ class ListServiceResponse(_mb.WireModel):
 
 
 class ServerReflectionRequest(_mb.WireModel):
-    """A reflection question."""
+    """
+    A reflection question.
+
+    Oneof `message_request` (at most one of `file_by_filename`, `file_containing_symbol`,
+    `file_containing_extension`, `all_extension_numbers_of_type`, `list_services` is set). The
+    question.
+    """
 
     host: str = pydantic.Field(default="", description="The host the question is about.")
 
@@ -212,7 +218,13 @@ class ServerReflectionRequest(_mb.WireModel):
 
 
 class ServerReflectionResponse(_mb.WireModel):
-    """A reflection answer."""
+    """
+    A reflection answer.
+
+    Oneof `message_response` (at most one of `file_descriptor_response`,
+    `all_extension_numbers_response`, `list_services_response`, `error_response` is set). The
+    answer.
+    """
 
     valid_host: str = pydantic.Field(default="", description="The host the answer is about.")
 

@@ -307,7 +307,13 @@ _message_pool.default_message_pool.register_message(
 
 @dataclasses.dataclass(eq=False, repr=False)
 class ServerReflectionRequest(betterproto2.Message):
-    """A reflection question."""
+    """
+    A reflection question.
+
+    Oneof `message_request` (at most one of `file_by_filename`, `file_containing_symbol`,
+    `file_containing_extension`, `all_extension_numbers_of_type`, `list_services` is set). The
+    question.
+    """
 
     host: str = betterproto2.field(1, betterproto2.TYPE_STRING)
     """The host the question is about."""
@@ -434,7 +440,13 @@ _message_pool.default_message_pool.register_message(
 
 @dataclasses.dataclass(eq=False, repr=False)
 class ServerReflectionResponse(betterproto2.Message):
-    """A reflection answer."""
+    """
+    A reflection answer.
+
+    Oneof `message_response` (at most one of `file_descriptor_response`,
+    `all_extension_numbers_response`, `list_services_response`, `error_response` is set). The
+    answer.
+    """
 
     valid_host: str = betterproto2.field(1, betterproto2.TYPE_STRING)
     """The host the answer is about."""

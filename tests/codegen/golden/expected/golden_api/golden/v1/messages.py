@@ -104,7 +104,11 @@ _message_pool.default_message_pool.register_message("golden.v1", "GetRequest", G
 
 @dataclasses.dataclass(eq=False, repr=False)
 class Item(betterproto2.Message):
-    """An item with one field of each kind."""
+    """
+    An item with one field of each kind.
+
+    Oneof `value` (at most one of `text`, `number` is set). Either a text or a number.
+    """
 
     item_id: str = betterproto2.field(1, betterproto2.TYPE_STRING)
     """Unique identifier of the item (required)."""

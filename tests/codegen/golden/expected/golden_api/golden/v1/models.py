@@ -43,7 +43,11 @@ class GetRequest(_mb.WireModel):
 
 
 class Item(_mb.WireModel):
-    """An item with one field of each kind."""
+    """
+    An item with one field of each kind.
+
+    Oneof `value` (at most one of `text`, `number` is set). Either a text or a number.
+    """
 
     item_id: str = pydantic.Field(
         min_length=1, description="Unique identifier of the item (required)."
