@@ -190,11 +190,6 @@ def test_float_fields_round_to_float32(kitchen_ours: Ours) -> None:
     assert protoplan.google_plan(google_class.FromString(data))["f_float"] == as_float32
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="betterproto2 0.10 always packs repeated scalars and has no `packed=false` option; "
-    "harmless on the wire (every parser accepts both forms, see the test above)",
-)
 def test_packed_false_is_encoded_unpacked(kitchen_ours: Ours) -> None:
     """`[packed = false]` asks for one tag per element on the wire, as Google encodes it."""
     google_class = genpkgs.kitchen_google_class("kitchen.v1.RepeatedScalars")
