@@ -66,9 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rel in drift.stale:
             print(f"{out / rel} is stale: run `make codegen`", file=sys.stderr)
         for rel in drift.missing:
-            print(f"{out / rel} is missing: run `make codegen`", file=sys.stderr)
+            print(f"{out / rel} is stale (missing): run `make codegen`", file=sys.stderr)
         for rel in drift.extra:
-            print(f"{out / rel} is not generated (extra file): run `make codegen`", file=sys.stderr)
+            print(
+                f"{out / rel} is stale (an extra file codegen does not generate): "
+                "run `make codegen`",
+                file=sys.stderr,
+            )
         if drift.clean:
             print(f"codegen: {out / args.package} is up to date ({len(files)} files)")
             return 0

@@ -79,8 +79,8 @@ def test_check_reports_missing_and_extra_files(tree: tuple[Path, Path]) -> None:
     extra.write_text("x = 1\n")
     result = _run("--check", "--proto-root", str(proto), "--out", str(out))
     assert result.returncode == 1
-    assert f"{out / 'aether_api' / 'v1' / 'client.py'} is missing" in result.stderr
-    assert f"{extra} is not generated" in result.stderr
+    assert f"{out / 'aether_api' / 'v1' / 'client.py'} is stale (missing)" in result.stderr
+    assert f"{extra} is stale (an extra file codegen does not generate)" in result.stderr
 
 
 def test_generate_repairs_drift_and_writes_only_changes(tree: tuple[Path, Path]) -> None:
