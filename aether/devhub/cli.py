@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 __all__ = ("add_agents_parser", "add_hub_parser", "main")
 
+# The Hub database when no --db is given (for `aether hub` and the agents commands).
+DB_ENV = "AETHER_HUB_DB"
+_DB_HELP = f"the Hub's database file (default: ${DB_ENV})"
+
 # Flag dest -> HubConfig field, for the flags that set Hub options.
 _HUB_OPTIONS = {
     "host": "host",
@@ -91,7 +95,10 @@ def configure_hub_parser(parser: argparse.ArgumentParser) -> None:
         "--port", type=_port, default=s, help=f"port (default {DEFAULT_PORT}; 0 = any free port)"
     )
     parser.add_argument(
-        "--db", default=s, metavar="FILE", help="SQLite file for all state (default: in memory)"
+        "--db",
+        default=s,
+        metavar="FILE",
+        help=f"SQLite file for all state (default: ${DB_ENV}, else in memory)",
     )
     parser.add_argument(
         "--dev",
@@ -159,13 +166,13 @@ def configure_hub_parser(parser: argparse.ArgumentParser) -> None:
     add.add_argument(
         "--trust-level", default="standard", help="low | standard | high (default standard)"
     )
-    add.add_argument("--db", dest="agents_db", metavar="FILE", help="the Hub database file")
+    add.add_argument("--db", dest="agents_db", metavar="FILE", help=_DB_HELP)
     lst = agents_sub.add_parser("list", help="list the enrolled agents")
-    lst.add_argument("--db", dest="agents_db", metavar="FILE", help="the Hub database file")
+    lst.add_argument("--db", dest="agents_db", metavar="FILE", help=_DB_HELP)
     lst.add_argument("--json", action="store_true", help="print JSON")
     rm = agents_sub.add_parser("remove", help="forget an enrolled agent")
     rm.add_argument("agent_id", metavar="ID")
-    rm.add_argument("--db", dest="agents_db", metavar="FILE", help="the Hub database file")
+    rm.add_argument("--db", dest="agents_db", metavar="FILE", help=_DB_HELP)
 
 
 def add_agents_parser(
@@ -183,7 +190,7 @@ def add_agents_parser(
             " database (the Hub keeps its sessions table up to date)."
         ),
     )
-    lst.add_argument("--db", required=True, metavar="FILE", help="the Hub's --db file")
+    lst.add_argument("--db", metavar="FILE", help=_DB_HELP)
     lst.add_argument("--json", action="store_true", help="print JSON")
     lst.add_argument("--all", action="store_true", help="include ended sessions")
     return parser
@@ -202,6 +209,8 @@ def hub_config_from_args(args: argparse.Namespace) -> HubConfig:
         for value in given["tools"]:
             tools.extend(part.strip() for part in str(value).split(",") if part.strip())
         given["tools"] = tuple(tools)
+    if "db_path" not in given and os.environ.get(DB_ENV):
+        given["db_path"] = os.environ[DB_ENV]
     config = HubConfig()
     if args.config:
         config = config.merged_with_file(args.config, set(given))
@@ -254,8 +263,11 @@ def run_hub(args: argparse.Namespace) -> int:
 def _open_db(path: str | None, *, must_exist: bool) -> Database:
     from aether.devhub.db import Database
 
+    path = path or os.environ.get(DB_ENV) or None
     if path is None:
-        raise ConfigError("--db FILE is required: the agents live in the Hub's database file")
+        raise ConfigError(
+            f"--db FILE (or ${DB_ENV}) is required: agents live in the Hub's database file"
+        )
     if must_exist and not os.path.exists(path):
         raise ConfigError(f"no Hub database at {path}")
     return Database(path)
@@ -272,7 +284,7 @@ def run_hub_agents(args: argparse.Namespace) -> int:
 
     command: str = args.agents_command
     try:
-        db = _open_db(args.agents_db, must_exist=command != "add")
+        db = _open_db(args.agents_db or getattr(args, "db", None), must_exist=command != "add")
         try:
             registry = AgentRegistry(db)
             if command == "add":

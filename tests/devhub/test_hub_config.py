@@ -151,3 +151,23 @@ async def test_hub_server_lifecycle_guards() -> None:
         await hub2.stop()
         await hub2.stop()  # idempotent
     assert not hub2.is_running
+
+
+def test_db_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AETHER_HUB_DB", str(tmp_path / "env.sqlite3"))
+    assert hub_config_from_args(_parse()).db_path == str(tmp_path / "env.sqlite3")
+    assert hub_config_from_args(_parse("--db", "flag.db")).db_path == "flag.db"
+    # The agents commands use it too.
+    monkeypatch.setenv("SOME_SECRET", "value-1")
+    args = build_parser().parse_args(["hub", "agents", "add", "a1", "--secret-env", "SOME_SECRET"])
+    assert args.handler(args) == 0
+    args = build_parser().parse_args(["hub", "agents", "list", "--json"])
+    assert args.handler(args) == 0
+    from aether.devhub.auth import AgentRegistry
+    from aether.devhub.db import Database
+
+    db = Database(tmp_path / "env.sqlite3")
+    try:
+        assert [r.agent_id for r in AgentRegistry(db).list_agents()] == ["a1"]
+    finally:
+        db.close()
