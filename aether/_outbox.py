@@ -109,6 +109,11 @@ class Outbox:
             if self._queue is queue:
                 self._queue = None
 
+    def detach(self) -> None:
+        """The session is over: keep new results until the next one."""
+        self._queue = None
+        self._unary = False
+
     def end_session(self) -> None:
         """Finish the result stream once what was queued is sent."""
         self._ending = True

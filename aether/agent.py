@@ -368,6 +368,7 @@ class AetherAgent:
             for task in (self._reader, beater, results):
                 task.cancel()
             await asyncio.gather(self._reader, beater, results, return_exceptions=True)
+            self._outbox.detach()
             self._reader = self._results_task = None
 
     async def _read_stream(self) -> None:
