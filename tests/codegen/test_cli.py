@@ -111,7 +111,7 @@ def test_two_runs_give_identical_bytes(tree: tuple[Path, Path], tmp_path: Path) 
 
 def test_package_option_renames_the_root(tmp_path: Path) -> None:
     out = tmp_path / "vend"
-    assert cli.main(["--package", "vendored_x", "--out", str(out)]) == 0
+    assert cli.main(["--package", "vendored_x", "--proto-root", str(PROTO), "--out", str(out)]) == 0
     assert (out / "vendored_x" / "v1" / "client.py").is_file()
     assert not (out / "aether_api").exists()
     code = "import vendored_x.v1.models as m; print(m.TaskResult(task_id='t').to_wire().task_id)"
