@@ -138,6 +138,11 @@ class TaskRunner:
             return False
         return True
 
+    def release_all(self) -> None:
+        """Cancel every running handler now; each task is handed back (released)."""
+        for task_id in list(self._running):
+            self.cancel(task_id, CancelReason.SHUTDOWN)
+
     async def drain(self, grace: float, cancel_timeout: float) -> bool:
         """Let handlers finish within `grace` seconds, then release the rest.
 
@@ -146,8 +151,7 @@ class TaskRunner:
         """
         if await self.wait_idle(grace):
             return True
-        for task_id in list(self._running):
-            self.cancel(task_id, CancelReason.SHUTDOWN)
+        self.release_all()
         return await self.wait_idle(cancel_timeout)
 
     async def abort(self, timeout: float = 5.0) -> None:

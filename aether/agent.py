@@ -464,11 +464,19 @@ class AetherAgent:
         installed: list[signal.Signals] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(sig, self._request_stop, f"received {sig.name}")
+                loop.add_signal_handler(sig, self._on_signal, sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 continue  # not the main thread, or not supported (Windows)
             installed.append(sig)
         return installed
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stop_event is None or not self._stop_event.is_set():
+            self._request_stop(f"received {sig.name}")
+            return
+        # A second signal while draining: do not wait out the grace period.
+        log.warning("received %s again: releasing running tasks now", sig.name)
+        self._runner.release_all()
 
     def _remove_signal_handlers(self, installed: list[signal.Signals]) -> None:
         loop = asyncio.get_running_loop()

@@ -61,3 +61,20 @@ async def test_sigterm_releases_task_past_grace(fake_hub: FakeHub) -> None:
     result = fake_hub.state.results["stuck"]
     assert result.released and not result.success, output
     assert len(fake_hub.state.unregistered) == 1
+
+
+async def test_second_sigterm_releases_at_once(fake_hub: FakeHub) -> None:
+    env = agent_env(fake_hub, AETHER_SHUTDOWN_GRACE_SECONDS="600")
+    proc = spawn("tests.reliability.agent_proc", env=env)
+    try:
+        await fake_hub.state.submit("stuck", description="forever")
+        await fake_hub.state.wait_for(lambda: bool(fake_hub.state.statuses), timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        assert proc.poll() is None  # draining: it would wait up to 600 s
+        proc.send_signal(signal.SIGTERM)
+        code = await wait_exit(proc)
+    finally:
+        output = stop(proc)
+    assert code == 0, output
+    assert fake_hub.state.results["stuck"].released, output
