@@ -126,9 +126,14 @@ class TaskHarness:
         task_type: str = "",
         metadata: Mapping[str, str] | None = None,
         workflow_id: str = "",
+        deadline_seconds: int = 0,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> HarnessRun:
-        """Send one task to the agent and wait for its outcome."""
+        """Send one task to the agent and wait for its outcome.
+
+        `deadline_seconds` is the task's own deadline on the Hub (0 = none): past it the
+        task is TIMED_OUT and the handler cancelled. `timeout` bounds the test's wait.
+        """
         if self._stack is None:
             raise RuntimeError("use `async with TaskHarness(agent) as harness:` first")
         hub = self._hub
@@ -140,6 +145,7 @@ class TaskHarness:
             target_agent_id=self._agent.config.agent_id,
             metadata=metadata,
             workflow_id=workflow_id,
+            timeout_seconds=deadline_seconds,
         )
         task = await hub.wait_for_task(task_id, timeout=timeout)
         reports = tuple(

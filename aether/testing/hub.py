@@ -161,6 +161,7 @@ class TestHub:
         self._channel: Channel | None = None
         self._tasks_stub: wire_client.TaskServiceStub | None = None
         self._recorder: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._recording = asyncio.Event()
         self._messages: list[RecordedMessage] = []
         self._status_reports: list[models.TaskStatus] = []
@@ -176,6 +177,9 @@ class TestHub:
             await self._server._build(self._config, None)
             self._memory_channels = contextlib.AsyncExitStack()
             self._channel = await self._in_memory_channel()
+            # What the listening Hub's own loop does: expire missed heartbeats and
+            # overdue tasks.
+            self._sweeper = asyncio.create_task(self._sweep(), name="aether-testhub-sweeper")
         else:
             await self._server.start()
             self._channel = Channel("127.0.0.1", self._server.port)
@@ -185,11 +189,12 @@ class TestHub:
 
     async def stop(self) -> None:
         """Stop the recorder, the client channel and the Hub. Idempotent."""
-        if self._recorder is not None:
-            self._recorder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._recorder
-            self._recorder = None
+        for task in (self._recorder, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._recorder = self._sweeper = None
         if self._memory_channels is not None:
             await self._memory_channels.aclose()
             self._memory_channels = None
@@ -215,6 +220,11 @@ class TestHub:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            self._server.sweep()
 
     async def _record(self) -> None:
         async with self._server.bus.subscribe(">") as subscription:

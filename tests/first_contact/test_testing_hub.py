@@ -114,3 +114,18 @@ def test_plugin_entry_point_gives_other_projects_the_hub_fixture(tmp_path: Path)
     code, out = asyncio.run(_run())
     assert code == 0, out.decode()
     assert b"1 passed" in out
+
+
+class Sleeper(AetherAgent):
+    """Never finishes on its own."""
+
+    async def handle_task(self, task: TaskAssignment) -> TaskResult:
+        await asyncio.sleep(3600)
+        return TaskResult(task_id=task.task_id, success=True)
+
+
+async def test_harness_hub_times_out_tasks_past_their_deadline() -> None:
+    async with TaskHarness(Sleeper(AgentConfig(agent_id="s", agent_name="S"))) as harness:
+        run = await harness.run("forever", deadline_seconds=1)
+    assert run.task.state is TaskState.TIMED_OUT
+    assert not run.success
