@@ -23,6 +23,7 @@ from aether.errors import PermissionDeniedError as PermissionDeniedError
 from aether.errors import RegistrationError as RegistrationError
 from aether.errors import TaskContextError as TaskContextError
 from aether.hub import BusMessage as BusMessage
+from aether.hub import ChatChunk as ChatChunk
 from aether.hub import ChatResponse as ChatResponse
 from aether.hub import DeleteResponse as DeleteResponse
 from aether.hub import Hub as Hub
@@ -57,6 +58,7 @@ __all__ = (
     "AgentStateError",
     "AuthenticationError",
     "BusMessage",
+    "ChatChunk",
     "ChatResponse",
     "ConnectionState",
     "DeleteResponse",

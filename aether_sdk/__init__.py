@@ -13,6 +13,7 @@ from aether import AgentRegistration as AgentRegistration
 from aether import AgentStateError as AgentStateError
 from aether import AuthenticationError as AuthenticationError
 from aether import BusMessage as BusMessage
+from aether import ChatChunk as ChatChunk
 from aether import ChatResponse as ChatResponse
 from aether import ConnectionState as ConnectionState
 from aether import DeleteResponse as DeleteResponse
@@ -55,6 +56,7 @@ __all__ = (
     "AgentStateError",
     "AuthenticationError",
     "BusMessage",
+    "ChatChunk",
     "ChatResponse",
     "ConnectionState",
     "DeleteResponse",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aether.client import AgentClient
 from aether.hub.llm import LLM as LLM
+from aether.hub.llm import ChatChunk as ChatChunk
 from aether.hub.llm import ChatResponse as ChatResponse
 from aether.hub.llm import Usage as Usage
 from aether.hub.memory import DeleteResponse as DeleteResponse
@@ -23,6 +24,7 @@ from aether.hub.tools import Tools as Tools
 __all__ = (
     "LLM",
     "BusMessage",
+    "ChatChunk",
     "ChatResponse",
     "DeleteResponse",
     "Hub",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from aether._wire import pb
 from aether.hub._base import Facade, HubResponse
 
-__all__ = ("LLM", "ChatResponse", "Usage")
+__all__ = ("LLM", "ChatChunk", "ChatResponse", "Usage")
 
 
 class Usage(HubResponse):
@@ -31,21 +31,34 @@ class ChatResponse(HubResponse):
     @classmethod
     def from_wire(cls, msg: pb.ChatResponse) -> ChatResponse:
         """Build from the wire message without re-validating it."""
-        usage = msg.usage
         return cls.model_construct(
             success=msg.success,
             content=msg.content,
             model=msg.model,
-            usage=Usage.model_construct(
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                total_tokens=usage.total_tokens,
-            )
-            if usage is not None
-            else Usage(),
+            usage=_usage(msg.usage) or Usage(),
             error_message=msg.error_message,
             finish_reason=msg.finish_reason,
         )
+
+
+class ChatChunk(HubResponse):
+    """A piece of a streamed answer; the last one carries `finish_reason` and `usage`."""
+
+    delta: str = ""
+    model: str = ""
+    finish_reason: str = ""
+    usage: Usage | None = None
+    error_message: str = ""
+
+
+def _usage(usage: pb.Usage | None) -> Usage | None:
+    if usage is None:
+        return None
+    return Usage.model_construct(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+    )
 
 
 def _message(item: Mapping[str, str] | pb.ChatMessage) -> pb.ChatMessage:
@@ -74,16 +87,46 @@ class LLM(Facade):
         `messages` are `{"role": ..., "content": ...}` mappings; `model` is a wish the Hub
         may override by trust level (the answer's `model` says which one answered).
         """
-        if not messages:
-            raise ValueError("chat() needs at least one message")
-        request = pb.ChatRequest(
-            messages=[_message(m) for m in messages],
-            model=model,
-            temperature=temperature,
-            max_tokens=max_tokens,
-        )
+        request = _request(messages, model, temperature, max_tokens)
         try:
             reply = await self._client.llm_stub().chat(request, timeout=timeout)
         except Exception as exc:
             raise self._client.map_error(exc, "LLM chat") from None
         return ChatResponse.from_wire(reply)
+
+    async def chat_stream(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        model: str = "",
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[ChatChunk]:
+        """Like `chat()`, but yields the answer in pieces as the model produces them."""
+        request = _request(messages, model, temperature, max_tokens)
+        try:
+            async for chunk in self._client.llm_stub().chat_stream(request):
+                yield ChatChunk.model_construct(
+                    delta=chunk.delta,
+                    model=chunk.model,
+                    finish_reason=chunk.finish_reason,
+                    usage=_usage(chunk.usage),
+                    error_message=chunk.error_message,
+                )
+        except Exception as exc:
+            raise self._client.map_error(exc, "LLM chat stream") from None
+
+
+def _request(
+    messages: Sequence[Mapping[str, str]],
+    model: str,
+    temperature: float | None,
+    max_tokens: int | None,
+) -> pb.ChatRequest:
+    if not messages:
+        raise ValueError("chat() needs at least one message")
+    return pb.ChatRequest(
+        messages=[_message(m) for m in messages],
+        model=model,
+        temperature=temperature,
+        max_tokens=max_tokens,
+    )

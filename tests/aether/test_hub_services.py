@@ -161,3 +161,15 @@ async def test_hub_call_while_reconnecting_is_retryable(hub: FakeHub) -> None:
         with pytest.raises(AetherConnectionError, match="re-established") as info:
             await agent.hub.memory.retrieve(key="k")
         assert info.value.retryable
+
+
+async def test_llm_chat_stream(hub: FakeHub) -> None:
+    async with Idle(make_config(hub)) as agent:
+        chunks = [
+            chunk
+            async for chunk in agent.hub.llm.chat_stream(
+                messages=[{"role": "user", "content": "stream me"}]
+            )
+        ]
+    assert "".join(c.delta for c in chunks) == "echo: stream me"
+    assert chunks[-1].finish_reason == "stop"

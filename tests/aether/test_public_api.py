@@ -19,6 +19,7 @@ PINNED = (
     "AgentStateError",
     "AuthenticationError",
     "BusMessage",
+    "ChatChunk",
     "ChatResponse",
     "ConnectionState",
     "DeleteResponse",
