@@ -184,16 +184,21 @@ class TestHub:
             await self._server.start()
             self._channel = Channel("127.0.0.1", self._server.port)
         self._tasks_stub = wire_client.TaskServiceStub(self._channel)
-        self._recorder = asyncio.create_task(self._record(), name="aether-testhub-recorder")
-        await self._recording.wait()
+        recorder = asyncio.create_task(self._record(), name="aether-testhub-recorder")
+        self._recorder = recorder
+        recording = asyncio.ensure_future(self._recording.wait())
+        await asyncio.wait({recording, recorder}, return_when=asyncio.FIRST_COMPLETED)
+        if not recording.done():  # the recorder failed before it subscribed
+            recording.cancel()
+            await self.stop()
+            recorder.result()
 
     async def stop(self) -> None:
         """Stop the recorder, the client channel and the Hub. Idempotent."""
         for task in (self._recorder, self._sweeper):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await asyncio.gather(task, return_exceptions=True)
         self._recorder = self._sweeper = None
         if self._memory_channels is not None:
             await self._memory_channels.aclose()
