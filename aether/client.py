@@ -112,6 +112,8 @@ class AgentClient:
 
     def _require_session(self) -> models.AgentRegistration:
         if self._registration is None:
+            if self._reconnecting:
+                raise self._not_connected()
             raise AgentStateError("the agent is not registered: call register() first")
         return self._registration
 
