@@ -13,6 +13,15 @@ async def test_my_agent(hub: TestHub) -> None:
     assert task.result == b"Processed: hello"
 ```
 
+To configure the Hub (tool plugins, LLM provider, attempts...), override the
+`aether_hub_config` fixture in a conftest.py:
+
+```python
+@pytest.fixture
+def aether_hub_config() -> HubConfig:
+    return HubConfig(host="127.0.0.1", port=0, dev=True, tools=("my_project.tools",))
+```
+
 The fixture is async, so it needs pytest-asyncio (any mode). The Hub is imported only
 when a test asks for the fixture: loading this plugin must never break a pytest run.
 """
@@ -25,9 +34,19 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from aether.devhub.config import HubConfig
     from aether.testing.hub import TestHub
 
-__all__ = ("hub_fixture",)
+__all__ = ("aether_hub_config", "hub_fixture")
+
+
+@pytest.fixture
+def aether_hub_config() -> HubConfig:
+    """The `hub` fixture's configuration: loopback, a free port, `--dev`. Override it."""
+    from aether.devhub.config import HubConfig
+
+    return HubConfig(host="127.0.0.1", port=0, dev=True)
+
 
 try:
     import pytest_asyncio
@@ -41,9 +60,11 @@ except ImportError:  # pragma: no cover - pytest-asyncio is a dev dependency her
 else:
 
     @pytest_asyncio.fixture(name="hub")
-    async def hub_fixture() -> AsyncIterator[TestHub]:  # type: ignore[misc]  # twin of the above
+    async def hub_fixture(  # type: ignore[misc]  # twin of the above
+        aether_hub_config: HubConfig,
+    ) -> AsyncIterator[TestHub]:
         """A started dev Hub (`--dev`, echo LLM) on a free 127.0.0.1 port, stopped after."""
         from aether.testing.hub import TestHub
 
-        async with TestHub() as test_hub:
+        async with TestHub(aether_hub_config) as test_hub:
             yield test_hub

@@ -93,6 +93,25 @@ def test_plugin_entry_point_gives_other_projects_the_hub_fixture(tmp_path: Path)
             """
         )
     )
+    # ...and a conftest can reconfigure the Hub behind it.
+    (tmp_path / "test_configured.py").write_text(
+        textwrap.dedent(
+            """
+            import pytest
+            from aether.devhub.config import HubConfig
+            from aether.testing import TestHub
+
+            @pytest.fixture
+            def aether_hub_config() -> HubConfig:
+                return HubConfig(host="127.0.0.1", port=0, dev=True, default_max_attempts=7)
+
+            @pytest.mark.asyncio
+            async def test_configured(hub: TestHub) -> None:
+                task_id = await hub.submit("x", target_agent_id="nobody")
+                assert (await hub.get_task(task_id)).max_attempts == 7
+            """
+        )
+    )
     (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_mode = strict\n")
 
     async def _run() -> tuple[int, bytes]:
@@ -113,7 +132,7 @@ def test_plugin_entry_point_gives_other_projects_the_hub_fixture(tmp_path: Path)
 
     code, out = asyncio.run(_run())
     assert code == 0, out.decode()
-    assert b"1 passed" in out
+    assert b"2 passed" in out
 
 
 class Sleeper(AetherAgent):
