@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from aether.testing.harness import HarnessRun as HarnessRun
+    from aether.testing.harness import ProgressReport as ProgressReport
     from aether.testing.harness import TaskHarness as TaskHarness
     from aether.testing.hub import LLMCall as LLMCall
     from aether.testing.hub import RecordedMessage as RecordedMessage
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = (
     "HarnessRun",
     "LLMCall",
+    "ProgressReport",
     "RecordedMessage",
     "TaskHarness",
     "TestHub",
@@ -35,6 +37,7 @@ __all__ = (
 _MODULES = {
     "HarnessRun": "aether.testing.harness",
     "TaskHarness": "aether.testing.harness",
+    "ProgressReport": "aether.testing.harness",
     "LLMCall": "aether.testing.hub",
     "RecordedMessage": "aether.testing.hub",
     "TestHub": "aether.testing.hub",

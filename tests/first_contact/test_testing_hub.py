@@ -148,3 +148,21 @@ async def test_harness_hub_times_out_tasks_past_their_deadline() -> None:
         run = await harness.run("forever", deadline_seconds=1)
     assert run.task.state is TaskState.TIMED_OUT
     assert not run.success
+
+
+def test_public_names_resolve_lazily() -> None:
+    import aether.testing as testing
+
+    assert sorted(testing.__all__) == [
+        "HarnessRun",
+        "LLMCall",
+        "ProgressReport",
+        "RecordedMessage",
+        "TaskHarness",
+        "TestHub",
+        "TestHubError",
+    ]
+    for name in testing.__all__:
+        assert getattr(testing, name).__name__ == name
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = testing.Nope
