@@ -20,10 +20,12 @@ import contextlib
 import logging
 import os
 import socket
+import weakref
 from collections.abc import Sequence
 from typing import Protocol
 
 import grpclib.const
+import grpclib.protocol
 import grpclib.server
 
 from aether._wire import health_pb
@@ -61,6 +63,32 @@ class Servable(Protocol):
     max_message_bytes: int
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]: ...
+
+
+class _Server(grpclib.server.Server):
+    """grpclib's server, whose `close_connections()` also drops the open connections.
+
+    grpclib's `close()` cancels the running requests but leaves client connections open and
+    keeps serving new requests on them; a Hub stopped inside a longer-lived process (tests,
+    `aether.testing`) must look to its agents like one that went away. Relies on grpclib's
+    `_protocol_factory` (grpclib is pinned).
+    """
+
+    def __init__(self, handlers: Sequence[Servable]) -> None:
+        super().__init__(handlers)
+        self._protocols: weakref.WeakSet[grpclib.protocol.H2Protocol] = weakref.WeakSet()
+
+    def _protocol_factory(self) -> grpclib.protocol.H2Protocol:
+        protocol = super()._protocol_factory()
+        self._protocols.add(protocol)
+        return protocol
+
+    def close_connections(self) -> None:
+        """Close every client connection now (clients see the connection lost)."""
+        for protocol in list(self._protocols):
+            connection = getattr(protocol, "connection", None)
+            if connection is not None:
+                connection.close()
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -102,7 +130,7 @@ class HubServer:
         self.config = config or HubConfig()
         self._clock: Clock = clock or SystemClock()
         self._extra = tuple(extra_services)
-        self._server: grpclib.server.Server | None = None
+        self._server: _Server | None = None
         self._sock: socket.socket | None = None
         self._port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -137,7 +165,7 @@ class HubServer:
         client_token = config.client_token()
         try:
             await self._build(config, client_token)
-            server = grpclib.server.Server(self._services)
+            server = _Server(self._services)
             sock = _bind(config.host, config.port)
             self._sock = sock
             await server.start(sock=sock)
@@ -281,6 +309,7 @@ class HubServer:
             self._tasks.clear()
             if self._server is not None:
                 self._server.close()
+                self._server.close_connections()
                 try:
                     await asyncio.wait_for(self._server.wait_closed(), timeout=5.0)
                 except asyncio.TimeoutError:

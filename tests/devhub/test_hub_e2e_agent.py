@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import grpclib.client
 import pytest
@@ -12,6 +13,7 @@ from aether import AetherAgent, AgentConfig, TaskAssignment, TaskResult
 from aether._wire import client, pb
 from aether.devhub.config import AgentSpec, HubConfig
 from aether.devhub.server import HubServer
+from aether.devhub.tasks import TaskSubmission
 from tests.devhub.hubkit import running_hub
 
 S = pb.TaskState
@@ -118,3 +120,49 @@ async def test_agent_stop_hands_running_tasks_back() -> None:
             assert task.state == S.PENDING and task.attempt == 0
         finally:
             ch.close()
+
+
+class EchoAgent(AetherAgent):
+    """Returns the task's payload."""
+
+    async def handle_task(self, task: TaskAssignment) -> TaskResult:
+        return TaskResult(task_id=task.task_id, success=True, result=task.payload)
+
+
+async def test_agent_survives_a_hub_restart_with_db(tmp_path: Path) -> None:
+    db = str(tmp_path / "hub.sqlite3")
+    first = HubServer(HubConfig(port=0, dev=True, db_path=db))
+    await first.start()
+    port = first.port
+    agent = EchoAgent(
+        AgentConfig(
+            agent_id="survivor",
+            agent_name="Survivor",
+            hub_url=f"127.0.0.1:{port}",
+            reconnect_delay=0.05,
+            max_reconnect_delay=0.2,
+        )
+    )
+    second: HubServer | None = None
+    try:
+        await agent.start()
+        before = first.queue.submit(TaskSubmission(payload=b"before"))
+        assert (await asyncio.wait_for(first.queue.wait_finished(before.task_id), 30)).result == (
+            b"before"
+        )
+        await first.stop()
+        # While the Hub is down a task waits in the database; the new Hub (same port, same
+        # file) has it pending, and the agent, reconnected, runs it.
+        second = HubServer(HubConfig(port=port, dev=True, db_path=db))
+        await second.start()
+        after = second.queue.submit(TaskSubmission(payload=b"after"))
+        done = await asyncio.wait_for(second.queue.wait_finished(after.task_id), 30)
+        assert done.state == S.SUCCEEDED and done.result == b"after"
+        assert done.assigned_agent_id == "survivor"
+        old = second.queue.get(before.task_id)
+        assert old is not None and old.state == S.SUCCEEDED  # history kept across restarts
+    finally:
+        await agent.stop()
+        if second is not None:
+            await second.stop()
+        await first.stop()
