@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from aether_api.v1 import messages, models
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from tests.generated import genpkgs, protoplan
 from tests.generated.protoplan import Options, Ours, Plan
@@ -26,11 +26,7 @@ API_PACKAGES = genpkgs.api_packages()
 API_MESSAGES = genpkgs.api_message_names()
 KITCHEN_MESSAGES = genpkgs.message_names(genpkgs.KITCHEN_PROTO_ROOT, genpkgs.KITCHEN_PROTO_PACKAGE)
 
-_SETTINGS = settings(
-    max_examples=15,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+_SETTINGS = protoplan.fuzz_settings(max_examples=15)
 
 
 def _model_class(models_module: ModuleType, wire: object) -> Any:

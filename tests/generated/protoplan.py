@@ -18,6 +18,7 @@ import dataclasses
 import datetime
 import enum
 import math
+import os
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any, cast
@@ -25,6 +26,7 @@ from typing import Any, cast
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor, OneofDescriptor
 from google.protobuf.message import Message
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 Plan = dict[str, object]
@@ -248,6 +250,17 @@ def variant_count(desc: Descriptor, stack: tuple[str, ...] = ()) -> int:
 
 
 # -- hypothesis strategies ------------------------------------------------------------------
+
+
+def fuzz_settings(max_examples: int) -> settings:
+    """Hypothesis settings of these tests: no deadline (two shared cores), and on CI
+    (`CI` set) a fixed example sequence, so that a run fails only for a change of code."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=bool(os.environ.get("CI")),
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 @dataclasses.dataclass(frozen=True)

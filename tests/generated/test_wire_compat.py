@@ -14,7 +14,7 @@ import struct
 import betterproto2
 import pytest
 from google.protobuf.message import DecodeError, Message
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from tests.generated import genpkgs, protoplan
 from tests.generated.protoplan import Ours, Plan
@@ -23,11 +23,7 @@ API_PACKAGES = genpkgs.api_packages()
 API_MESSAGES = genpkgs.api_message_names()
 KITCHEN_MESSAGES = genpkgs.message_names(genpkgs.KITCHEN_PROTO_ROOT, genpkgs.KITCHEN_PROTO_PACKAGE)
 
-_FUZZ = settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+_FUZZ = protoplan.fuzz_settings(max_examples=40)
 
 
 def _generated_message_names(ours: Ours, package: str) -> set[str]:
@@ -213,6 +209,8 @@ _CORRUPT = [
     pytest.param(b"\x0c", id="stray-end-group"),
     pytest.param(b"\x00\x01", id="field-number-0"),
     pytest.param(b"\x0a\x02\xc3\x28", id="invalid-utf8"),
+    pytest.param(b"\x80\x80\x80\x80\x10\x01", id="field-number-2**29"),
+    pytest.param(b"\xf8\xff\xff\xff\xff\xff\xff\xff\xff\x01\x01", id="tag-over-32-bits"),
 ]
 # Bodies whose field 1 has the wrong wire type: Google's parser keeps them as unknown
 # fields and leaves field 1 unset.
@@ -249,3 +247,37 @@ def test_mismatched_wire_type_is_skipped(full_name: str, body: bytes, api_ours: 
     assert expected == protoplan.google_plan(google_class())
     decoded = api_ours.message_class(desc).parse(body)
     protoplan.assert_same(expected, api_ours.plan(desc, decoded), f"{body!r}")
+
+
+def test_message_field_occurrences_merge(api_ours: Ours) -> None:
+    """A message field that occurs twice is merged, not replaced (protobuf encoding rules)."""
+    google_class = genpkgs.api_google_class("aether.v1.TaskStreamEvent")
+    desc = protoplan.descriptor_of(google_class)
+    # assignment{workflow_id: "w", attempt: 2} then assignment{task_id: "t"}
+    body = b"\x0a\x05\x42\x01w\x28\x02" + b"\x0a\x03\x0a\x01t"
+    expected = protoplan.google_plan(google_class.FromString(body))
+    assignment = expected["assignment"]
+    assert isinstance(assignment, dict)
+    assert (assignment["task_id"], assignment["workflow_id"], assignment["attempt"]) == (
+        "t",
+        "w",
+        2,
+    )
+    decoded = api_ours.message_class(desc).parse(body)
+    protoplan.assert_same(expected, api_ours.plan(desc, decoded), "merged occurrences")
+
+
+@pytest.mark.parametrize("full_name", KITCHEN_MESSAGES)
+def test_concatenated_encodings_merge_like_google(full_name: str, kitchen_ours: Ours) -> None:
+    """Parsing `a + b` is merging b into a: scalars last wins, repeated fields append,
+    maps update, sub-messages merge, oneofs take the last member set."""
+    google_class = genpkgs.kitchen_google_class(full_name)
+    desc = protoplan.descriptor_of(google_class)
+    plans = protoplan.merge_variants(desc)
+    for first, second in zip(plans, [*plans[1:], plans[0]], strict=True):
+        body = b"".join(
+            protoplan.build_google(google_class, p).SerializeToString() for p in (first, second)
+        )
+        expected = protoplan.google_plan(google_class.FromString(body))
+        decoded = kitchen_ours.message_class(desc).parse(body)
+        protoplan.assert_same(expected, kitchen_ours.plan(desc, decoded), "a + b")
