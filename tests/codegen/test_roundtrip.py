@@ -86,7 +86,7 @@ def test_kitchen_roundtrip(full_name: str, kitchen_ours: Ours) -> None:
         _wire_model_wire(kitchen_ours, models_module, desc, plan)
 
     check()
-    for plan in protoplan.merge_variants(desc):
+    for plan in protoplan.populated_variants(desc):
         _wire_model_wire(kitchen_ours, models_module, desc, plan)
 
 

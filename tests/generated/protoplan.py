@@ -628,7 +628,7 @@ def assert_same(expected: Plan, actual: Plan, what: str) -> None:
     assert not problems, f"{what}:\n  " + "\n  ".join(problems)
 
 
-def merge_variants(desc: Descriptor) -> Sequence[Plan]:
+def populated_variants(desc: Descriptor) -> Sequence[Plan]:
     """Populated plans of every variant `desc` needs."""
     return [populated(desc, v) for v in range(variant_count(desc))]
 
