@@ -9,6 +9,7 @@ field. Hypothesis then does the same with random values for the biggest types.
 from __future__ import annotations
 
 import inspect
+import math
 import struct
 
 import betterproto2
@@ -281,3 +282,17 @@ def test_concatenated_encodings_merge_like_google(full_name: str, kitchen_ours: 
         expected = protoplan.google_plan(google_class.FromString(body))
         decoded = kitchen_ours.message_class(desc).parse(body)
         protoplan.assert_same(expected, kitchen_ours.plan(desc, decoded), "a + b")
+
+
+def test_negative_zero_survives(kitchen_ours: Ours) -> None:
+    """-0.0 is not the default 0.0 (Google compares bits): it is encoded and keeps its sign."""
+    google_class = genpkgs.kitchen_google_class("kitchen.v1.Scalars")
+    cls = kitchen_ours.message_class(protoplan.descriptor_of(google_class))
+    expected = protoplan.build_google(
+        google_class,
+        {**protoplan.google_plan(google_class()), "f_double": -0.0, "f_float": -0.0},
+    ).SerializeToString()
+    assert bytes(cls(f_double=-0.0, f_float=-0.0)) == expected
+    decoded = cls.parse(expected)
+    assert math.copysign(1.0, decoded.f_double) == -1.0
+    assert math.copysign(1.0, decoded.f_float) == -1.0
