@@ -476,7 +476,8 @@ class TaskQueue:
         if math.isnan(progress) or not 0.0 <= progress <= 1.0:
             raise invalid("progress", f"must be between 0.0 and 1.0, not {status.progress!r}")
         rec = self._owned(slot, status.task_id)
-        if rec.terminal:
+        if rec.terminal or rec.state == _PENDING:
+            # Finished, or back in the queue after its lease ended: nothing runs it now.
             return False
         rec.state = _RUNNING
         rec.progress = progress
@@ -507,6 +508,10 @@ class TaskQueue:
             # Graceful shutdown: the agent hands the task back unfinished and takes no more
             # (set before the lease is dropped, or the freed slot would be refilled).
             slot.draining = True
+            if rec.state == _PENDING:
+                return pb.SubmitResultResponse(
+                    task_id=task_id, accepted=True, message="already back in the queue"
+                )
         self._detach(rec)
         if result.released:
             self._requeue(rec, count_attempt=False, reason="released by the agent")
