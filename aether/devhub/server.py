@@ -172,6 +172,7 @@ class HubServer:
             self._server = server
             self._port = int(sock.getsockname()[1])
         except BaseException:
+            self._stopped = True  # a failed start leaves nothing to stop
             await self._close_parts()
             raise
         self._tasks.append(asyncio.create_task(self._sweep_loop(), name="aether-hub-sweep"))

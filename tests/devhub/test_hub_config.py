@@ -171,3 +171,15 @@ def test_db_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
         assert [r.agent_id for r in AgentRegistry(db).list_agents()] == ["a1"]
     finally:
         db.close()
+
+
+async def test_failed_start_releases_everything(tmp_path: Path) -> None:
+    # A bad tool plugin: the Hub refuses to start with a clear error and leaves nothing open.
+    hub = HubServer(
+        HubConfig(port=0, dev=True, db_path=str(tmp_path / "h.db"), tools=("no_such_mod",))
+    )
+    with pytest.raises(ConfigError, match="no_such_mod"):
+        await hub.start()
+    assert not hub.is_running
+    assert hub.db.closed
+    await hub.stop()  # still safe
