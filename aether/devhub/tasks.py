@@ -457,7 +457,9 @@ class TaskQueue:
             and (rec.state == _PENDING or self._lease_agent(rec) == slot.session.agent_id)
         ):
             return rec
-        if rec.terminal and rec.assigned_agent_id == slot.session.agent_id:
+        if rec.terminal:
+            # Finished: a late repeat from anyone is only acknowledged as a duplicate (an
+            # agent whose lease expired may still flush its result after another finished).
             return rec
         raise GRPCError(
             Status.PERMISSION_DENIED,

@@ -525,3 +525,29 @@ async def test_result_from_a_newer_session_of_the_same_agent_is_accepted(
     assert redelivered.task_id == second and redelivered.attempt == 2
     assert (await new.result(second)).accepted
     assert (await state_of(tasks, second)).state == S.SUCCEEDED
+
+
+async def test_late_result_of_an_expired_lease_is_a_duplicate(
+    hub: HubServer,
+    hub_clock: FakeClock,
+    channel: grpclib.client.Channel,
+    tasks: client.TaskServiceStub,
+) -> None:
+    slow = await AgentConn.register(channel, "slowpoke")
+    slow.open_stream()
+    task_id = await submit(tasks)
+    await slow.next_assignment()
+    quick = await AgentConn.register(channel, "quick")
+    quick.open_stream()
+    for _ in range(4):  # only "quick" heart-beats: slowpoke's lease expires
+        hub_clock.advance(30)
+        await quick.heartbeat()
+        hub.sweep()
+    assert (await quick.next_assignment()).attempt == 2
+    assert (await quick.result(task_id, result=b"quick")).accepted
+    # slowpoke comes back (new session) and flushes its outbox: acknowledged, not applied.
+    back = await AgentConn.register(channel, "slowpoke")
+    ack = await back.result(task_id, result=b"slow")
+    assert ack.accepted and ack.duplicate
+    assert (await state_of(tasks, task_id)).result == b"quick"
+    await slow.close_stream()
