@@ -8,7 +8,7 @@ file it imports (transitively), the asked-for file first.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 
 from aether._wire import (
@@ -243,13 +243,3 @@ class ReflectionV1Alpha(reflection_v1alpha_server.ServerReflectionBase):
                     error_code=answer.code, error_message=answer.message
                 )
             yield response
-
-
-def served_names(services: Sequence[object]) -> list[str]:
-    """The SERVICE_NAME of every servable that has one."""
-    names: list[str] = []
-    for service in services:
-        name = getattr(service, "SERVICE_NAME", None)
-        if isinstance(name, str):
-            names.append(name)
-    return names
