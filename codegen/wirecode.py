@@ -133,9 +133,17 @@ def singular(name: str, number: int, el: Element, annotation: str, presence: boo
     var = f"f_{name}"
     attr = f"self.{name}"
     put = f"{el.writer}(out, {tag(number, el.wire)}, {attr})"
-    test = f"if {attr} is not None:" if presence else f"if {attr}:"
+    if presence:
+        test = f"if {attr} is not None:"
+    elif el.kind == "scalar" and el.type in (_FDP.TYPE_FLOAT, _FDP.TYPE_DOUBLE):
+        # -0.0 is not the zero value: protobuf compares bits.
+        test = f"if {attr} or _codec.is_negative_zero({attr}):"
+    else:
+        test = f"if {attr}:"
     if el.kind == "message":
-        read = f"{var}, pos = _codec.read_message(data, pos, {el.parse})"
+        read = f"{var}, pos = _codec.read_message(data, pos, {el.parse}, {var})"
+    elif el.kind == "wrapped":
+        read = f"{var}, pos = {el.reader}(data, pos, {var})"
     elif el.kind == "enum":
         read = f"{var}, pos = _codec.read_enum(data, pos, {el.ref})"
     else:

@@ -13,9 +13,11 @@ input raises `ValueError`.
 from __future__ import annotations
 
 import datetime
+import enum
+import math
 import struct
 from collections.abc import Callable, Iterable, Mapping
-from typing import SupportsBytes, TypeVar
+from typing import SupportsBytes, TypeVar, cast
 
 __all__ = (
     "EPOCH",
@@ -25,6 +27,7 @@ __all__ = (
     "append_one",
     "enum_reader",
     "extend_packed",
+    "is_negative_zero",
     "message_reader",
     "put_bool",
     "put_bytes",
@@ -71,6 +74,8 @@ __all__ = (
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 _T = TypeVar("_T")
+_E = TypeVar("_E", bound=enum.Enum)
+_M = TypeVar("_M", bound=SupportsBytes)
 
 Writer = Callable[[bytearray, bytes, _T], None]
 """Appends one field (tag bytes + value) to the buffer."""
@@ -81,6 +86,7 @@ EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 """The Unix epoch, the zero value of a Timestamp."""
 
 _SMALL = [bytes((i,)) for i in range(128)]
+_MAX_FIELD_NUMBER = (1 << 29) - 1
 _U64 = 1 << 64
 _F32 = struct.Struct("<f")
 _F64 = struct.Struct("<d")
@@ -105,6 +111,11 @@ def varint(value: int) -> bytes:
 
 
 # --------------------------------------------------------------------------- writing
+
+
+def is_negative_zero(value: float) -> bool:
+    """True for -0.0, which proto3 writes (only +0.0 is the zero value)."""
+    return value == 0 and math.copysign(1.0, value) < 0
 
 
 def put_int(out: bytearray, tag: bytes, value: int) -> None:
@@ -191,8 +202,7 @@ def put_packed(out: bytearray, tag: bytes, values: Iterable[_T], put: Writer[_T]
     put_bytes(out, tag, bytes(body))
 
 
-def put_timestamp(out: bytearray, tag: bytes, value: datetime.datetime) -> None:
-    """A google.protobuf.Timestamp from a timezone-aware datetime (naive ones are refused)."""
+def _timestamp_body(value: datetime.datetime) -> bytes:
     if value.tzinfo is None:
         raise ValueError("datetime must be timezone-aware")
     offset = value - EPOCH
@@ -202,11 +212,10 @@ def put_timestamp(out: bytearray, tag: bytes, value: datetime.datetime) -> None:
         put_int(body, b"\x08", seconds)
     if offset.microseconds:
         put_int(body, b"\x10", offset.microseconds * 1000)
-    put_bytes(out, tag, bytes(body))
+    return bytes(body)
 
 
-def put_duration(out: bytearray, tag: bytes, value: datetime.timedelta) -> None:
-    """A google.protobuf.Duration from a timedelta."""
+def _duration_body(value: datetime.timedelta) -> bytes:
     micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
     sign = -1 if micros < 0 else 1
     seconds, rest = divmod(abs(micros), 1_000_000)
@@ -215,7 +224,17 @@ def put_duration(out: bytearray, tag: bytes, value: datetime.timedelta) -> None:
         put_int(body, b"\x08", sign * seconds)
     if rest:
         put_int(body, b"\x10", sign * rest * 1000)
-    put_bytes(out, tag, bytes(body))
+    return bytes(body)
+
+
+def put_timestamp(out: bytearray, tag: bytes, value: datetime.datetime) -> None:
+    """A google.protobuf.Timestamp from a timezone-aware datetime (naive ones are refused)."""
+    put_bytes(out, tag, _timestamp_body(value))
+
+
+def put_duration(out: bytearray, tag: bytes, value: datetime.timedelta) -> None:
+    """A google.protobuf.Duration from a timedelta."""
+    put_bytes(out, tag, _duration_body(value))
 
 
 def put_each(out: bytearray, tag: bytes, values: Iterable[_T], put: Writer[_T]) -> None:
@@ -379,31 +398,41 @@ def read_str(data: bytes, pos: int) -> tuple[str, int]:
     return data[pos:end].decode(), end
 
 
-def read_enum(data: bytes, pos: int, enum: Callable[[int], _T]) -> tuple[_T, int]:
+def read_enum(data: bytes, pos: int, enum_type: type[_E]) -> tuple[_E, int]:
     """An enum value (numbers the enum does not name are kept by betterproto2's Enum)."""
     value, pos = read_int32(data, pos)
-    return enum(value), pos
+    # The member table first: calling the enum class is several times slower.
+    member = enum_type._value2member_map_.get(value)
+    return (enum_type(value) if member is None else cast(_E, member)), pos
 
 
-def enum_reader(enum: Callable[[int], _T]) -> Reader[_T]:
+def enum_reader(enum_type: type[_E]) -> Reader[_E]:
     """A Reader of one enum (for repeated fields and map values)."""
 
-    def read(data: bytes, pos: int) -> tuple[_T, int]:
-        return read_enum(data, pos, enum)
+    def read(data: bytes, pos: int) -> tuple[_E, int]:
+        return read_enum(data, pos, enum_type)
 
     return read
 
 
-def read_message(data: bytes, pos: int, parse: Callable[[bytes], _T]) -> tuple[_T, int]:
-    """A message, decoded by its class's `parse` (or a wrapper of it)."""
+def read_message(
+    data: bytes, pos: int, parse: Callable[[bytes], _M], current: _M | None = None
+) -> tuple[_M, int]:
+    """A message, decoded by its class's `parse`.
+
+    A singular message field that occurs again is merged into the value so far, as
+    protobuf does: the result is what the concatenation of both encodings decodes to.
+    """
     raw, pos = read_bytes(data, pos)
+    if current is not None:
+        raw = bytes(current) + raw
     return parse(raw), pos
 
 
-def message_reader(parse: Callable[[bytes], _T]) -> Reader[_T]:
-    """A Reader of one message type (for map values)."""
+def message_reader(parse: Callable[[bytes], _M]) -> Reader[_M]:
+    """A Reader of one message type (for map values: a repeated key replaces, not merges)."""
 
-    def read(data: bytes, pos: int) -> tuple[_T, int]:
+    def read(data: bytes, pos: int) -> tuple[_M, int]:
         return read_message(data, pos, parse)
 
     return read
@@ -463,8 +492,9 @@ def read_entry_into(
     return pos
 
 
-def _seconds_nanos(data: bytes, pos: int) -> tuple[int, int, int]:
+def _seconds_nanos(data: bytes, pos: int, prefix: bytes) -> tuple[int, int, int]:
     body, pos = read_bytes(data, pos)
+    body = prefix + body
     seconds = nanos = 0
     at = 0
     end = len(body)
@@ -479,16 +509,24 @@ def _seconds_nanos(data: bytes, pos: int) -> tuple[int, int, int]:
     return seconds, nanos, pos
 
 
-def read_timestamp(data: bytes, pos: int) -> tuple[datetime.datetime, int]:
-    """A google.protobuf.Timestamp as a UTC datetime (nanoseconds truncated to micros)."""
-    seconds, nanos, pos = _seconds_nanos(data, pos)
+def read_timestamp(
+    data: bytes, pos: int, current: datetime.datetime | None = None
+) -> tuple[datetime.datetime, int]:
+    """A google.protobuf.Timestamp as a UTC datetime (nanoseconds truncated to micros);
+    merged into `current` (a repeated occurrence of a singular field) like a message."""
+    prefix = b"" if current is None else _timestamp_body(current)
+    seconds, nanos, pos = _seconds_nanos(data, pos, prefix)
     delta = datetime.timedelta(seconds=seconds, microseconds=nanos // 1000)
     return EPOCH + delta, pos
 
 
-def read_duration(data: bytes, pos: int) -> tuple[datetime.timedelta, int]:
-    """A google.protobuf.Duration as a timedelta (nanoseconds truncated to micros)."""
-    seconds, nanos, pos = _seconds_nanos(data, pos)
+def read_duration(
+    data: bytes, pos: int, current: datetime.timedelta | None = None
+) -> tuple[datetime.timedelta, int]:
+    """A google.protobuf.Duration as a timedelta (nanoseconds truncated to micros);
+    merged into `current` (a repeated occurrence of a singular field) like a message."""
+    prefix = b"" if current is None else _duration_body(current)
+    seconds, nanos, pos = _seconds_nanos(data, pos, prefix)
     micros = nanos // 1000 if nanos >= 0 else -(-nanos // 1000)
     return datetime.timedelta(seconds=seconds, microseconds=micros), pos
 
@@ -496,8 +534,8 @@ def read_duration(data: bytes, pos: int) -> tuple[datetime.timedelta, int]:
 def skip_field(data: bytes, pos: int, tag: int) -> int:
     """The position after the value of a field this message does not know."""
     wire = tag & 7
-    if tag >> 3 == 0:
-        raise ValueError("field number 0 is invalid")
+    if not 0 < tag >> 3 <= _MAX_FIELD_NUMBER:
+        raise ValueError(f"invalid field number {tag >> 3}")
     if wire == 0:
         return read_varint(data, pos)[1]
     if wire == 1:

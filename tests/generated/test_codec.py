@@ -102,3 +102,29 @@ def test_invalid_wire_type_and_field_zero_are_rejected() -> None:
 def test_overlong_varint_is_rejected() -> None:
     with pytest.raises(ValueError, match="10 bytes"):
         codec.read_varint(b"\xff" * 11, 0)
+
+
+def test_repeated_singular_message_field_is_merged() -> None:
+    first = bytes(pb.ChatResponse(usage=pb.Usage(prompt_tokens=3, total_tokens=5)))
+    second = bytes(pb.ChatResponse(usage=pb.Usage(completion_tokens=2, total_tokens=7)))
+    merged = pb.ChatResponse.parse(first + second)
+    assert merged.usage == pb.Usage(prompt_tokens=3, completion_tokens=2, total_tokens=7)
+
+
+def test_repeated_singular_timestamp_is_merged_field_wise() -> None:
+    # seconds=5, nanos=7000 then seconds=9 only: protobuf keeps nanos from the first.
+    first = b"\x4a\x05\x08\x05\x10\xd8\x36"
+    second = b"\x4a\x02\x08\x09"
+    merged = pb.TaskAssignment.parse(first + second).created_at
+    assert merged == datetime.datetime(1970, 1, 1, 0, 0, 9, 7, tzinfo=UTC)
+
+
+def test_field_number_beyond_the_maximum_is_rejected() -> None:
+    with pytest.raises(ValueError, match="invalid field number"):
+        pb.TaskResult.parse(b"\x8d\x80\x80\x80\x10\x00\x00\x00\x00")
+
+
+def test_negative_zero_is_written() -> None:
+    data = bytes(pb.TaskStatus(progress=-0.0))
+    assert data == b"\x1d\x00\x00\x00\x80"
+    assert str(pb.TaskStatus.parse(data).progress) == "-0.0"

@@ -574,7 +574,7 @@ class ChatChunk(betterproto2.Message):
             elif tag == 26:
                 f_finish_reason, pos = _codec.read_str(data, pos)
             elif tag == 34:
-                f_usage, pos = _codec.read_message(data, pos, Usage.parse)
+                f_usage, pos = _codec.read_message(data, pos, Usage.parse, f_usage)
             elif tag == 42:
                 f_error_message, pos = _codec.read_str(data, pos)
             else:
@@ -798,7 +798,7 @@ class ChatResponse(betterproto2.Message):
             elif tag == 26:
                 f_model, pos = _codec.read_str(data, pos)
             elif tag == 34:
-                f_usage, pos = _codec.read_message(data, pos, Usage.parse)
+                f_usage, pos = _codec.read_message(data, pos, Usage.parse, f_usage)
             elif tag == 42:
                 f_error_message, pos = _codec.read_str(data, pos)
             elif tag == 50:
@@ -1249,7 +1249,7 @@ class HeartbeatResponse(betterproto2.Message):
             elif tag == 16:
                 f_heartbeat_interval_seconds, pos = _codec.read_int32(data, pos)
             elif tag == 26:
-                f_server_time, pos = _codec.read_timestamp(data, pos)
+                f_server_time, pos = _codec.read_timestamp(data, pos, f_server_time)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -2275,7 +2275,7 @@ class RetrieveResponse(betterproto2.Message):
             elif tag == 34:
                 f_error_message, pos = _codec.read_str(data, pos)
             elif tag == 42:
-                f_expires_at, pos = _codec.read_timestamp(data, pos)
+                f_expires_at, pos = _codec.read_timestamp(data, pos, f_expires_at)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -2936,7 +2936,7 @@ class Task(betterproto2.Message):
             _codec.put_int(out, b"X", self.max_attempts)
         if self.assigned_agent_id:
             _codec.put_str(out, b"b", self.assigned_agent_id)
-        if self.progress:
+        if self.progress or _codec.is_negative_zero(self.progress):
             _codec.put_float(out, b"m", self.progress)
         if self.status_message:
             _codec.put_str(out, b"r", self.status_message)
@@ -3035,13 +3035,13 @@ class Task(betterproto2.Message):
                     f_metrics, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
                 )
             elif tag == 146:
-                f_created_at, pos = _codec.read_timestamp(data, pos)
+                f_created_at, pos = _codec.read_timestamp(data, pos, f_created_at)
             elif tag == 154:
-                f_updated_at, pos = _codec.read_timestamp(data, pos)
+                f_updated_at, pos = _codec.read_timestamp(data, pos, f_updated_at)
             elif tag == 162:
-                f_completed_at, pos = _codec.read_timestamp(data, pos)
+                f_completed_at, pos = _codec.read_timestamp(data, pos, f_completed_at)
             elif tag == 170:
-                f_deadline, pos = _codec.read_timestamp(data, pos)
+                f_deadline, pos = _codec.read_timestamp(data, pos, f_deadline)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -3189,9 +3189,9 @@ class TaskAssignment(betterproto2.Message):
             elif tag == 66:
                 f_workflow_id, pos = _codec.read_str(data, pos)
             elif tag == 74:
-                f_created_at, pos = _codec.read_timestamp(data, pos)
+                f_created_at, pos = _codec.read_timestamp(data, pos, f_created_at)
             elif tag == 82:
-                f_deadline, pos = _codec.read_timestamp(data, pos)
+                f_deadline, pos = _codec.read_timestamp(data, pos, f_deadline)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -3410,7 +3410,7 @@ class TaskStatus(betterproto2.Message):
             _codec.put_str(out, b"\n", self.task_id)
         if self.state:
             _codec.put_int(out, b"\x10", self.state)
-        if self.progress:
+        if self.progress or _codec.is_negative_zero(self.progress):
             _codec.put_float(out, b"\x1d", self.progress)
         if self.message:
             _codec.put_str(out, b'"', self.message)
@@ -3509,10 +3509,12 @@ class TaskStreamEvent(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_assignment, pos = _codec.read_message(data, pos, TaskAssignment.parse)
+                f_assignment, pos = _codec.read_message(
+                    data, pos, TaskAssignment.parse, f_assignment
+                )
                 f_cancel = None
             elif tag == 18:
-                f_cancel, pos = _codec.read_message(data, pos, TaskCancellation.parse)
+                f_cancel, pos = _codec.read_message(data, pos, TaskCancellation.parse, f_cancel)
                 f_assignment = None
             else:
                 pos = _codec.skip_field(data, pos, tag)
@@ -3562,7 +3564,7 @@ class TaskUpdate(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_task, pos = _codec.read_message(data, pos, Task.parse)
+                f_task, pos = _codec.read_message(data, pos, Task.parse, f_task)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]

@@ -399,7 +399,7 @@ class ServerReflectionRequest(betterproto2.Message):
                 f_list_services = None
             elif tag == 42:
                 f_file_containing_extension, pos = _codec.read_message(
-                    data, pos, ExtensionRequest.parse
+                    data, pos, ExtensionRequest.parse, f_file_containing_extension
                 )
                 f_file_by_filename = None
                 f_file_containing_symbol = None
@@ -520,31 +520,33 @@ class ServerReflectionResponse(betterproto2.Message):
                 f_valid_host, pos = _codec.read_str(data, pos)
             elif tag == 18:
                 f_original_request, pos = _codec.read_message(
-                    data, pos, ServerReflectionRequest.parse
+                    data, pos, ServerReflectionRequest.parse, f_original_request
                 )
             elif tag == 34:
                 f_file_descriptor_response, pos = _codec.read_message(
-                    data, pos, FileDescriptorResponse.parse
+                    data, pos, FileDescriptorResponse.parse, f_file_descriptor_response
                 )
                 f_all_extension_numbers_response = None
                 f_list_services_response = None
                 f_error_response = None
             elif tag == 42:
                 f_all_extension_numbers_response, pos = _codec.read_message(
-                    data, pos, ExtensionNumberResponse.parse
+                    data, pos, ExtensionNumberResponse.parse, f_all_extension_numbers_response
                 )
                 f_file_descriptor_response = None
                 f_list_services_response = None
                 f_error_response = None
             elif tag == 50:
                 f_list_services_response, pos = _codec.read_message(
-                    data, pos, ListServiceResponse.parse
+                    data, pos, ListServiceResponse.parse, f_list_services_response
                 )
                 f_file_descriptor_response = None
                 f_all_extension_numbers_response = None
                 f_error_response = None
             elif tag == 58:
-                f_error_response, pos = _codec.read_message(data, pos, ErrorResponse.parse)
+                f_error_response, pos = _codec.read_message(
+                    data, pos, ErrorResponse.parse, f_error_response
+                )
                 f_file_descriptor_response = None
                 f_all_extension_numbers_response = None
                 f_list_services_response = None

@@ -230,11 +230,11 @@ class Item(betterproto2.Message):
             elif tag == 42:
                 pos = _codec.append_one(f_tags, data, pos, _codec.read_str)
             elif tag == 50:
-                f_origin, pos = _codec.read_message(data, pos, ItemOrigin.parse)
+                f_origin, pos = _codec.read_message(data, pos, ItemOrigin.parse, f_origin)
             elif tag == 58:
-                f_created_at, pos = _codec.read_timestamp(data, pos)
+                f_created_at, pos = _codec.read_timestamp(data, pos, f_created_at)
             elif tag == 66:
-                f_ttl, pos = _codec.read_duration(data, pos)
+                f_ttl, pos = _codec.read_duration(data, pos, f_ttl)
             elif tag == 73:
                 f_weight, pos = _codec.read_double(data, pos)
             elif tag == 82:
