@@ -8,7 +8,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-RUFF_CONFIG = Path(__file__).parent / "ruff.toml"
+RUFF_CONFIG = Path(__file__).parent / "ruff-generated.toml"
+"""Not named ruff.toml, so that ruff does not also apply it to codegen/ itself."""
 
 
 class FormatError(RuntimeError):
