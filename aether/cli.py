@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import inspect
 import sys
 from collections.abc import Callable, Sequence
@@ -39,15 +38,8 @@ def _add_agents(subparsers: _SubParsers) -> None:
 
 
 def _add_task(subparsers: _SubParsers) -> None:
-    try:
-        add_task_parser: Callable[[_SubParsers], object] = importlib.import_module(
-            "aether.taskcli"
-        ).add_task_parser
-    except (ImportError, AttributeError) as exc:  # not installed in a partial checkout
-        parser = subparsers.add_parser("task", help="submit and follow tasks (unavailable)")
-        message = f"aether task is unavailable: {exc}"
-        parser.set_defaults(handler=lambda _args: _fail(message))
-        return
+    from aether.taskcli import add_task_parser
+
     add_task_parser(subparsers)
 
 
@@ -64,11 +56,6 @@ _SUBCOMMANDS: tuple[tuple[str, Callable[[_SubParsers], None]], ...] = (
     ("task", _add_task),
     ("run", _add_run),
 )
-
-
-def _fail(message: str) -> int:
-    print(message, file=sys.stderr)
-    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
