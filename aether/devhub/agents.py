@@ -23,6 +23,21 @@ log = logging.getLogger("aether.devhub.agents")
 MISSED_HEARTBEATS = 3
 
 
+def _connection_lost(context: runtime.ServerContext) -> bool:
+    """Whether the call ended with its HTTP/2 connection (vs. the client cancelling it).
+
+    grpclib closes the connection's transport before it cancels the handlers of a lost
+    connection; a client's RST_STREAM leaves it open. Reads grpclib internals (pinned);
+    when they are not there, assume the connection is gone (the safe, requeueing side).
+    """
+    h2_stream = getattr(context.stream, "_stream", None)
+    connection = getattr(h2_stream, "connection", None)
+    is_closing = getattr(connection, "is_closing", None)
+    if not callable(is_closing):
+        return True
+    return bool(is_closing())
+
+
 class AgentService(server.AgentServiceBase):
     """Agents register, keep their session alive, receive tasks and report back."""
 
@@ -181,7 +196,7 @@ class AgentService(server.AgentServiceBase):
                 wake.clear()
                 await wake.wait()
         finally:
-            self._queue.close_stream(slot, gen)
+            self._queue.close_stream(slot, gen, connection_lost=_connection_lost(context))
 
     async def report_status(
         self, request: pb.TaskStatus, context: runtime.ServerContext

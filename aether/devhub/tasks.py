@@ -360,13 +360,25 @@ class TaskQueue:
         self._fill(slot)
         return slot, slot.stream_gen
 
-    def close_stream(self, slot: SessionSlot, gen: int) -> int:
-        """The stream number `gen` of `slot` ended; its leases go back (attempt counted)."""
+    def close_stream(self, slot: SessionSlot, gen: int, *, connection_lost: bool = True) -> int:
+        """The stream number `gen` of `slot` ended; how many tasks went back to the queue.
+
+        With `connection_lost` (the agent's connection died: a crash, a network failure) its
+        leases go back at once, attempt counted. Otherwise the agent cancelled the call on
+        a live connection, which is how an agent stops taking tasks before it shuts down:
+        the tasks it already received stay leased to the still-registered session (their
+        results, releases or the Unregister follow), and only assignments that were never
+        sent go back, uncounted.
+        """
         if slot.ended or slot.stream_gen != gen or not slot.streaming:
             return 0
-        return self._stop_streaming(slot, f"task stream of agent {slot.session.agent_id!r} broke")
+        if connection_lost and not self.shutting_down:
+            return self._stop_streaming(
+                slot, f"task stream of agent {slot.session.agent_id!r} broke"
+            )
+        return self._pause_streaming(slot)
 
-    def _stop_streaming(self, slot: SessionSlot, reason: str) -> int:
+    def _unlist(self, slot: SessionSlot) -> None:
         slot.streaming = False
         for key in slot.keys:
             sessions = self._by_key.get(key)
@@ -374,9 +386,29 @@ class TaskQueue:
                 sessions.remove(slot)
                 if not sessions:
                     del self._by_key[key]
+
+    def _stop_streaming(self, slot: SessionSlot, reason: str) -> int:
+        self._unlist(slot)
         slot.outbox.clear()
         # A Hub that shuts down breaks every stream; that is not the tasks' fault.
         return self._release_leases(slot, count_attempt=not self.shutting_down, reason=reason)
+
+    def _pause_streaming(self, slot: SessionSlot) -> int:
+        self._unlist(slot)
+        unsent = [ev.assignment.task_id for ev in slot.outbox if ev.assignment is not None]
+        # Cancellations still matter to the agent: they wait for its next stream.
+        kept = [ev for ev in slot.outbox if ev.cancel is not None]
+        slot.outbox.clear()
+        slot.outbox.extend(kept)
+        requeued = 0
+        sid = slot.session.session_id
+        for task_id in unsent:
+            rec = slot.leases.pop(task_id, None)
+            if rec is None or rec.terminal or rec.session_id != sid:
+                continue
+            if self._requeue(rec, count_attempt=False, reason="never sent"):
+                requeued += 1
+        return requeued
 
     def end_session(
         self, session_id: str, *, count_attempt: bool, reason: str, stream_error: str = ""
@@ -390,13 +422,7 @@ class TaskQueue:
         if slot is None:
             return 0
         if slot.streaming:
-            slot.streaming = False
-            for key in slot.keys:
-                sessions = self._by_key.get(key)
-                if sessions is not None and slot in sessions:
-                    sessions.remove(slot)
-                    if not sessions:
-                        del self._by_key[key]
+            self._unlist(slot)
         slot.ended = True
         slot.closed_reason = reason
         slot.closed_error = stream_error

@@ -119,18 +119,25 @@ class AgentConn:
         """The bearer metadata of this session."""
         return bearer(self.token)
 
-    def open_stream(self, max_concurrent_tasks: int = 0) -> None:
-        """Start reading the session's task stream into `events`."""
+    def open_stream(
+        self, max_concurrent_tasks: int = 0, *, channel: grpclib.client.Channel | None = None
+    ) -> None:
+        """Start reading the session's task stream into `events`.
+
+        With `channel`, the stream runs on that connection (close it to simulate a lost
+        connection); otherwise on the registration's channel.
+        """
         assert self._reader is None, "stream already open"
         self.stream_ended.clear()
-        self._reader = asyncio.create_task(self._read(max_concurrent_tasks))
+        stub = self.stub if channel is None else client.AgentServiceStub(channel)
+        self._reader = asyncio.create_task(self._read(stub, max_concurrent_tasks))
 
-    async def _read(self, max_concurrent_tasks: int) -> None:
+    async def _read(self, stub: client.AgentServiceStub, max_concurrent_tasks: int) -> None:
         request = pb.StreamTasksRequest(
             agent_id=self.agent_id, max_concurrent_tasks=max_concurrent_tasks
         )
         try:
-            async for event in self.stub.stream_tasks(request, metadata=self.metadata):
+            async for event in stub.stream_tasks(request, metadata=self.metadata):
                 self.events.put_nowait(event)
         except GRPCError as exc:
             self.stream_error = exc
@@ -140,7 +147,8 @@ class AgentConn:
             self.stream_ended.set()
 
     async def close_stream(self) -> None:
-        """Break the stream from the client side (as a crashed agent would)."""
+        """Cancel the stream call; its connection stays open (how an agent stops taking
+        tasks). To simulate a crash, open the stream on its own channel and close that."""
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()

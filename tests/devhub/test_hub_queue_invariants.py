@@ -37,6 +37,7 @@ ops = st.lists(
                 "release",
                 "cancel",
                 "break",
+                "pause",
                 "end",
                 "unregister",
                 "tick",
@@ -116,10 +117,15 @@ class Model:
         elif name == "cancel":
             if self.ids:
                 q.cancel(self.ids[i * 7 % len(self.ids)])
-        elif name == "break":
+        elif name in ("break", "pause"):
+            # A lost connection, or a stream the agent cancelled on a live connection.
             slot = self.session(i)
             if slot is not None:
-                q.close_stream(slot, self.slots[slot.session.session_id][1])
+                q.close_stream(
+                    slot,
+                    self.slots[slot.session.session_id][1],
+                    connection_lost=name == "break",
+                )
                 _, gen = q.open_stream(slot.session.session_id)
                 self.slots[slot.session.session_id] = (slot, gen)
         elif name in ("end", "unregister"):

@@ -185,18 +185,21 @@ async def test_lease_expiry_redelivers_with_next_attempt(
     await dead.close_stream()
 
 
-async def test_broken_stream_requeues_and_max_attempts_fail_the_task(
+async def test_lost_connection_requeues_and_max_attempts_fail_the_task(
     hub: HubServer, channel: grpclib.client.Channel, tasks: client.TaskServiceStub
 ) -> None:
     agent = await AgentConn.register(channel, "crashy")
     task_id = await submit(tasks, description="poison", max_attempts=2)
     for attempt in (1, 2):
-        agent.open_stream()
+        # The stream runs on its own connection, which then dies (as with a crash).
+        conn = grpclib.client.Channel("127.0.0.1", hub.port)
+        agent.open_stream(channel=conn)
         assignment = await agent.next_assignment()
         assert assignment.task_id == task_id and assignment.attempt == attempt
+        conn.close()
         await agent.close_stream()
-        # The Hub notices the broken stream; wait for the task to leave LEASED.
-        for _ in range(200):
+        # The Hub notices the lost connection; wait for the task to leave LEASED.
+        for _ in range(500):
             if (await state_of(tasks, task_id)).state != S.LEASED:
                 break
             await asyncio.sleep(0.01)
@@ -204,6 +207,38 @@ async def test_broken_stream_requeues_and_max_attempts_fail_the_task(
     assert task.state == S.FAILED
     assert "gave up after 2 of 2 attempts" in task.error_message
     assert "stream" in task.error_message
+
+
+async def test_cancelled_stream_keeps_leases_for_an_orderly_shutdown(
+    hub: HubServer, channel: grpclib.client.Channel, tasks: client.TaskServiceStub
+) -> None:
+    # An agent that shuts down first cancels its stream (no new tasks), then hands back
+    # what it could not finish and unregisters: no attempt is counted.
+    agent = await AgentConn.register(channel, "tidy", max_concurrent_tasks=2)
+    agent.open_stream()
+    ids = [await submit(tasks), await submit(tasks)]
+    for _ in ids:
+        await agent.next_assignment()
+    await agent.close_stream()
+    slot = hub.queue.slot(agent.session_id)
+    assert slot is not None
+    for _ in range(500):
+        if not slot.streaming:
+            break
+        await asyncio.sleep(0.01)
+    assert not slot.streaming
+    assert [(await state_of(tasks, t)).state for t in ids] == [S.LEASED, S.LEASED]
+    third = await submit(tasks)  # nobody streams: it waits
+    assert (await state_of(tasks, third)).state == S.PENDING
+    ack = await agent.result(ids[0], success=False, released=True)
+    assert ack.accepted
+    resp = await agent.stub.unregister(
+        pb.UnregisterRequest(agent_id="tidy"), metadata=agent.metadata
+    )
+    assert resp.requeued_tasks == 1
+    for task_id in ids:
+        task = await state_of(tasks, task_id)
+        assert task.state == S.PENDING and task.attempt == 0
 
 
 async def test_duplicate_results_are_acknowledged(
