@@ -33,6 +33,7 @@ from aether.devhub.agents import AgentService
 from aether.devhub.auth import (
     AgentRegistry,
     ClientAuth,
+    EnrolmentError,
     SessionRegistry,
     hash_secret,
     parse_trust_level,
@@ -254,7 +255,10 @@ class HubServer:
             else:
                 log.warning("agent %r is configured without a secret", spec.agent_id)
             existing = agents.get(spec.agent_id)
-            level = parse_trust_level(spec.trust_level)
+            try:
+                level = parse_trust_level(spec.trust_level)
+            except EnrolmentError as exc:
+                raise ConfigError(f"agent {spec.agent_id!r}: {exc}") from None
             if (
                 existing is not None
                 and existing.trust_level == level
@@ -263,7 +267,10 @@ class HubServer:
             ):
                 continue
             hashed = await asyncio.to_thread(hash_secret, secret)
-            agents.add_hashed(spec.agent_id, hashed, level, source="config")
+            try:
+                agents.add_hashed(spec.agent_id, hashed, level, source="config")
+            except EnrolmentError as exc:
+                raise ConfigError(str(exc)) from None
 
     def _build_llm(self, config: HubConfig, sessions: SessionRegistry) -> LLMService:
         try:

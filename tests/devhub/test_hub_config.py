@@ -183,3 +183,11 @@ async def test_failed_start_releases_everything(tmp_path: Path) -> None:
     assert not hub.is_running
     assert hub.db.closed
     await hub.stop()  # still safe
+
+
+async def test_bad_trust_level_in_config_is_a_config_error() -> None:
+    hub = HubServer(
+        HubConfig(port=0, agents=(AgentSpec("ops", secret_env="", trust_level="supreme"),))
+    )
+    with pytest.raises(ConfigError, match="trust level"):
+        await hub.start()
