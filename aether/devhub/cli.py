@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -255,6 +256,9 @@ def run_hub(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"aether hub: error: {exc}", file=sys.stderr)
         return 1
+    except sqlite3.Error as exc:
+        print(f"aether hub: error: database {config.db_path}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         pass
     return 0
@@ -326,6 +330,9 @@ def run_hub_agents(args: argparse.Namespace) -> int:
     except (ConfigError, EnrolmentError) as exc:
         print(f"aether hub agents: error: {exc}", file=sys.stderr)
         return 2
+    except sqlite3.Error as exc:
+        print(f"aether hub agents: error: database: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -338,8 +345,14 @@ def run_agents_list(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"aether agents: error: {exc}", file=sys.stderr)
         return 2
+    except sqlite3.Error as exc:
+        print(f"aether agents: error: database {args.db}: {exc}", file=sys.stderr)
+        return 1
     try:
         infos = SessionRegistry.read_sessions(db, include_ended=args.all)
+    except sqlite3.Error as exc:
+        print(f"aether agents: error: database {args.db}: {exc}", file=sys.stderr)
+        return 1
     finally:
         db.close()
     now = time.time()

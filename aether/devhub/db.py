@@ -32,12 +32,16 @@ class Database:
         self._conn = sqlite3.connect(target, check_same_thread=False)
         self._lock = threading.Lock()
         self._closed = False
-        if self._path is not None:
-            # WAL lets `aether agents list --db FILE` read while the Hub writes.
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.execute("PRAGMA busy_timeout=5000")
+        try:
+            if self._path is not None:
+                # WAL lets `aether agents list --db FILE` read while the Hub writes.
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error:
+            self._conn.close()  # e.g. "file is not a database"
+            raise
 
     @property
     def path(self) -> Path | None:

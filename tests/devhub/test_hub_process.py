@@ -328,3 +328,16 @@ async def test_two_hubs_bridged_by_nats() -> None:
                 assert message.subject == "fleet.status" and message.payload == b"up"
             finally:
                 ch.close()
+
+
+async def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("this is not SQLite, but long enough to be read as a header" * 4)
+    for argv in (
+        ("hub", "--port", "0", "--db", str(bad)),
+        ("agents", "list", "--db", str(bad)),
+        ("hub", "agents", "list", "--db", str(bad)),
+    ):
+        code, _, err = await run_cli(*argv)
+        assert code == 1, argv
+        assert "not a database" in err and "Traceback" not in err, err
