@@ -180,6 +180,11 @@ class HubServer:
         if self.queue.store is not None:
             self._tasks.append(asyncio.create_task(self._flush_loop(), name="aether-hub-flush"))
         log.info("Aether Hub listening on %s", self.address)
+        if not config.dev and not self.agents.list_agents():
+            log.warning(
+                "no agents are enrolled and --dev is off: every Register will be refused"
+                " (enrol agents with `aether hub agents add` or --config, or use --dev)"
+            )
 
     async def _build(self, config: HubConfig, client_token: str | None) -> None:
         clock = self._clock
