@@ -69,9 +69,22 @@ def kitchen(kitchen_ours: Ours) -> Kitchen:
     )
 
 
-def _kitchen_service(kitchen: Kitchen, max_message_bytes: int | None = None) -> Any:
+@dataclass(frozen=True)
+class SeenCall:
+    """What our server's GetHTTPStatus handler saw of its call."""
+
+    method: str
+    metadata: dict[str, str | bytes]
+    has_deadline: bool
+    bearer_token: str | None
+
+
+def _kitchen_service(
+    kitchen: Kitchen, max_message_bytes: int | None = None, seen: list[SeenCall] | None = None
+) -> Any:
     """Our KitchenService implementation, on our generated base."""
     ticks = kitchen.pb
+    calls = [] if seen is None else seen
 
     async def echo(self: Any, request: Any, context: ServerContext) -> Any:
         return request
@@ -93,6 +106,14 @@ def _kitchen_service(kitchen: Kitchen, max_message_bytes: int | None = None) -> 
             yield ticks.Tick(value=tick.value * 2)
 
     async def get_http_status(self: Any, request: Any, context: ServerContext) -> Any:
+        calls.append(
+            SeenCall(
+                method=context.method,
+                metadata=dict(context.metadata),
+                has_deadline=context.deadline is not None,
+                bearer_token=context.bearer_token,
+            )
+        )
         return ticks.SumResponse(total=200, count=request.start)
 
     # Built with type(): the base class is generated at test time, invisible to mypy.
@@ -250,6 +271,43 @@ async def test_grpcio_client_calls_every_shape_of_our_server(kitchen: Kitchen) -
                 pass
         assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert failed.value.details() == "start must be above 0"
+
+
+async def test_grpcio_metadata_and_deadline_reach_our_handler(kitchen: Kitchen) -> None:
+    seen: list[SeenCall] = []
+    async with (
+        _grpclib_server(_kitchen_service(kitchen, seen=seen)) as port,
+        _grpcio_channel(port) as channel,
+    ):
+        stub = kitchen.pb2_grpc.KitchenServiceStub(channel)
+        request = kitchen.pb2.CountdownRequest(start=1)
+        await stub.GetHTTPStatus(
+            request,
+            timeout=30,
+            metadata=(("authorization", "Bearer tok-7"), ("x-trace-bin", b"\x00\xff")),
+        )
+        await stub.GetHTTPStatus(request)
+    with_metadata, bare = seen
+    assert with_metadata.method == "/kitchen.v1.KitchenService/GetHTTPStatus"
+    assert with_metadata.bearer_token == "tok-7"
+    assert with_metadata.metadata["x-trace-bin"] == b"\x00\xff"
+    assert with_metadata.has_deadline
+    assert (bare.bearer_token, bare.has_deadline) == (None, False)
+
+
+async def test_compressed_request_is_refused_clearly(kitchen: Kitchen) -> None:
+    """Our server speaks no compression: a gzip request fails with UNIMPLEMENTED, not garbage."""
+    async with (
+        _grpclib_server(_kitchen_service(kitchen)) as port,
+        _grpcio_channel(port) as channel,
+    ):
+        stub = kitchen.pb2_grpc.KitchenServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.Echo(
+                kitchen.pb2.Everything(far_away="x" * 100), compression=grpc.Compression.Gzip
+            )
+        assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert (await stub.Echo(kitchen.pb2.Everything(far_away="ok"))).far_away == "ok"
 
 
 async def test_oversize_request_is_resource_exhausted(kitchen: Kitchen) -> None:
