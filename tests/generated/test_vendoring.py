@@ -108,7 +108,40 @@ decoded = messages.TaskResult.parse(bytes(wire))
 model = models.TaskResult.from_wire(decoded)
 validated = models.TaskResult.model_validate(model.model_dump())
 event = messages.TaskStreamEvent(assignment=messages.TaskAssignment(task_id="t", attempt=2))
+
+# A real call through the vendored server base and stub, over loopback.
+import asyncio
+from grpclib.client import Channel
+from grpclib.server import Server
+from vendored_x.grpc.health.v1 import client as health_client
+from vendored_x.grpc.health.v1 import messages as health
+from vendored_x.grpc.health.v1 import server as health_server
+
+class Health(health_server.HealthBase):
+    async def check(self, request, context):
+        return health.HealthCheckResponse(status=health.HealthCheckResponseServingStatus.SERVING)
+
+    async def watch(self, request, context):
+        yield health.HealthCheckResponse(status=health.HealthCheckResponseServingStatus.SERVING)
+
+async def call():
+    server = Server([Health()])
+    await server.start("127.0.0.1", 0)
+    port = server._server.sockets[0].getsockname()[1]
+    channel = Channel("127.0.0.1", port)
+    try:
+        reply = await health_client.HealthStub(channel).check(
+            health.HealthCheckRequest(service=""), timeout=30
+        )
+        return reply.status.name
+    finally:
+        channel.close()
+        server.close()
+        await server.wait_closed()
+
+status = asyncio.run(call())
 print(json.dumps({
+    "health": status,
     "modules": modules,
     "wire_equal": decoded == wire,
     "model_task_id": model.task_id,
@@ -139,6 +172,7 @@ def test_vendored_package_works_alone(vendored: Path, tmp_path: Path) -> None:
     assert report["model_back_equal"] is True
     assert report["event_attempt"] == 2
     assert report["loaded"] == []
+    assert report["health"] == "SERVING"
     assert f"{VENDORED}.v1.client" in report["modules"]
     assert f"{VENDORED}.v1.server" in report["modules"]
     assert f"{VENDORED}.grpc.health.v1.server" in report["modules"]
