@@ -218,3 +218,13 @@ def test_from_wire_keeps_enum_values_the_proto_does_not_define() -> None:
     model = models.TaskStatus.from_wire(messages.TaskStatus.parse(data))
     assert int(model.state) == 99
     assert bytes(model.to_wire()) == data
+
+
+def test_every_model_has_a_json_schema_with_descriptions() -> None:
+    """Tools (OpenAPI, LLM tool specs) read the models' JSON schemas."""
+    names = sorted({message for message, _ in _field_comments()})
+    for name in names:
+        schema = _model(name).model_json_schema()
+        assert schema["description"], name
+        for field, spec in schema.get("properties", {}).items():
+            assert spec.get("description"), f"{name}.{field}"
