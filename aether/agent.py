@@ -16,7 +16,7 @@ from aether._heartbeat import Sleep, heartbeat_loop
 from aether._outbox import Outbox
 from aether._tasks import TaskRunner
 from aether._wire import models, pb
-from aether.client import CALL_TIMEOUT, AgentClient
+from aether.client import CALL_TIMEOUT, AgentClient, ChannelFactory
 from aether.config import AgentConfig
 from aether.errors import (
     AetherConnectionError,
@@ -45,11 +45,15 @@ class AetherAgent:
     around waiting for SIGINT/SIGTERM. Also usable as `async with agent:`. Tasks run
     concurrently up to `config.max_concurrent_tasks`; heartbeats, keepalive and reconnects
     (with backoff) happen in the background.
+
+    `channel_factory` replaces how connections to the Hub are made (see `AgentClient`).
     """
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(
+        self, config: AgentConfig, *, channel_factory: ChannelFactory | None = None
+    ) -> None:
         self._config = config
-        self._client = AgentClient(config)
+        self._client = AgentClient(config, channel_factory=channel_factory)
         self._hub = Hub(self._client)
         self._state = ConnectionStateTracker(ConnectionState.CLOSED)
         self._runner = TaskRunner(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 
 from grpclib.client import Channel
@@ -21,12 +21,16 @@ from aether.errors import (
     map_exception,
 )
 
-__all__ = ("AgentClient",)
+__all__ = ("AgentClient", "ChannelFactory")
 
 log = logging.getLogger("aether.client")
 
 #: Deadline of the agent's own unary calls (register, heartbeat, results), in seconds.
 CALL_TIMEOUT = 30.0
+
+#: Makes the channel of each connection attempt (the first one and every reconnect). The
+#: channel may be returned already connected; `connect()` connects it otherwise.
+ChannelFactory = Callable[[], Awaitable[Channel]]
 
 
 class AgentClient:
@@ -36,10 +40,16 @@ class AgentClient:
     `authorization: Bearer <session_token>`. Failures raise `aether.errors` types. Usable as
     `async with AgentClient(config) as client:` (connects on entry; unregisters if registered
     and disconnects on exit).
+
+    `channel_factory` replaces how a connection is made (default: a TCP/TLS grpclib
+    channel to `config.hub_url`); `aether.testing` passes in-memory channels this way.
     """
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(
+        self, config: AgentConfig, *, channel_factory: ChannelFactory | None = None
+    ) -> None:
         self._config = config
+        self._channel_factory = channel_factory
         self._hub_url = str(config.hub_address)
         self._channel: Channel | None = None
         self._registration: models.AgentRegistration | None = None
@@ -58,6 +68,20 @@ class AgentClient:
     def config(self) -> AgentConfig:
         """The configuration this client was made with."""
         return self._config
+
+    def set_channel_factory(self, factory: ChannelFactory | None) -> None:
+        """Make later connections (and reconnects) with `factory` (None: the default).
+
+        Only while not connected; raises `AgentStateError` otherwise.
+        """
+        if self._channel is not None:
+            raise AgentStateError("set_channel_factory() needs a disconnected AgentClient")
+        self._channel_factory = factory
+
+    async def _open_channel(self) -> Channel:
+        if self._channel_factory is None:
+            return open_channel(self._config)
+        return await self._channel_factory()
 
     @property
     def is_connected(self) -> bool:
@@ -121,7 +145,10 @@ class AgentClient:
         """Open the connection to the Hub (raises `AetherConnectionError` when unreachable)."""
         if self._channel is not None:
             return
-        channel = open_channel(self._config)
+        try:
+            channel = await self._open_channel()
+        except Exception as exc:
+            raise self._error(exc, "Connect") from None
         try:
             await channel.__connect__()
         except BaseException as exc:

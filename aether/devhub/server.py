@@ -158,14 +158,9 @@ class HubServer:
 
     async def start(self) -> None:
         """Open the database, build the services and listen. Raises ConfigError/OSError."""
-        if self._started:
-            raise RuntimeError("HubServer already started")
-        self._started = True
-        config = self.config
-        config.validate()
-        client_token = config.client_token()
+        config = self._begin()
         try:
-            await self._build(config, client_token)
+            await self._build(config, config.client_token())
             server = _Server(self._services)
             sock = _bind(config.host, config.port)
             self._sock = sock
@@ -185,6 +180,30 @@ class HubServer:
                 "no agents are enrolled and --dev is off: every Register will be refused"
                 " (enrol agents with `aether hub agents add` or --config, or use --dev)"
             )
+
+    def _begin(self) -> HubConfig:
+        if self._started:
+            raise RuntimeError("HubServer already started (or built with build_services())")
+        self._started = True
+        self.config.validate()
+        return self.config
+
+    async def build_services(self) -> tuple[Servable, ...]:
+        """Open the database and build every service handler, without opening a socket.
+
+        For serving the Hub over another transport (`aether.testing` uses grpclib's
+        in-memory channel): the handlers are what `start()` would serve. Nothing runs in
+        the background; call `sweep()` to expire sessions and deadlines. Use either this or
+        `start()`, once; `stop()` closes what it opened. Raises `ConfigError`.
+        """
+        config = self._begin()
+        try:
+            await self._build(config, config.client_token())
+        except BaseException:
+            self._stopped = True
+            await self._close_parts()
+            raise
+        return tuple(self._services)
 
     async def _build(self, config: HubConfig, client_token: str | None) -> None:
         clock = self._clock

@@ -3,6 +3,8 @@
 - `TestHub`: a development Hub in this process on a free port, with typed handles to
   submit tasks and inspect memory, messages and LLM calls (also the `hub` pytest fixture).
 - `TaskHarness`: runs an agent's `handle_task` against in-memory Hub services, no network.
+- `open_in_memory_channel`: a grpclib channel to service handlers (e.g. those of
+  `HubServer.build_services()`) in this process, for `AgentClient(channel_factory=...)`.
 - The pytest plugin `aether.testing.plugin`, registered as the `pytest11` entry point
   `aether`, so installed projects get the `hub` fixture without a conftest.
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from aether.testing.hub import RecordedMessage as RecordedMessage
     from aether.testing.hub import TestHub as TestHub
     from aether.testing.hub import TestHubError as TestHubError
+    from aether.testing.inmemory import open_in_memory_channel as open_in_memory_channel
 
 __all__ = (
     "HarnessRun",
@@ -32,6 +35,7 @@ __all__ = (
     "TaskHarness",
     "TestHub",
     "TestHubError",
+    "open_in_memory_channel",
 )
 
 _MODULES = {
@@ -42,6 +46,7 @@ _MODULES = {
     "RecordedMessage": "aether.testing.hub",
     "TestHub": "aether.testing.hub",
     "TestHubError": "aether.testing.hub",
+    "open_in_memory_channel": "aether.testing.inmemory",
 }
 
 

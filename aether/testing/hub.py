@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 from grpclib.client import Channel
-from grpclib.events import RecvMessage, listen
-from grpclib.testing import ChannelFor
 
 from aether._connection import ConnectionState
 from aether._wire import client as wire_client
@@ -34,6 +32,7 @@ from aether.devhub.bus import BusMessageData
 from aether.devhub.config import HubConfig
 from aether.devhub.llm_providers import ProviderCall
 from aether.devhub.server import HubServer, Servable
+from aether.testing.inmemory import open_in_memory_channel
 
 __all__ = ("LLMCall", "RecordedMessage", "TestHub", "TestHubError")
 
@@ -101,43 +100,6 @@ def _llm_call(call: ProviderCall) -> LLMCall:
     )
 
 
-class _ChannelFor(ChannelFor):
-    """grpclib's in-memory channel, which also shows every request message to `observer`
-    and tolerates a channel its user already closed (an agent closes its channel on
-    stop; grpclib's own exit would then trip over the missing protocol).
-    """
-
-    def __init__(
-        self, services: Sequence[Servable], observer: Callable[[object], None] | None = None
-    ) -> None:
-        super().__init__(services)
-        self._observer = observer
-
-    async def __aenter__(self) -> Channel:
-        channel = await super().__aenter__()
-        observer = self._observer
-        if observer is not None:
-
-            async def _seen(event: RecvMessage) -> None:
-                observer(event.message)
-
-            listen(self._server, RecvMessage, _seen)
-        return channel
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        if self._channel._protocol is not None:
-            self._channel._protocol.connection_lost(None)
-            self._channel.close()
-        self._server_protocol.connection_lost(None)
-        self._server.close()
-        await self._server.wait_closed()
-
-
 class TestHub:
     """A dev Hub on `127.0.0.1:<free port>` with typed test handles. See the module docs.
 
@@ -158,6 +120,7 @@ class TestHub:
         self._server = HubServer(self._config)
         self._in_memory = in_memory
         self._memory_channels: contextlib.AsyncExitStack | None = None
+        self._services: tuple[Servable, ...] = ()
         self._channel: Channel | None = None
         self._tasks_stub: wire_client.TaskServiceStub | None = None
         self._recorder: asyncio.Task[None] | None = None
@@ -172,9 +135,7 @@ class TestHub:
     async def start(self) -> None:
         """Start the Hub and the message recorder. Raises `OSError` if the port is taken."""
         if self._in_memory:
-            # HubServer has no public "build without listening"; _build is what start()
-            # runs before it binds a socket.
-            await self._server._build(self._config, None)
+            self._services = await self._server.build_services()
             self._memory_channels = contextlib.AsyncExitStack()
             self._channel = await self._in_memory_channel()
             # What the listening Hub's own loop does: expire missed heartbeats and
@@ -210,9 +171,7 @@ class TestHub:
 
     async def _in_memory_channel(self) -> Channel:
         assert self._memory_channels is not None
-        return await self._memory_channels.enter_async_context(
-            _ChannelFor(list(self._server.services), self._observe)
-        )
+        return await open_in_memory_channel(self._memory_channels, self._services, self._observe)
 
     async def __aenter__(self) -> TestHub:
         await self.start()
@@ -384,7 +343,7 @@ class TestHub:
         try:
             for agent in agents:
                 if self._in_memory:
-                    await self._attach(agent)
+                    self._attach(agent)
                 await asyncio.wait_for(agent.start(), timeout)
                 started.append(agent)
                 if agent.connection_state is not ConnectionState.CONNECTED:
@@ -408,13 +367,10 @@ class TestHub:
         """
         return list(self._status_reports)
 
-    async def _attach(self, agent: AetherAgent) -> None:
-        # The agent's own client gets a channel of its own (closing it on stop must not
-        # close anyone else's); AgentClient.connect() keeps a channel it already has.
-        channel = await self._in_memory_channel()
-        client = agent.client
-        client._channel = channel
-        client._make_stubs(channel, None)
+    def _attach(self, agent: AetherAgent) -> None:
+        # Every connection of the agent (reconnects too) gets an in-memory channel of its
+        # own: closing it on stop must not close anyone else's.
+        agent.client.set_channel_factory(self._in_memory_channel)
 
     def memory(self, scope: str = "global", scope_id: str = "") -> dict[str, object]:
         """The live values of a memory scope (`agent`, `task`, `workflow`, `global`) by key.

@@ -161,6 +161,7 @@ def test_public_names_resolve_lazily() -> None:
         "TaskHarness",
         "TestHub",
         "TestHubError",
+        "open_in_memory_channel",
     ]
     for name in testing.__all__:
         assert getattr(testing, name).__name__ == name
