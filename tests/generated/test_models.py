@@ -228,3 +228,15 @@ def test_every_model_has_a_json_schema_with_descriptions() -> None:
         assert schema["description"], name
         for field, spec in schema.get("properties", {}).items():
             assert spec.get("description"), f"{name}.{field}"
+
+
+def test_float32_overflow_is_a_validation_error_or_infinity() -> None:
+    """`progress=1e39` must not pass validation and then crash the encoder: either the model
+    refuses it (naming the field) or the wire carries inf, as Google's encoder does."""
+    try:
+        status = models.TaskStatus(task_id="t", progress=1e39)
+    except pydantic.ValidationError as refused:
+        assert [e["loc"] for e in refused.errors()] == [("progress",)]
+        return
+    decoded = messages.TaskStatus.parse(bytes(status.to_wire()))
+    assert decoded.progress == float("inf")

@@ -380,3 +380,16 @@ def test_encoding_equals_googles(
         assert bytes(ours.build(desc, plan)) == expected
 
     check()
+
+
+def test_float_overflow_encodes_as_infinity_like_google(kitchen_ours: Ours) -> None:
+    """A double beyond float32 range stored in a float field becomes inf (Google's rule),
+    rather than failing the encode with OverflowError."""
+    google_class = genpkgs.kitchen_google_class("kitchen.v1.Scalars")
+    cls = kitchen_ours.message_class(protoplan.descriptor_of(google_class))
+    for value in (1e39, -1e39):
+        expected = protoplan.build_google(
+            google_class, {**protoplan.google_plan(google_class()), "f_float": value}
+        ).SerializeToString()
+        assert bytes(cls(f_float=value)) == expected
+        assert cls.parse(expected).f_float == math.copysign(math.inf, value)
