@@ -15,6 +15,7 @@ import importlib
 from types import ModuleType
 from typing import Any
 
+import pydantic
 import pytest
 from aether_api.v1 import messages, models
 from hypothesis import given
@@ -202,3 +203,23 @@ def test_kitchen_module_is_importable_by_name() -> None:
     genpkgs.kitchen_generated()
     module = importlib.import_module(f"{genpkgs.KITCHEN_PACKAGE}.kitchen.v1.models")
     assert module is _kitchen_models()
+
+
+def test_kitchen_models_enforce_integer_ranges() -> None:
+    """Each integer field of a model accepts exactly its proto type's range."""
+    desc = protoplan.descriptor_of(genpkgs.kitchen_google_class("kitchen.v1.Scalars"))
+    scalars = _kitchen_models().Scalars
+    checked = 0
+    for field in desc.fields:
+        bounds = protoplan.INT_RANGES.get(field.type)
+        if bounds is None:
+            continue
+        lo, hi = bounds
+        for good in (lo, hi):
+            assert getattr(scalars(**{field.name: good}), field.name) == good
+        for bad in (lo - 1, hi + 1):
+            with pytest.raises(pydantic.ValidationError) as failed:
+                scalars(**{field.name: bad})
+            assert [e["loc"] for e in failed.value.errors()] == [(field.name,)]
+        checked += 1
+    assert checked == 10

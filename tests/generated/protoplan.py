@@ -36,7 +36,7 @@ DURATION = "google.protobuf.Duration"
 UTC = datetime.timezone.utc
 
 _FD = FieldDescriptor
-_INT_RANGES: dict[int, tuple[int, int]] = {
+INT_RANGES: dict[int, tuple[int, int]] = {
     _FD.TYPE_INT32: (-(2**31), 2**31 - 1),
     _FD.TYPE_SINT32: (-(2**31), 2**31 - 1),
     _FD.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
@@ -56,7 +56,7 @@ _EDGES: dict[int, tuple[object, object]] = {
     _FD.TYPE_BOOL: (True, True),
     _FD.TYPE_STRING: ("héllo ✓ 🐍 \x00 end", "x" * 200),
     _FD.TYPE_BYTES: (b"\x00\xff\x80", bytes(range(256))),
-    **{t: (lo, hi) if lo < 0 else (hi, 300) for t, (lo, hi) in _INT_RANGES.items()},
+    **{t: (lo, hi) if lo < 0 else (hi, 300) for t, (lo, hi) in INT_RANGES.items()},
 }
 _ZEROS: dict[int, object] = {
     _FD.TYPE_DOUBLE: 0.0,
@@ -64,7 +64,7 @@ _ZEROS: dict[int, object] = {
     _FD.TYPE_BOOL: False,
     _FD.TYPE_STRING: "",
     _FD.TYPE_BYTES: b"",
-    **dict.fromkeys(_INT_RANGES, 0),
+    **dict.fromkeys(INT_RANGES, 0),
 }
 _TIMESTAMPS = (
     datetime.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
@@ -287,8 +287,8 @@ _json: st.SearchStrategy[object] = st.recursive(
 
 def _scalar_strategy(field: FieldDescriptor, opts: Options) -> st.SearchStrategy[object]:
     kind = field.type
-    if kind in _INT_RANGES:
-        lo, hi = _INT_RANGES[kind]
+    if kind in INT_RANGES:
+        lo, hi = INT_RANGES[kind]
         return st.integers(lo, hi)
     if kind == _FD.TYPE_ENUM:
         return st.sampled_from(enum_numbers(field.enum_type))
