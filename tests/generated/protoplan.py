@@ -36,6 +36,7 @@ DURATION = "google.protobuf.Duration"
 UTC = datetime.timezone.utc
 
 _FD = FieldDescriptor
+# The value range of each integer field type.
 INT_RANGES: dict[int, tuple[int, int]] = {
     _FD.TYPE_INT32: (-(2**31), 2**31 - 1),
     _FD.TYPE_SINT32: (-(2**31), 2**31 - 1),
