@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
@@ -59,6 +60,10 @@ class AgentClient:
         self._memory: wire_client.MemoryServiceStub | None = None
         self._messaging: wire_client.MessagingServiceStub | None = None
         self._reconnecting = False
+        #: Counts successful registrations: a new value means a new session.
+        self._generation = 0
+        #: Set (and replaced) on every session change, to wake `wait_for_session()`.
+        self._changed = asyncio.Event()
 
     def __repr__(self) -> str:
         state = "registered" if self._registration else "connected" if self._channel else "idle"
@@ -134,6 +139,66 @@ class AgentClient:
             raise self._not_connected()
         return self._agent
 
+    def _session_changed(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    @property
+    def reconnecting(self) -> bool:
+        """Whether the connection broke and is being re-established (`drop_for_reconnect`)."""
+        return self._reconnecting
+
+    @property
+    def session_generation(self) -> int:
+        """How many times `register()` succeeded; changes with every new session."""
+        return self._generation
+
+    async def wait_for_session(self, timeout: float | None = None) -> float | None:
+        """Return once registered, waiting out a reconnect in progress; for Hub calls.
+
+        Waits at most `timeout` seconds (None: `config.call_reconnect_wait`) and returns
+        what is left of `timeout` (None when it was None). Raises the retryable
+        `AetherConnectionError` when the connection is still down after the wait, and
+        `AgentStateError` when the client is not connected and not reconnecting (never
+        started, or stopped).
+        """
+        if self._registered():
+            return timeout
+        loop = asyncio.get_running_loop()
+        wait = self._config.call_reconnect_wait if timeout is None else timeout
+        deadline = loop.time() + wait
+        waited = False
+        while not self._registered():
+            if not self._reconnecting:
+                if waited:  # the agent stopped, or gave up reconnecting
+                    raise AetherConnectionError(
+                        f"the connection to the Aether Hub at {self._hub_url} was closed "
+                        "while waiting for a reconnect",
+                        hub_url=self._hub_url,
+                        retryable=False,
+                    )
+                if self._channel is not None:
+                    raise AgentStateError("the agent is not registered: call register() first")
+                raise self._not_connected()
+            waited = True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AetherConnectionError(
+                    f"the connection to the Aether Hub at {self._hub_url} is down and was not "
+                    f"re-established within {wait:g} s; try again later",
+                    hub_url=self._hub_url,
+                )
+            changed = self._changed
+            try:
+                await asyncio.wait_for(changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                continue
+        return None if timeout is None else max(0.0, deadline - loop.time())
+
+    def _registered(self) -> bool:
+        # A method, not the attribute: mypy would keep a narrowing across awaits.
+        return self._registration is not None
+
     def _require_session(self) -> models.AgentRegistration:
         if self._registration is None:
             if self._reconnecting:
@@ -157,13 +222,13 @@ class AgentClient:
                 raise self._error(exc, "Connect") from None
             raise
         self._channel = channel
-        self._reconnecting = False
         self._make_stubs(channel, None)
 
     async def disconnect(self) -> None:
         """Close the connection (safe to call when not connected)."""
         self._reconnecting = False
         self._close_channel()
+        self._session_changed()
 
     def drop_for_reconnect(self) -> None:
         """Close a broken connection that will be re-established (`AetherAgent` does).
@@ -173,6 +238,7 @@ class AgentClient:
         """
         self._reconnecting = self._reconnecting or self._channel is not None
         self._close_channel()
+        self._session_changed()
 
     def _close_channel(self) -> None:
         channel, self._channel = self._channel, None
@@ -210,7 +276,10 @@ class AgentClient:
             )
         registration = models.AgentRegistration.from_wire(reply)
         self._registration = registration
+        self._reconnecting = False
         self._make_stubs(channel, reply.session_token)
+        self._generation += 1
+        self._session_changed()
         return registration
 
     async def unregister(self, reason: str = "") -> models.UnregisterResponse:

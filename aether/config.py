@@ -147,6 +147,15 @@ class AgentConfig(BaseModel):
     keepalive_timeout: float = Field(
         default=10, gt=0, description="Seconds to wait for a ping ack before dropping the link."
     )
+    call_reconnect_wait: float = Field(
+        default=30,
+        ge=0,
+        description=(
+            "Seconds a Hub call (llm, tools, memory, messaging) made while reconnecting waits"
+            " for the connection before raising AetherConnectionError (capped by the call's"
+            " timeout; 0 = fail at once)."
+        ),
+    )
 
     #: Environment variable of each field read by `from_env()`.
     ENV_VARS: ClassVar[dict[str, str]] = {
@@ -171,6 +180,7 @@ class AgentConfig(BaseModel):
         "max_message_bytes": "AETHER_MAX_MESSAGE_BYTES",
         "keepalive_interval": "AETHER_KEEPALIVE_INTERVAL",
         "keepalive_timeout": "AETHER_KEEPALIVE_TIMEOUT",
+        "call_reconnect_wait": "AETHER_CALL_RECONNECT_WAIT",
     }
 
     @model_validator(mode="before")
@@ -283,3 +293,4 @@ class _EnvValues(BaseSettings):
     max_message_bytes: str | None = _env_field("max_message_bytes")
     keepalive_interval: str | None = _env_field("keepalive_interval")
     keepalive_timeout: str | None = _env_field("keepalive_timeout")
+    call_reconnect_wait: str | None = _env_field("call_reconnect_wait")

@@ -44,7 +44,13 @@ __all__ = (
 
 
 class Hub:
-    """The Hub's services, bound to one agent's session (`self.hub` of an agent)."""
+    """The Hub's services, bound to one agent's session (`self.hub` of an agent).
+
+    A call made while the agent is reconnecting waits for the new session, up to the
+    call's `timeout` or else `AgentConfig.call_reconnect_wait` seconds, then raises the
+    retryable `AetherConnectionError`. A call already in flight when the connection
+    breaks fails at once with that error (it may or may not have reached the Hub).
+    """
 
     def __init__(self, client: AgentClient) -> None:
         #: Chat completions.

@@ -88,6 +88,7 @@ class LLM(Facade):
         may override by trust level (the answer's `model` says which one answered).
         """
         request = _request(messages, model, temperature, max_tokens)
+        timeout = await self._client.wait_for_session(timeout)
         try:
             reply = await self._client.llm_stub().chat(request, timeout=timeout)
         except Exception as exc:
@@ -103,6 +104,7 @@ class LLM(Facade):
     ) -> AsyncIterator[ChatChunk]:
         """Like `chat()`, but yields the answer in pieces as the model produces them."""
         request = _request(messages, model, temperature, max_tokens)
+        await self._client.wait_for_session()
         try:
             async for chunk in self._client.llm_stub().chat_stream(request):
                 yield ChatChunk.model_construct(

@@ -107,6 +107,7 @@ class Memory(Facade):
             ttl_seconds=ttl,
             scope_id=scope_id,
         )
+        timeout = await self._client.wait_for_session(timeout)
         try:
             reply = await self._client.memory_stub().store(request, timeout=timeout)
         except Exception as exc:
@@ -121,6 +122,7 @@ class Memory(Facade):
         """Look `key` up; `found` is False when there is no live value."""
         wire_scope, scope_id = _scope(scope)
         request = pb.RetrieveRequest(key=key, scope=wire_scope, scope_id=scope_id)
+        timeout = await self._client.wait_for_session(timeout)
         try:
             reply = await self._client.memory_stub().retrieve(request, timeout=timeout)
         except Exception as exc:
@@ -139,6 +141,7 @@ class Memory(Facade):
         """Remove `key`; `deleted` says whether there was a value."""
         wire_scope, scope_id = _scope(scope)
         request = pb.DeleteRequest(key=key, scope=wire_scope, scope_id=scope_id)
+        timeout = await self._client.wait_for_session(timeout)
         try:
             reply = await self._client.memory_stub().delete(request, timeout=timeout)
         except Exception as exc:
@@ -160,6 +163,7 @@ class Memory(Facade):
         request = pb.ListKeysRequest(
             scope=wire_scope, scope_id=scope_id, prefix=prefix, limit=limit
         )
+        timeout = await self._client.wait_for_session(timeout)
         try:
             reply = await self._client.memory_stub().list(request, timeout=timeout)
         except Exception as exc:

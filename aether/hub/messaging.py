@@ -74,6 +74,7 @@ class Messaging(Facade):
             headers=dict(headers or {}),
             reply_to=reply_to,
         )
+        timeout = await self._client.wait_for_session(timeout)
         try:
             reply = await self._client.messaging_stub().publish(request, timeout=timeout)
         except Exception as exc:
@@ -98,6 +99,7 @@ class Messaging(Facade):
             timeout_ms=max(1, round(timeout * 1000)),
             headers=dict(headers or {}),
         )
+        await self._client.wait_for_session(timeout)
         try:
             reply = await self._client.messaging_stub().request(
                 request, timeout=timeout + _REQUEST_MARGIN

@@ -41,6 +41,7 @@ class Tools(Facade):
 
     async def list(self, *, timeout: float | None = None) -> list[ToolInfo]:
         """Every tool the agent may use, sorted by tool_id."""
+        timeout = await self._client.wait_for_session(timeout)
         try:
             reply = await self._client.tool_stub().list_tools(
                 pb.ListToolsRequest(), timeout=timeout
@@ -68,6 +69,7 @@ class Tools(Facade):
         request = pb.ExecuteToolRequest(
             tool_id=tool_id, input_json=dumps(input if input is not None else {}, what="input")
         )
+        timeout = await self._client.wait_for_session(timeout)
         try:
             reply = await self._client.tool_stub().execute_tool(request, timeout=timeout)
         except Exception as exc:
