@@ -50,5 +50,9 @@ build: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
+# Measure against DESIGN.md §7's budget (reports, does not gate; not part of `make test`).
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .ruff_cache .pytest_cache
