@@ -5,7 +5,7 @@
 Prints `{"port": P}` once listening, then answers one JSON line per command line:
 `{"cmd": "run", "n": N}` → `{"seconds": S}`; `{"cmd": "latency", "n": N}` →
 `{"submitted": {task_id: perf_counter}}`; `{"cmd": "rss"}` → `{"rss_kib": K}`;
-`{"cmd": "quit"}` stops the Hub and exits. Logs go to stderr.
+`{"cmd": "quit"}` → `{"bye": true}`, then stops the Hub and exits. Logs go to stderr.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ async def serve() -> None:
             elif cmd == "rss":
                 _reply({"rss_kib": rss_kib(), "tasks_held": len(hub.queue)})
             elif cmd == "quit":
+                _reply({"bye": True})
                 return
             else:
                 _reply({"error": f"unknown command {cmd!r}"})
