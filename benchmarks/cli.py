@@ -83,7 +83,7 @@ def checks(c: codec.CodecResult, r: e2e.E2EResult) -> list[Check]:
         if c.betterproto2_ops_per_s
         else f"skipped: {c.betterproto2_skipped_reason}"
     )
-    return [
+    lines = [
         Check(
             f"codec: ours vs upb, {c.message_bytes} B TaskAssignment",
             f"≤ {CODEC_MAX_RATIO_TO_UPB:g}× upb",
@@ -104,19 +104,18 @@ def checks(c: codec.CodecResult, r: e2e.E2EResult) -> list[Check]:
             r.dispatch_p50_ms <= MAX_DISPATCH_P50_MS,
         ),
         Check("e2e: dispatch p99", "-", f"{r.dispatch_p99_ms:.3f} ms", None),
-        Check(
-            "memory: Hub RSS growth per 10k tasks",
-            "-",
-            f"{r.hub_rss_growth_kib_per_10k_tasks:,.0f} KiB",
-            None,
-        ),
-        Check(
-            "memory: agent RSS growth per 10k tasks",
-            "-",
-            f"{r.agent_rss_growth_kib_per_10k_tasks:,.0f} KiB",
-            None,
-        ),
     ]
+    if r.mode == "in-process":  # one process: one figure
+        return [*lines, _memory("Hub+agent process", r.hub_rss_growth_kib_per_10k_tasks)]
+    return [
+        *lines,
+        _memory("Hub", r.hub_rss_growth_kib_per_10k_tasks),
+        _memory("agent", r.agent_rss_growth_kib_per_10k_tasks),
+    ]
+
+
+def _memory(what: str, kib: float) -> Check:
+    return Check(f"memory: {what} RSS growth per 10k tasks", "-", f"{kib:,.0f} KiB", None)
 
 
 def format_table(lines: Sequence[Check]) -> str:
