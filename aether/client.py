@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
@@ -149,6 +150,18 @@ class AgentClient:
         return self._reconnecting
 
     @property
+    def is_closed(self) -> bool:
+        """Neither registered nor reconnecting: not started yet, stopped, or gave up."""
+        return self._registration is None and not self._reconnecting
+
+    async def wait_for_change(self, timeout: float | None = None) -> None:
+        """Return at the next session change (registered, dropped for a reconnect,
+        disconnected), or after `timeout` seconds (None: no limit)."""
+        changed = self._changed
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout)
+
+    @property
     def session_generation(self) -> int:
         """How many times `register()` succeeded; changes with every new session."""
         return self._generation
@@ -188,11 +201,7 @@ class AgentClient:
                     f"re-established within {wait:g} s; try again later",
                     hub_url=self._hub_url,
                 )
-            changed = self._changed
-            try:
-                await asyncio.wait_for(changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                continue
+            await self.wait_for_change(remaining)
         return None if timeout is None else max(0.0, deadline - loop.time())
 
     def _registered(self) -> bool:
