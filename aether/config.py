@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import (
     AliasChoices,
@@ -156,6 +156,40 @@ class AgentConfig(BaseModel):
             " timeout; 0 = fail at once)."
         ),
     )
+
+    if TYPE_CHECKING:
+        # For type checkers only: like pydantic's own signature, but `secret` also takes a
+        # plain str (validated into a SecretStr). Generated from the fields above; a test
+        # checks it is in sync.
+        # BEGIN generated __init__ (config_reference --write-init)
+        def __init__(
+            self,
+            *,
+            agent_id: str,
+            agent_name: str,
+            version: str = "0.1.0",
+            hub_url: str = "localhost:50051",
+            capabilities: dict[str, str] = ...,
+            metadata: dict[str, str] = ...,
+            heartbeat_interval: float = 30,
+            reconnect_delay: float = 5,
+            max_reconnect_attempts: int = -1,
+            max_reconnect_delay: float = 120,
+            secret: SecretStr | str | None = None,
+            max_concurrent_tasks: int = 10,
+            shutdown_grace_seconds: float = 30,
+            task_timeout_seconds: float | None = None,
+            tls_ca_file: str | None = None,
+            tls_cert_file: str | None = None,
+            tls_key_file: str | None = None,
+            tls_server_name: str | None = None,
+            max_message_bytes: int = 4194304,
+            keepalive_interval: float = 20,
+            keepalive_timeout: float = 10,
+            call_reconnect_wait: float = 30,
+        ) -> None: ...
+
+        # END generated __init__
 
     #: Environment variable of each field read by `from_env()`.
     ENV_VARS: ClassVar[dict[str, str]] = {

@@ -37,6 +37,11 @@ MISUSES: dict[str, tuple[str, str]] = {
         "arg-type",
     ),
     "config_missing_name": ('    AgentConfig(agent_id="a")', "call-arg"),
+    "config_agent_id_int": ('    AgentConfig(agent_id=1, agent_name="b")', "arg-type"),
+    "config_secret_read_is_not_str": (
+        '    s: str = AgentConfig(agent_id="a", agent_name="b", secret="s").secret',
+        "assignment",
+    ),
     "config_unknown_field": (
         '    AgentConfig(agent_id="a", agent_name="A", hubb_url="x")',
         "call-arg",
@@ -65,6 +70,28 @@ MISUSES: dict[str, tuple[str, str]] = {
 }
 
 
+#: name → body inside `well_typed`: each must type-check without any error.
+WELL_TYPED: dict[str, str] = {
+    # A plain str secret is accepted (pydantic wraps it in a SecretStr) ...
+    "config_secret_str": '    AgentConfig(agent_id="a", agent_name="b", secret="s")',
+    # ... and reads back as SecretStr | None.
+    "config_secret_reads_secretstr": (
+        '    c = AgentConfig(agent_id="a", agent_name="b", secret="s")\n'
+        "    s: SecretStr | None = c.secret\n"
+        '    AgentConfig(agent_id="a", agent_name="b", secret=s)'
+    ),
+}
+
+WELL_TYPED_PRELUDE = """\
+from pydantic import SecretStr
+
+from aether_sdk import AgentConfig
+
+
+def well_typed() -> None:
+"""
+
+
 @pytest.fixture(scope="module")
 def mypy_output(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     """Run mypy once; map each checked file name to its error lines."""
@@ -72,6 +99,8 @@ def mypy_output(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
     for name, (body, _) in MISUSES.items():
         text = body.removeprefix("MODULE:") if body.startswith("MODULE:") else PRELUDE + body
         (folder / f"misuse_{name}.py").write_text(text + "\n")
+    for name, body in WELL_TYPED.items():
+        (folder / f"ok_{name}.py").write_text(WELL_TYPED_PRELUDE + body + "\n")
     paths = [str(p) for p in GUIDE_FILES] + sorted(str(p) for p in folder.glob("*.py"))
     stdout, stderr, _ = mypy_api.run(
         [
@@ -96,6 +125,11 @@ def mypy_output(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
 @pytest.mark.parametrize("path", GUIDE_FILES, ids=lambda p: p.name)
 def test_guide_code_type_checks(path: Path, mypy_output: dict[str, list[str]]) -> None:
     assert mypy_output.get(path.name, []) == []
+
+
+@pytest.mark.parametrize("name", sorted(WELL_TYPED))
+def test_well_typed_snippet_type_checks(name: str, mypy_output: dict[str, list[str]]) -> None:
+    assert mypy_output.get(f"ok_{name}.py", []) == []
 
 
 @pytest.mark.parametrize("name", sorted(MISUSES))
