@@ -185,6 +185,13 @@ def mapping(name: str, number: int, key: Element, value: Element, annotation: st
     """A map field: one entry message per item."""
     var = f"f_{name}"
     attr = f"self.{name}"
+    if _is_string(key) and _is_string(value):
+        # The common metadata map: specialised helpers, no per-item writer/reader calls.
+        return FieldCode(
+            decl=f"{var}: {annotation} = {{}}",
+            encode=(f"if {attr}:", f"    _codec.put_str_map(out, {tag(number, 2)}, {attr})"),
+            decode=((tag_int(number, 2), f"pos = _codec.read_str_entry_into({var}, data, pos)"),),
+        )
     put = (
         f"_codec.put_map(out, {tag(number, 2)}, {attr}, {key.writer}, {tag(1, key.wire)}, "
         f"{value.writer}, {tag(2, value.wire)})"
@@ -198,3 +205,7 @@ def mapping(name: str, number: int, key: Element, value: Element, annotation: st
         encode=(f"if {attr}:", f"    {put}"),
         decode=((tag_int(number, 2), read),),
     )
+
+
+def _is_string(el: Element) -> bool:
+    return el.kind == "scalar" and el.type == _FDP.TYPE_STRING

@@ -327,9 +327,7 @@ class BusMessage(betterproto2.Message):
         if self.payload:
             _codec.put_bytes(out, b"\x12", self.payload)
         if self.headers:
-            _codec.put_map(
-                out, b"\x1a", self.headers, _codec.put_str, b"\n", _codec.put_str, b"\x12"
-            )
+            _codec.put_str_map(out, b"\x1a", self.headers)
         if self.reply_to:
             _codec.put_str(out, b'"', self.reply_to)
         out += self._unknown_fields
@@ -360,9 +358,7 @@ class BusMessage(betterproto2.Message):
             elif tag == 18:
                 f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 26:
-                pos = _codec.read_entry_into(
-                    f_headers, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
-                )
+                pos = _codec.read_str_entry_into(f_headers, data, pos)
             elif tag == 34:
                 f_reply_to, pos = _codec.read_str(data, pos)
             else:
@@ -1683,9 +1679,7 @@ class PublishRequest(betterproto2.Message):
         if self.payload:
             _codec.put_bytes(out, b"\x12", self.payload)
         if self.headers:
-            _codec.put_map(
-                out, b"\x1a", self.headers, _codec.put_str, b"\n", _codec.put_str, b"\x12"
-            )
+            _codec.put_str_map(out, b"\x1a", self.headers)
         if self.reply_to:
             _codec.put_str(out, b'"', self.reply_to)
         out += self._unknown_fields
@@ -1716,9 +1710,7 @@ class PublishRequest(betterproto2.Message):
             elif tag == 18:
                 f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 26:
-                pos = _codec.read_entry_into(
-                    f_headers, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
-                )
+                pos = _codec.read_str_entry_into(f_headers, data, pos)
             elif tag == 34:
                 f_reply_to, pos = _codec.read_str(data, pos)
             else:
@@ -1847,11 +1839,9 @@ class RegisterRequest(betterproto2.Message):
         if self.version:
             _codec.put_str(out, b"\x1a", self.version)
         if self.capabilities:
-            _codec.put_map(
-                out, b'"', self.capabilities, _codec.put_str, b"\n", _codec.put_str, b"\x12"
-            )
+            _codec.put_str_map(out, b'"', self.capabilities)
         if self.metadata:
-            _codec.put_map(out, b"*", self.metadata, _codec.put_str, b"\n", _codec.put_str, b"\x12")
+            _codec.put_str_map(out, b"*", self.metadata)
         if self.secret:
             _codec.put_str(out, b"2", self.secret)
         if self.max_concurrent_tasks:
@@ -1892,13 +1882,9 @@ class RegisterRequest(betterproto2.Message):
             elif tag == 26:
                 f_version, pos = _codec.read_str(data, pos)
             elif tag == 34:
-                pos = _codec.read_entry_into(
-                    f_capabilities, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
-                )
+                pos = _codec.read_str_entry_into(f_capabilities, data, pos)
             elif tag == 42:
-                pos = _codec.read_entry_into(
-                    f_metadata, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
-                )
+                pos = _codec.read_str_entry_into(f_metadata, data, pos)
             elif tag == 50:
                 f_secret, pos = _codec.read_str(data, pos)
             elif tag == 56:
@@ -2006,7 +1992,7 @@ class RequestRequest(betterproto2.Message):
         if self.timeout_ms:
             _codec.put_int(out, b"\x18", self.timeout_ms)
         if self.headers:
-            _codec.put_map(out, b'"', self.headers, _codec.put_str, b"\n", _codec.put_str, b"\x12")
+            _codec.put_str_map(out, b'"', self.headers)
         out += self._unknown_fields
         return bytes(out)
 
@@ -2037,9 +2023,7 @@ class RequestRequest(betterproto2.Message):
             elif tag == 24:
                 f_timeout_ms, pos = _codec.read_int32(data, pos)
             elif tag == 34:
-                pos = _codec.read_entry_into(
-                    f_headers, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
-                )
+                pos = _codec.read_str_entry_into(f_headers, data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -2085,9 +2069,7 @@ class RequestResponse(betterproto2.Message):
         if self.payload:
             _codec.put_bytes(out, b"\x12", self.payload)
         if self.headers:
-            _codec.put_map(
-                out, b"\x1a", self.headers, _codec.put_str, b"\n", _codec.put_str, b"\x12"
-            )
+            _codec.put_str_map(out, b"\x1a", self.headers)
         if self.error_message:
             _codec.put_str(out, b'"', self.error_message)
         out += self._unknown_fields
@@ -2118,9 +2100,7 @@ class RequestResponse(betterproto2.Message):
             elif tag == 18:
                 f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 26:
-                pos = _codec.read_entry_into(
-                    f_headers, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
-                )
+                pos = _codec.read_str_entry_into(f_headers, data, pos)
             elif tag == 34:
                 f_error_message, pos = _codec.read_str(data, pos)
             else:
@@ -2630,7 +2610,7 @@ class SubmitTaskRequest(betterproto2.Message):
         if self.priority:
             _codec.put_int(out, b"(", self.priority)
         if self.metadata:
-            _codec.put_map(out, b"2", self.metadata, _codec.put_str, b"\n", _codec.put_str, b"\x12")
+            _codec.put_str_map(out, b"2", self.metadata)
         if self.workflow_id:
             _codec.put_str(out, b":", self.workflow_id)
         if self.max_attempts:
@@ -2679,9 +2659,7 @@ class SubmitTaskRequest(betterproto2.Message):
             elif tag == 40:
                 f_priority, pos = _codec.read_int32(data, pos)
             elif tag == 50:
-                pos = _codec.read_entry_into(
-                    f_metadata, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
-                )
+                pos = _codec.read_str_entry_into(f_metadata, data, pos)
             elif tag == 58:
                 f_workflow_id, pos = _codec.read_str(data, pos)
             elif tag == 64:
@@ -2925,7 +2903,7 @@ class Task(betterproto2.Message):
         if self.priority:
             _codec.put_int(out, b"0", self.priority)
         if self.metadata:
-            _codec.put_map(out, b":", self.metadata, _codec.put_str, b"\n", _codec.put_str, b"\x12")
+            _codec.put_str_map(out, b":", self.metadata)
         if self.workflow_id:
             _codec.put_str(out, b"B", self.workflow_id)
         if self.state:
@@ -2945,9 +2923,7 @@ class Task(betterproto2.Message):
         if self.error_message:
             _codec.put_str(out, b"\x82\x01", self.error_message)
         if self.metrics:
-            _codec.put_map(
-                out, b"\x8a\x01", self.metrics, _codec.put_str, b"\n", _codec.put_str, b"\x12"
-            )
+            _codec.put_str_map(out, b"\x8a\x01", self.metrics)
         if self.created_at is not None:
             _codec.put_timestamp(out, b"\x92\x01", self.created_at)
         if self.updated_at is not None:
@@ -3009,9 +2985,7 @@ class Task(betterproto2.Message):
             elif tag == 48:
                 f_priority, pos = _codec.read_int32(data, pos)
             elif tag == 58:
-                pos = _codec.read_entry_into(
-                    f_metadata, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
-                )
+                pos = _codec.read_str_entry_into(f_metadata, data, pos)
             elif tag == 66:
                 f_workflow_id, pos = _codec.read_str(data, pos)
             elif tag == 72:
@@ -3031,9 +3005,7 @@ class Task(betterproto2.Message):
             elif tag == 130:
                 f_error_message, pos = _codec.read_str(data, pos)
             elif tag == 138:
-                pos = _codec.read_entry_into(
-                    f_metrics, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
-                )
+                pos = _codec.read_str_entry_into(f_metrics, data, pos)
             elif tag == 146:
                 f_created_at, pos = _codec.read_timestamp(data, pos, f_created_at)
             elif tag == 154:
@@ -3134,7 +3106,7 @@ class TaskAssignment(betterproto2.Message):
         if self.priority:
             _codec.put_int(out, b"0", self.priority)
         if self.metadata:
-            _codec.put_map(out, b":", self.metadata, _codec.put_str, b"\n", _codec.put_str, b"\x12")
+            _codec.put_str_map(out, b":", self.metadata)
         if self.workflow_id:
             _codec.put_str(out, b"B", self.workflow_id)
         if self.created_at is not None:
@@ -3183,9 +3155,7 @@ class TaskAssignment(betterproto2.Message):
             elif tag == 48:
                 f_priority, pos = _codec.read_int32(data, pos)
             elif tag == 58:
-                pos = _codec.read_entry_into(
-                    f_metadata, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
-                )
+                pos = _codec.read_str_entry_into(f_metadata, data, pos)
             elif tag == 66:
                 f_workflow_id, pos = _codec.read_str(data, pos)
             elif tag == 74:
@@ -3318,7 +3288,7 @@ class TaskResult(betterproto2.Message):
         if self.error_message:
             _codec.put_str(out, b'"', self.error_message)
         if self.metrics:
-            _codec.put_map(out, b"*", self.metrics, _codec.put_str, b"\n", _codec.put_str, b"\x12")
+            _codec.put_str_map(out, b"*", self.metrics)
         if self.cancelled:
             _codec.put_bool(out, b"0", self.cancelled)
         if self.released:
@@ -3358,9 +3328,7 @@ class TaskResult(betterproto2.Message):
             elif tag == 34:
                 f_error_message, pos = _codec.read_str(data, pos)
             elif tag == 42:
-                pos = _codec.read_entry_into(
-                    f_metrics, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
-                )
+                pos = _codec.read_str_entry_into(f_metrics, data, pos)
             elif tag == 48:
                 f_cancelled, pos = _codec.read_bool(data, pos)
             elif tag == 56:

@@ -45,6 +45,7 @@ __all__ = (
     "put_sfixed64",
     "put_sint",
     "put_str",
+    "put_str_map",
     "put_timestamp",
     "read_bool",
     "read_bytes",
@@ -63,6 +64,7 @@ __all__ = (
     "read_sint32",
     "read_sint64",
     "read_str",
+    "read_str_entry_into",
     "read_timestamp",
     "read_uint32",
     "read_uint64",
@@ -85,6 +87,8 @@ Reader = Callable[[bytes, int], tuple[_T, int]]
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 """The Unix epoch, the zero value of a Timestamp."""
 
+_timedelta = datetime.timedelta
+
 _SMALL = [bytes((i,)) for i in range(128)]
 _MAX_FIELD_NUMBER = (1 << 29) - 1
 _U64 = 1 << 64
@@ -98,10 +102,29 @@ _U64S = struct.Struct("<Q")
 
 def varint(value: int) -> bytes:
     """The varint encoding of an int; negative values as 64-bit two's complement."""
-    if 0 <= value < 0x80:
-        return _SMALL[value]
-    if value < 0:
+    # Unrolled up to 5 bytes (every int32 >= 0, epoch seconds): no loop, no bytearray.
+    if value < 0x80:
+        if value >= 0:
+            return _SMALL[value]
         value += _U64
+    elif value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    elif value < 0x200000:
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14))
+    elif value < 0x10000000:
+        return bytes(
+            (value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14 & 0x7F | 0x80, value >> 21)
+        )
+    elif value < 0x800000000:
+        return bytes(
+            (
+                value & 0x7F | 0x80,
+                value >> 7 & 0x7F | 0x80,
+                value >> 14 & 0x7F | 0x80,
+                value >> 21 & 0x7F | 0x80,
+                value >> 28,
+            )
+        )
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -121,7 +144,7 @@ def is_negative_zero(value: float) -> bool:
 def put_int(out: bytearray, tag: bytes, value: int) -> None:
     """int32, int64, uint32, uint64 and enum values."""
     out += tag
-    out += varint(value)
+    out += _SMALL[value] if 0 <= value < 0x80 else varint(value)
 
 
 def put_bool(out: bytearray, tag: bytes, value: bool) -> None:
@@ -202,39 +225,47 @@ def put_packed(out: bytearray, tag: bytes, values: Iterable[_T], put: Writer[_T]
     put_bytes(out, tag, bytes(body))
 
 
+def _seconds_nanos_body(seconds: int, nanos: int) -> bytes:
+    # At most 11 + 6 bytes: the body's length is always a one-byte varint.
+    if seconds:
+        if nanos:
+            return b"\x08" + varint(seconds) + b"\x10" + varint(nanos)
+        return b"\x08" + varint(seconds)
+    if nanos:
+        return b"\x10" + varint(nanos)
+    return b""
+
+
 def _timestamp_body(value: datetime.datetime) -> bytes:
     if value.tzinfo is None:
         raise ValueError("datetime must be timezone-aware")
     offset = value - EPOCH
-    body = bytearray()
-    seconds = offset.days * 86_400 + offset.seconds
-    if seconds:
-        put_int(body, b"\x08", seconds)
-    if offset.microseconds:
-        put_int(body, b"\x10", offset.microseconds * 1000)
-    return bytes(body)
+    return _seconds_nanos_body(offset.days * 86_400 + offset.seconds, offset.microseconds * 1000)
 
 
 def _duration_body(value: datetime.timedelta) -> bytes:
     micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
-    sign = -1 if micros < 0 else 1
-    seconds, rest = divmod(abs(micros), 1_000_000)
-    body = bytearray()
-    if seconds:
-        put_int(body, b"\x08", sign * seconds)
-    if rest:
-        put_int(body, b"\x10", sign * rest * 1000)
-    return bytes(body)
+    if micros < 0:
+        seconds, rest = divmod(-micros, 1_000_000)
+        return _seconds_nanos_body(-seconds, -rest * 1000)
+    seconds, rest = divmod(micros, 1_000_000)
+    return _seconds_nanos_body(seconds, rest * 1000)
 
 
 def put_timestamp(out: bytearray, tag: bytes, value: datetime.datetime) -> None:
     """A google.protobuf.Timestamp from a timezone-aware datetime (naive ones are refused)."""
-    put_bytes(out, tag, _timestamp_body(value))
+    body = _timestamp_body(value)
+    out += tag
+    out += _SMALL[len(body)]
+    out += body
 
 
 def put_duration(out: bytearray, tag: bytes, value: datetime.timedelta) -> None:
     """A google.protobuf.Duration from a timedelta."""
-    put_bytes(out, tag, _duration_body(value))
+    body = _duration_body(value)
+    out += tag
+    out += _SMALL[len(body)]
+    out += body
 
 
 def put_each(out: bytearray, tag: bytes, values: Iterable[_T], put: Writer[_T]) -> None:
@@ -258,6 +289,32 @@ def put_map(
         put_key(entry, key_tag, key)
         put_value(entry, value_tag, value)
         put_bytes(out, tag, bytes(entry))
+
+
+def put_str_map(out: bytearray, tag: bytes, mapping: Mapping[str, str]) -> None:
+    """A map<string, string>: `put_map` specialised (no per-item writer calls)."""
+    for key, value in mapping.items():
+        raw_key = key.encode()
+        raw_value = value.encode()
+        key_size = len(raw_key)
+        value_size = len(raw_value)
+        size = key_size + value_size + 4
+        if size < 0x80:
+            out += tag
+            out += bytes((size, 0x0A, key_size))
+            out += raw_key
+            out += bytes((0x12, value_size))
+            out += raw_value
+        else:
+            entry = bytearray(b"\x0a")
+            entry += varint(key_size)
+            entry += raw_key
+            entry += b"\x12"
+            entry += varint(value_size)
+            entry += raw_value
+            out += tag
+            out += varint(len(entry))
+            out += entry
 
 
 # --------------------------------------------------------------------------- reading
@@ -492,7 +549,56 @@ def read_entry_into(
     return pos
 
 
+def read_str_entry_into(target: dict[str, str], data: bytes, pos: int) -> int:
+    """Read one map<string, string> entry into the dict.
+
+    The entry as protobuf writes it (key, then value, all lengths < 128) is decoded in
+    place; anything else (missing or repeated fields, unknown fields, long entries,
+    malformed input) goes through `read_entry_into`, which has the full semantics.
+    """
+    if pos + 2 < len(data):
+        size = data[pos]
+        end = pos + 1 + size
+        if size < 0x80 and end <= len(data) and data[pos + 1] == 0x0A:
+            key_end = pos + 3 + data[pos + 2]
+            if (
+                key_end + 2 <= end
+                and data[key_end] == 0x12
+                and key_end + 2 + data[key_end + 1] == end
+            ):
+                target[data[pos + 3 : key_end].decode()] = data[key_end + 2 : end].decode()
+                return end
+    return read_entry_into(target, data, pos, read_str, 2, "", read_str, 2, str)
+
+
+def _fast_seconds_nanos(data: bytes, pos: int) -> tuple[int, int, int] | None:
+    """Seconds, nanos and end of a body as protobuf writes it (fields in order, each at
+    most once, non-negative, 5-byte seconds at most); None for anything else."""
+    if pos >= len(data):
+        return None
+    end = pos + 1 + data[pos]
+    if data[pos] >= 0x80 or end > len(data):
+        return None
+    at = pos + 1
+    seconds = nanos = 0
+    if at < end and data[at] == 0x08:
+        seconds, at = read_varint(data, at + 1)
+        if at > end or seconds >= 0x800000000:
+            return None
+    if at < end and data[at] == 0x10:
+        nanos, at = read_varint(data, at + 1)
+        if at > end or nanos >= 0x80000000:
+            return None
+    if at != end:
+        return None
+    return seconds, nanos, end
+
+
 def _seconds_nanos(data: bytes, pos: int, prefix: bytes) -> tuple[int, int, int]:
+    if not prefix:
+        fast = _fast_seconds_nanos(data, pos)
+        if fast is not None:
+            return fast
     body, pos = read_bytes(data, pos)
     body = prefix + body
     seconds = nanos = 0
@@ -516,8 +622,8 @@ def read_timestamp(
     merged into `current` (a repeated occurrence of a singular field) like a message."""
     prefix = b"" if current is None else _timestamp_body(current)
     seconds, nanos, pos = _seconds_nanos(data, pos, prefix)
-    delta = datetime.timedelta(seconds=seconds, microseconds=nanos // 1000)
-    return EPOCH + delta, pos
+    # Positional timedelta arguments: about twice as fast as keywords.
+    return EPOCH + _timedelta(0, seconds, nanos // 1000), pos
 
 
 def read_duration(
@@ -528,7 +634,7 @@ def read_duration(
     prefix = b"" if current is None else _duration_body(current)
     seconds, nanos, pos = _seconds_nanos(data, pos, prefix)
     micros = nanos // 1000 if nanos >= 0 else -(-nanos // 1000)
-    return datetime.timedelta(seconds=seconds, microseconds=micros), pos
+    return _timedelta(0, seconds, micros), pos
 
 
 def skip_field(data: bytes, pos: int, tag: int) -> int:

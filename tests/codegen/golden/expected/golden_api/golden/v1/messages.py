@@ -170,7 +170,7 @@ class Item(betterproto2.Message):
         if self.storage:
             _codec.put_int(out, b"\x18", self.storage)
         if self.labels:
-            _codec.put_map(out, b'"', self.labels, _codec.put_str, b"\n", _codec.put_str, b"\x12")
+            _codec.put_str_map(out, b'"', self.labels)
         _codec.put_each(out, b"*", self.tags, _codec.put_str)
         if self.origin is not None:
             _codec.put_message(out, b"2", self.origin)
@@ -224,9 +224,7 @@ class Item(betterproto2.Message):
             elif tag == 24:
                 f_storage, pos = _codec.read_enum(data, pos, Storage)
             elif tag == 34:
-                pos = _codec.read_entry_into(
-                    f_labels, data, pos, _codec.read_str, 2, "", _codec.read_str, 2, str
-                )
+                pos = _codec.read_str_entry_into(f_labels, data, pos)
             elif tag == 42:
                 pos = _codec.append_one(f_tags, data, pos, _codec.read_str)
             elif tag == 50:
