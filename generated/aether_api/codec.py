@@ -254,10 +254,21 @@ def _duration_body(value: datetime.timedelta) -> bytes:
 
 def put_timestamp(out: bytearray, tag: bytes, value: datetime.datetime) -> None:
     """A google.protobuf.Timestamp from a timezone-aware datetime (naive ones are refused)."""
-    body = _timestamp_body(value)
+    if value.tzinfo is None:
+        raise ValueError("datetime must be timezone-aware")
+    offset = value - EPOCH
+    seconds = offset.days * 86_400 + offset.seconds
     out += tag
-    out += _SMALL[len(body)]
-    out += body
+    # The body is at most 17 bytes: its length is one byte, patched in at the end.
+    at = len(out)
+    out.append(0)
+    if seconds:
+        out.append(0x08)
+        out += _SMALL[seconds] if 0 <= seconds < 0x80 else varint(seconds)
+    if offset.microseconds:
+        out.append(0x10)
+        out += varint(offset.microseconds * 1000)
+    out[at] = len(out) - at - 1
 
 
 def put_duration(out: bytearray, tag: bytes, value: datetime.timedelta) -> None:
@@ -300,10 +311,14 @@ def put_str_map(out: bytearray, tag: bytes, mapping: Mapping[str, str]) -> None:
         value_size = len(raw_value)
         size = key_size + value_size + 4
         if size < 0x80:
+            # append() of single bytes: no temporary bytes objects.
             out += tag
-            out += bytes((size, 0x0A, key_size))
+            out.append(size)
+            out.append(0x0A)
+            out.append(key_size)
             out += raw_key
-            out += bytes((0x12, value_size))
+            out.append(0x12)
+            out.append(value_size)
             out += raw_value
         else:
             entry = bytearray(b"\x0a")
@@ -322,8 +337,29 @@ def put_str_map(out: bytearray, tag: bytes, mapping: Mapping[str, str]) -> None:
 
 def read_varint(data: bytes, pos: int) -> tuple[int, int]:
     """An unsigned varint of at most 10 bytes."""
-    if pos < len(data) and data[pos] < 0x80:
-        return data[pos], pos + 1
+    # Unrolled up to 5 bytes (lengths, int32 >= 0, epoch seconds); the loop does the rest.
+    try:
+        byte = data[pos]
+        if byte < 0x80:
+            return byte, pos + 1
+        result = byte & 0x7F
+        byte = data[pos + 1]
+        if byte < 0x80:
+            return result | byte << 7, pos + 2
+        result |= (byte & 0x7F) << 7
+        byte = data[pos + 2]
+        if byte < 0x80:
+            return result | byte << 14, pos + 3
+        result |= (byte & 0x7F) << 14
+        byte = data[pos + 3]
+        if byte < 0x80:
+            return result | byte << 21, pos + 4
+        result |= (byte & 0x7F) << 21
+        byte = data[pos + 4]
+        if byte < 0x80:
+            return result | byte << 28, pos + 5
+    except IndexError:
+        raise ValueError("truncated varint") from None
     result = 0
     shift = 0
     end = len(data)
@@ -342,6 +378,8 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int]:
 
 def read_int32(data: bytes, pos: int) -> tuple[int, int]:
     """An int32 (or enum number): the low 32 bits, sign-extended."""
+    if pos < len(data) and data[pos] < 0x80:
+        return data[pos], pos + 1
     value, pos = read_varint(data, pos)
     value &= 0xFFFFFFFF
     return (value - (1 << 32) if value & 0x80000000 else value), pos
@@ -349,6 +387,8 @@ def read_int32(data: bytes, pos: int) -> tuple[int, int]:
 
 def read_int64(data: bytes, pos: int) -> tuple[int, int]:
     """An int64."""
+    if pos < len(data) and data[pos] < 0x80:
+        return data[pos], pos + 1
     value, pos = read_varint(data, pos)
     value &= 0xFFFFFFFFFFFFFFFF
     return (value - _U64 if value & 0x8000000000000000 else value), pos
@@ -356,12 +396,16 @@ def read_int64(data: bytes, pos: int) -> tuple[int, int]:
 
 def read_uint32(data: bytes, pos: int) -> tuple[int, int]:
     """A uint32."""
+    if pos < len(data) and data[pos] < 0x80:
+        return data[pos], pos + 1
     value, pos = read_varint(data, pos)
     return value & 0xFFFFFFFF, pos
 
 
 def read_uint64(data: bytes, pos: int) -> tuple[int, int]:
     """A uint64."""
+    if pos < len(data) and data[pos] < 0x80:
+        return data[pos], pos + 1
     value, pos = read_varint(data, pos)
     return value & 0xFFFFFFFFFFFFFFFF, pos
 
@@ -595,10 +639,6 @@ def _fast_seconds_nanos(data: bytes, pos: int) -> tuple[int, int, int] | None:
 
 
 def _seconds_nanos(data: bytes, pos: int, prefix: bytes) -> tuple[int, int, int]:
-    if not prefix:
-        fast = _fast_seconds_nanos(data, pos)
-        if fast is not None:
-            return fast
     body, pos = read_bytes(data, pos)
     body = prefix + body
     seconds = nanos = 0
@@ -620,6 +660,11 @@ def read_timestamp(
 ) -> tuple[datetime.datetime, int]:
     """A google.protobuf.Timestamp as a UTC datetime (nanoseconds truncated to micros);
     merged into `current` (a repeated occurrence of a singular field) like a message."""
+    if current is None:
+        fast = _fast_seconds_nanos(data, pos)
+        if fast is not None:
+            seconds, nanos, pos = fast
+            return EPOCH + _timedelta(0, seconds, nanos // 1000), pos
     prefix = b"" if current is None else _timestamp_body(current)
     seconds, nanos, pos = _seconds_nanos(data, pos, prefix)
     # Positional timedelta arguments: about twice as fast as keywords.
@@ -631,6 +676,10 @@ def read_duration(
 ) -> tuple[datetime.timedelta, int]:
     """A google.protobuf.Duration as a timedelta (nanoseconds truncated to micros);
     merged into `current` (a repeated occurrence of a singular field) like a message."""
+    fast = _fast_seconds_nanos(data, pos) if current is None else None
+    if fast is not None:
+        # Both parts non-negative: no rounding toward zero to do.
+        return _timedelta(0, fast[0], fast[1] // 1000), fast[2]
     prefix = b"" if current is None else _duration_body(current)
     seconds, nanos, pos = _seconds_nanos(data, pos, prefix)
     micros = nanos // 1000 if nanos >= 0 else -(-nanos // 1000)
