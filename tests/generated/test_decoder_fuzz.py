@@ -23,6 +23,9 @@ _CASES = [
     ("kitchen", "kitchen.v1.Maps"),
     ("api", "aether.v1.TaskAssignment"),
     ("api", "aether.v1.TaskStreamEvent"),
+    ("api", "aether.v1.RegisterRequest"),
+    ("api", "aether.v1.HeartbeatResponse"),
+    ("api", "aether.v1.ListTasksResponse"),
 ]
 _IDS = [name for _, name in _CASES]
 
