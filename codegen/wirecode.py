@@ -190,7 +190,7 @@ def mapping(name: str, number: int, key: Element, value: Element, annotation: st
         return FieldCode(
             decl=f"{var}: {annotation} = {{}}",
             encode=(f"if {attr}:", f"    _codec.put_str_map(out, {tag(number, 2)}, {attr})"),
-            decode=((tag_int(number, 2), f"pos = _codec.read_str_entry_into({var}, data, pos)"),),
+            decode=((tag_int(number, 2), _read_str_entries(var, number)),),
         )
     put = (
         f"_codec.put_map(out, {tag(number, 2)}, {attr}, {key.writer}, {tag(1, key.wire)}, "
@@ -209,3 +209,11 @@ def mapping(name: str, number: int, key: Element, value: Element, annotation: st
 
 def _is_string(el: Element) -> bool:
     return el.kind == "scalar" and el.type == _FDP.TYPE_STRING
+
+
+def _read_str_entries(var: str, number: int) -> str:
+    tag_value = tag_int(number, 2)
+    if tag_value < 0x80:
+        # Entries come in a run: read all of them in one call (one pass of parse's loop).
+        return f"pos = _codec.read_str_entries_into({var}, data, pos, {tag_value})"
+    return f"pos = _codec.read_str_entry_into({var}, data, pos)"

@@ -358,7 +358,7 @@ class BusMessage(betterproto2.Message):
             elif tag == 18:
                 f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 26:
-                pos = _codec.read_str_entry_into(f_headers, data, pos)
+                pos = _codec.read_str_entries_into(f_headers, data, pos, 26)
             elif tag == 34:
                 f_reply_to, pos = _codec.read_str(data, pos)
             else:
@@ -1710,7 +1710,7 @@ class PublishRequest(betterproto2.Message):
             elif tag == 18:
                 f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 26:
-                pos = _codec.read_str_entry_into(f_headers, data, pos)
+                pos = _codec.read_str_entries_into(f_headers, data, pos, 26)
             elif tag == 34:
                 f_reply_to, pos = _codec.read_str(data, pos)
             else:
@@ -1882,9 +1882,9 @@ class RegisterRequest(betterproto2.Message):
             elif tag == 26:
                 f_version, pos = _codec.read_str(data, pos)
             elif tag == 34:
-                pos = _codec.read_str_entry_into(f_capabilities, data, pos)
+                pos = _codec.read_str_entries_into(f_capabilities, data, pos, 34)
             elif tag == 42:
-                pos = _codec.read_str_entry_into(f_metadata, data, pos)
+                pos = _codec.read_str_entries_into(f_metadata, data, pos, 42)
             elif tag == 50:
                 f_secret, pos = _codec.read_str(data, pos)
             elif tag == 56:
@@ -2023,7 +2023,7 @@ class RequestRequest(betterproto2.Message):
             elif tag == 24:
                 f_timeout_ms, pos = _codec.read_int32(data, pos)
             elif tag == 34:
-                pos = _codec.read_str_entry_into(f_headers, data, pos)
+                pos = _codec.read_str_entries_into(f_headers, data, pos, 34)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -2100,7 +2100,7 @@ class RequestResponse(betterproto2.Message):
             elif tag == 18:
                 f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 26:
-                pos = _codec.read_str_entry_into(f_headers, data, pos)
+                pos = _codec.read_str_entries_into(f_headers, data, pos, 26)
             elif tag == 34:
                 f_error_message, pos = _codec.read_str(data, pos)
             else:
@@ -2659,7 +2659,7 @@ class SubmitTaskRequest(betterproto2.Message):
             elif tag == 40:
                 f_priority, pos = _codec.read_int32(data, pos)
             elif tag == 50:
-                pos = _codec.read_str_entry_into(f_metadata, data, pos)
+                pos = _codec.read_str_entries_into(f_metadata, data, pos, 50)
             elif tag == 58:
                 f_workflow_id, pos = _codec.read_str(data, pos)
             elif tag == 64:
@@ -2985,7 +2985,7 @@ class Task(betterproto2.Message):
             elif tag == 48:
                 f_priority, pos = _codec.read_int32(data, pos)
             elif tag == 58:
-                pos = _codec.read_str_entry_into(f_metadata, data, pos)
+                pos = _codec.read_str_entries_into(f_metadata, data, pos, 58)
             elif tag == 66:
                 f_workflow_id, pos = _codec.read_str(data, pos)
             elif tag == 72:
@@ -3155,7 +3155,7 @@ class TaskAssignment(betterproto2.Message):
             elif tag == 48:
                 f_priority, pos = _codec.read_int32(data, pos)
             elif tag == 58:
-                pos = _codec.read_str_entry_into(f_metadata, data, pos)
+                pos = _codec.read_str_entries_into(f_metadata, data, pos, 58)
             elif tag == 66:
                 f_workflow_id, pos = _codec.read_str(data, pos)
             elif tag == 74:
@@ -3328,7 +3328,7 @@ class TaskResult(betterproto2.Message):
             elif tag == 34:
                 f_error_message, pos = _codec.read_str(data, pos)
             elif tag == 42:
-                pos = _codec.read_str_entry_into(f_metrics, data, pos)
+                pos = _codec.read_str_entries_into(f_metrics, data, pos, 42)
             elif tag == 48:
                 f_cancelled, pos = _codec.read_bool(data, pos)
             elif tag == 56:

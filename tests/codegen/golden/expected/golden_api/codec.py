@@ -64,6 +64,7 @@ __all__ = (
     "read_sint32",
     "read_sint64",
     "read_str",
+    "read_str_entries_into",
     "read_str_entry_into",
     "read_timestamp",
     "read_uint32",
@@ -590,6 +591,16 @@ def read_entry_into(
         else:
             at = skip_field(body, at, tag)
     target[key] = value_default() if value is None else value
+    return pos
+
+
+def read_str_entries_into(target: dict[str, str], data: bytes, pos: int, tag: int) -> int:
+    """Read a run of map<string, string> entries into the dict: the one whose (one-byte)
+    `tag` was just read, and every entry directly after it with the same tag."""
+    end = len(data)
+    pos = read_str_entry_into(target, data, pos)
+    while pos < end and data[pos] == tag:
+        pos = read_str_entry_into(target, data, pos + 1)
     return pos
 
 

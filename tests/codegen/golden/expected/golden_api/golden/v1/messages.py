@@ -224,7 +224,7 @@ class Item(betterproto2.Message):
             elif tag == 24:
                 f_storage, pos = _codec.read_enum(data, pos, Storage)
             elif tag == 34:
-                pos = _codec.read_str_entry_into(f_labels, data, pos)
+                pos = _codec.read_str_entries_into(f_labels, data, pos, 34)
             elif tag == 42:
                 pos = _codec.append_one(f_tags, data, pos, _codec.read_str)
             elif tag == 50:
