@@ -185,9 +185,12 @@ def put_sfixed64(out: bytearray, tag: bytes, value: int) -> None:
 
 
 def put_float(out: bytearray, tag: bytes, value: float) -> None:
-    """A float."""
+    """A float; beyond float32's range it is ±infinity, as Google's protobuf writes it."""
     out += tag
-    out += _F32.pack(value)
+    try:
+        out += _F32.pack(value)
+    except OverflowError:
+        out += _F32.pack(math.copysign(math.inf, value))
 
 
 def put_double(out: bytearray, tag: bytes, value: float) -> None:
