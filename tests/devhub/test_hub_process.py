@@ -131,9 +131,12 @@ async def test_restart_with_db_keeps_pending_and_leased_tasks(tmp_path: Path) ->
             await agent.result(ids[0])  # "one" finished; "two" is leased next
             second = await agent.next_assignment()
             assert second.task_id == ids[1]
+            # Stop the Hub while the agent is still connected: closing the agent's channel
+            # first would be a lost connection, which rightly counts an attempt, and whether
+            # the Hub saw that before SIGTERM would be a race.
+            assert await hub.stop(signal.SIGTERM) == 0
         finally:
             ch.close()
-        assert await hub.stop(signal.SIGTERM) == 0
     assert any("Aether Hub stopped" in line for line in hub.lines)
 
     async with hub_process("--db", str(db), "--dev") as hub2:
