@@ -1,7 +1,8 @@
 """The public API's types: the guide's code type-checks, misuse does not.
 
-One `mypy --strict` run (the project's configuration) over the guide files of this folder
-and a set of misuse snippets; each snippet must fail with the expected error code.
+One `mypy --strict` run (the project's configuration) over the guide's three examples as
+shipped in `examples/`, this folder's guide snippets, and a set of misuse snippets; each
+misuse snippet must fail with the expected error code.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from mypy import api as mypy_api
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 
-GUIDE_FILES = sorted(HERE.glob("guide_*.py"))
+GUIDE_EXAMPLES = ("quickstart.py", "code_reviewer.py", "data_processor.py")
+GUIDE_FILES = sorted(
+    [*(ROOT / "examples" / name for name in GUIDE_EXAMPLES), *HERE.glob("guide_*.py")]
+)
 
 PRELUDE = """\
 from aether_sdk import AetherAgent, AgentConfig, TaskAssignment, TaskResult
@@ -140,5 +144,5 @@ def test_misuse_fails_to_type_check(name: str, mypy_output: dict[str, list[str]]
 
 
 def test_three_guide_examples_present() -> None:
-    names = {p.name for p in GUIDE_FILES}
-    assert {"guide_quickstart.py", "guide_code_reviewer.py", "guide_data_processor.py"} <= names
+    names = {p.name for p in GUIDE_FILES if p.is_file()}
+    assert {*GUIDE_EXAMPLES, "guide_snippets.py"} <= names
