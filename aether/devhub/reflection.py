@@ -159,6 +159,39 @@ class ReflectionIndex:
         return _Error(_INVALID_ARGUMENT, "empty reflection request: set one message_request")
 
 
+def _respond(
+    index: ReflectionIndex, request: reflection_v1_pb.ServerReflectionRequest
+) -> reflection_v1_pb.ServerReflectionResponse:
+    m = reflection_v1_pb
+    ext = request.file_containing_extension
+    answer = index.answer(
+        file_by_filename=request.file_by_filename,
+        file_containing_symbol=request.file_containing_symbol,
+        has_extension_request=ext is not None,
+        extension_type=ext.containing_type if ext is not None else "",
+        all_extension_numbers_of_type=request.all_extension_numbers_of_type,
+        list_services=request.list_services,
+    )
+    response = m.ServerReflectionResponse(valid_host=request.host, original_request=request)
+    if isinstance(answer, _Files):
+        response.file_descriptor_response = m.FileDescriptorResponse(
+            file_descriptor_proto=answer.files
+        )
+    elif isinstance(answer, _Services):
+        response.list_services_response = m.ListServiceResponse(
+            service=[m.ServiceResponse(name=name) for name in answer.names]
+        )
+    elif isinstance(answer, _Extensions):
+        response.all_extension_numbers_response = m.ExtensionNumberResponse(
+            base_type_name=answer.base_type
+        )
+    else:
+        response.error_response = m.ErrorResponse(
+            error_code=answer.code, error_message=answer.message
+        )
+    return response
+
+
 class ReflectionV1(reflection_v1_server.ServerReflectionBase):
     """`grpc.reflection.v1.ServerReflection`."""
 
@@ -171,35 +204,8 @@ class ReflectionV1(reflection_v1_server.ServerReflectionBase):
         context: runtime.ServerContext,
     ) -> AsyncIterator[reflection_v1_pb.ServerReflectionResponse]:
         """One response per request, in order."""
-        m = reflection_v1_pb
         async for request in requests:
-            ext = request.file_containing_extension
-            answer = self._index.answer(
-                file_by_filename=request.file_by_filename,
-                file_containing_symbol=request.file_containing_symbol,
-                has_extension_request=ext is not None,
-                extension_type=ext.containing_type if ext is not None else "",
-                all_extension_numbers_of_type=request.all_extension_numbers_of_type,
-                list_services=request.list_services,
-            )
-            response = m.ServerReflectionResponse(valid_host=request.host, original_request=request)
-            if isinstance(answer, _Files):
-                response.file_descriptor_response = m.FileDescriptorResponse(
-                    file_descriptor_proto=answer.files
-                )
-            elif isinstance(answer, _Services):
-                response.list_services_response = m.ListServiceResponse(
-                    service=[m.ServiceResponse(name=name) for name in answer.names]
-                )
-            elif isinstance(answer, _Extensions):
-                response.all_extension_numbers_response = m.ExtensionNumberResponse(
-                    base_type_name=answer.base_type
-                )
-            else:
-                response.error_response = m.ErrorResponse(
-                    error_code=answer.code, error_message=answer.message
-                )
-            yield response
+            yield _respond(self._index, request)
 
 
 class ReflectionV1Alpha(reflection_v1alpha_server.ServerReflectionBase):
@@ -214,32 +220,9 @@ class ReflectionV1Alpha(reflection_v1alpha_server.ServerReflectionBase):
         context: runtime.ServerContext,
     ) -> AsyncIterator[reflection_v1alpha_pb.ServerReflectionResponse]:
         """One response per request, in order."""
-        m = reflection_v1alpha_pb
+        # v1alpha and v1 are the same messages under two package names, so the wire bytes
+        # of one parse as the other: one answering path serves both.
         async for request in requests:
-            ext = request.file_containing_extension
-            answer = self._index.answer(
-                file_by_filename=request.file_by_filename,
-                file_containing_symbol=request.file_containing_symbol,
-                has_extension_request=ext is not None,
-                extension_type=ext.containing_type if ext is not None else "",
-                all_extension_numbers_of_type=request.all_extension_numbers_of_type,
-                list_services=request.list_services,
-            )
-            response = m.ServerReflectionResponse(valid_host=request.host, original_request=request)
-            if isinstance(answer, _Files):
-                response.file_descriptor_response = m.FileDescriptorResponse(
-                    file_descriptor_proto=answer.files
-                )
-            elif isinstance(answer, _Services):
-                response.list_services_response = m.ListServiceResponse(
-                    service=[m.ServiceResponse(name=name) for name in answer.names]
-                )
-            elif isinstance(answer, _Extensions):
-                response.all_extension_numbers_response = m.ExtensionNumberResponse(
-                    base_type_name=answer.base_type
-                )
-            else:
-                response.error_response = m.ErrorResponse(
-                    error_code=answer.code, error_message=answer.message
-                )
-            yield response
+            v1_request = reflection_v1_pb.ServerReflectionRequest.parse(bytes(request))
+            v1_response = _respond(self._index, v1_request)
+            yield reflection_v1alpha_pb.ServerReflectionResponse.parse(bytes(v1_response))
