@@ -146,6 +146,8 @@ def singular(name: str, number: int, el: Element, annotation: str, presence: boo
         read = f"{var}, pos = {el.reader}(data, pos, {var})"
     elif el.kind == "enum":
         read = f"{var}, pos = _codec.read_enum(data, pos, {el.ref})"
+    elif el.kind == "scalar" and el.wire == 2:
+        read = _inline_length_delimited(var, el)
     else:
         read = f"{var}, pos = {el.reader}(data, pos)"
     default = "None" if presence else el.zero
@@ -153,6 +155,22 @@ def singular(name: str, number: int, el: Element, annotation: str, presence: boo
         decl=f"{var}: {annotation} = {default}",
         encode=(test, f"    {put}"),
         decode=((tag_int(number, el.wire), read),),
+    )
+
+
+def _inline_length_delimited(var: str, el: Element) -> str:
+    # A string or bytes value shorter than 128 bytes (one-byte length), read in place:
+    # no call, no tuple. `end` is len(data) and `start` is free until the next tag.
+    value = "data[start:pos].decode()" if el.type == _FDP.TYPE_STRING else "data[start:pos]"
+    return "\n".join(
+        (
+            "if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:",
+            "    start = pos + 1",
+            "    pos = start + data[pos]",
+            f"    {var} = {value}",
+            "else:",
+            f"    {var}, pos = {el.reader}(data, pos)",
+        )
     )
 
 

@@ -674,11 +674,19 @@ def read_timestamp(
 ) -> tuple[datetime.datetime, int]:
     """A google.protobuf.Timestamp as a UTC datetime (nanoseconds truncated to micros);
     merged into `current` (a repeated occurrence of a singular field) like a message."""
-    if current is None:
-        fast = _fast_seconds_nanos(data, pos)
-        if fast is not None:
-            seconds, nanos, pos = fast
-            return EPOCH + _timedelta(0, seconds, nanos // 1000), pos
+    if current is None and pos < len(data):
+        # `_fast_seconds_nanos` inlined (no call, no tuple): the body as protobuf writes it.
+        size = data[pos]
+        at = pos + 1
+        end = at + size
+        if size < 0x80 and end <= len(data):
+            seconds = nanos = 0
+            if at < end and data[at] == 0x08:
+                seconds, at = read_varint(data, at + 1)
+            if at < end and data[at] == 0x10:
+                nanos, at = read_varint(data, at + 1)
+            if at == end and seconds < 0x800000000 and nanos < 0x80000000:
+                return EPOCH + _timedelta(0, seconds, nanos // 1000), end
     prefix = b"" if current is None else _timestamp_body(current)
     seconds, nanos, pos = _seconds_nanos(data, pos, prefix)
     # Positional timedelta arguments: about twice as fast as keywords.

@@ -269,15 +269,30 @@ class AgentRegistration(betterproto2.Message):
             if tag == 8:
                 f_success, pos = _codec.read_bool(data, pos)
             elif tag == 18:
-                f_session_token, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_session_token = data[start:pos].decode()
+                else:
+                    f_session_token, pos = _codec.read_str(data, pos)
             elif tag == 24:
                 f_heartbeat_interval_seconds, pos = _codec.read_int32(data, pos)
             elif tag == 32:
                 f_trust_level, pos = _codec.read_enum(data, pos, TrustLevel)
             elif tag == 42:
-                f_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_message = data[start:pos].decode()
+                else:
+                    f_message, pos = _codec.read_str(data, pos)
             elif tag == 50:
-                f_session_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_session_id = data[start:pos].decode()
+                else:
+                    f_session_id, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -354,13 +369,28 @@ class BusMessage(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_subject, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_subject = data[start:pos].decode()
+                else:
+                    f_subject, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_payload, pos = _codec.read_bytes(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_payload = data[start:pos]
+                else:
+                    f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 26:
                 pos = _codec.read_str_entries_into(f_headers, data, pos, 26)
             elif tag == 34:
-                f_reply_to, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_reply_to = data[start:pos].decode()
+                else:
+                    f_reply_to, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -417,9 +447,19 @@ class CancelTaskRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_task_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_task_id = data[start:pos].decode()
+                else:
+                    f_task_id, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_reason, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_reason = data[start:pos].decode()
+                else:
+                    f_reason, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -488,7 +528,12 @@ class CancelTaskResponse(betterproto2.Message):
             elif tag == 16:
                 f_state, pos = _codec.read_enum(data, pos, TaskState)
             elif tag == 26:
-                f_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_message = data[start:pos].decode()
+                else:
+                    f_message, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -564,15 +609,35 @@ class ChatChunk(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_delta, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_delta = data[start:pos].decode()
+                else:
+                    f_delta, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_model, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_model = data[start:pos].decode()
+                else:
+                    f_model, pos = _codec.read_str(data, pos)
             elif tag == 26:
-                f_finish_reason, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_finish_reason = data[start:pos].decode()
+                else:
+                    f_finish_reason, pos = _codec.read_str(data, pos)
             elif tag == 34:
                 f_usage, pos = _codec.read_message(data, pos, Usage.parse, f_usage)
             elif tag == 42:
-                f_error_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_error_message = data[start:pos].decode()
+                else:
+                    f_error_message, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -630,9 +695,19 @@ class ChatMessage(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_role, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_role = data[start:pos].decode()
+                else:
+                    f_role, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_content, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_content = data[start:pos].decode()
+                else:
+                    f_content, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -703,7 +778,12 @@ class ChatRequest(betterproto2.Message):
             if tag == 10:
                 pos = _codec.append_message(f_messages, data, pos, ChatMessage.parse)
             elif tag == 18:
-                f_model, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_model = data[start:pos].decode()
+                else:
+                    f_model, pos = _codec.read_str(data, pos)
             elif tag == 29:
                 f_temperature, pos = _codec.read_float(data, pos)
             elif tag == 32:
@@ -790,15 +870,35 @@ class ChatResponse(betterproto2.Message):
             if tag == 8:
                 f_success, pos = _codec.read_bool(data, pos)
             elif tag == 18:
-                f_content, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_content = data[start:pos].decode()
+                else:
+                    f_content, pos = _codec.read_str(data, pos)
             elif tag == 26:
-                f_model, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_model = data[start:pos].decode()
+                else:
+                    f_model, pos = _codec.read_str(data, pos)
             elif tag == 34:
                 f_usage, pos = _codec.read_message(data, pos, Usage.parse, f_usage)
             elif tag == 42:
-                f_error_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_error_message = data[start:pos].decode()
+                else:
+                    f_error_message, pos = _codec.read_str(data, pos)
             elif tag == 50:
-                f_finish_reason, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_finish_reason = data[start:pos].decode()
+                else:
+                    f_finish_reason, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -865,11 +965,21 @@ class DeleteRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_key, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_key = data[start:pos].decode()
+                else:
+                    f_key, pos = _codec.read_str(data, pos)
             elif tag == 16:
                 f_scope, pos = _codec.read_enum(data, pos, MemoryScope)
             elif tag == 26:
-                f_scope_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_scope_id = data[start:pos].decode()
+                else:
+                    f_scope_id, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -935,7 +1045,12 @@ class DeleteResponse(betterproto2.Message):
             elif tag == 16:
                 f_deleted, pos = _codec.read_bool(data, pos)
             elif tag == 26:
-                f_error_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_error_message = data[start:pos].decode()
+                else:
+                    f_error_message, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -991,9 +1106,19 @@ class ExecuteToolRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_tool_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_tool_id = data[start:pos].decode()
+                else:
+                    f_tool_id, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_input_json, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_input_json = data[start:pos].decode()
+                else:
+                    f_input_json, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -1058,9 +1183,19 @@ class ExecuteToolResponse(betterproto2.Message):
             if tag == 8:
                 f_success, pos = _codec.read_bool(data, pos)
             elif tag == 18:
-                f_result_json, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_result_json = data[start:pos].decode()
+                else:
+                    f_result_json, pos = _codec.read_str(data, pos)
             elif tag == 26:
-                f_error_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_error_message = data[start:pos].decode()
+                else:
+                    f_error_message, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -1112,7 +1247,12 @@ class GetTaskRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_task_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_task_id = data[start:pos].decode()
+                else:
+                    f_task_id, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -1171,7 +1311,12 @@ class HeartbeatRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_agent_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_agent_id = data[start:pos].decode()
+                else:
+                    f_agent_id, pos = _codec.read_str(data, pos)
             elif tag == 16:
                 f_active_tasks, pos = _codec.read_int32(data, pos)
             elif tag == 26:
@@ -1319,9 +1464,19 @@ class ListKeysRequest(betterproto2.Message):
             if tag == 8:
                 f_scope, pos = _codec.read_enum(data, pos, MemoryScope)
             elif tag == 18:
-                f_scope_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_scope_id = data[start:pos].decode()
+                else:
+                    f_scope_id, pos = _codec.read_str(data, pos)
             elif tag == 26:
-                f_prefix, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_prefix = data[start:pos].decode()
+                else:
+                    f_prefix, pos = _codec.read_str(data, pos)
             elif tag == 32:
                 f_limit, pos = _codec.read_int32(data, pos)
             else:
@@ -1389,7 +1544,12 @@ class ListKeysResponse(betterproto2.Message):
             elif tag == 18:
                 pos = _codec.append_one(f_keys, data, pos, _codec.read_str)
             elif tag == 26:
-                f_error_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_error_message = data[start:pos].decode()
+                else:
+                    f_error_message, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -1475,15 +1635,35 @@ class ListTasksRequest(betterproto2.Message):
             if tag == 8:
                 f_state, pos = _codec.read_enum(data, pos, TaskState)
             elif tag == 18:
-                f_agent_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_agent_id = data[start:pos].decode()
+                else:
+                    f_agent_id, pos = _codec.read_str(data, pos)
             elif tag == 26:
-                f_task_type, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_task_type = data[start:pos].decode()
+                else:
+                    f_task_type, pos = _codec.read_str(data, pos)
             elif tag == 34:
-                f_workflow_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_workflow_id = data[start:pos].decode()
+                else:
+                    f_workflow_id, pos = _codec.read_str(data, pos)
             elif tag == 40:
                 f_limit, pos = _codec.read_int32(data, pos)
             elif tag == 50:
-                f_page_token, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_page_token = data[start:pos].decode()
+                else:
+                    f_page_token, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -1545,7 +1725,12 @@ class ListTasksResponse(betterproto2.Message):
             if tag == 10:
                 pos = _codec.append_message(f_tasks, data, pos, Task.parse)
             elif tag == 18:
-                f_next_page_token, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_next_page_token = data[start:pos].decode()
+                else:
+                    f_next_page_token, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -1706,13 +1891,28 @@ class PublishRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_subject, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_subject = data[start:pos].decode()
+                else:
+                    f_subject, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_payload, pos = _codec.read_bytes(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_payload = data[start:pos]
+                else:
+                    f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 26:
                 pos = _codec.read_str_entries_into(f_headers, data, pos, 26)
             elif tag == 34:
-                f_reply_to, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_reply_to = data[start:pos].decode()
+                else:
+                    f_reply_to, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -1771,7 +1971,12 @@ class PublishResponse(betterproto2.Message):
             if tag == 8:
                 f_success, pos = _codec.read_bool(data, pos)
             elif tag == 18:
-                f_error_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_error_message = data[start:pos].decode()
+                else:
+                    f_error_message, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -1876,21 +2081,46 @@ class RegisterRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_agent_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_agent_id = data[start:pos].decode()
+                else:
+                    f_agent_id, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_agent_name, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_agent_name = data[start:pos].decode()
+                else:
+                    f_agent_name, pos = _codec.read_str(data, pos)
             elif tag == 26:
-                f_version, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_version = data[start:pos].decode()
+                else:
+                    f_version, pos = _codec.read_str(data, pos)
             elif tag == 34:
                 pos = _codec.read_str_entries_into(f_capabilities, data, pos, 34)
             elif tag == 42:
                 pos = _codec.read_str_entries_into(f_metadata, data, pos, 42)
             elif tag == 50:
-                f_secret, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_secret = data[start:pos].decode()
+                else:
+                    f_secret, pos = _codec.read_str(data, pos)
             elif tag == 56:
                 f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
             elif tag == 66:
-                f_sdk_version, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_sdk_version = data[start:pos].decode()
+                else:
+                    f_sdk_version, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -2017,9 +2247,19 @@ class RequestRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_subject, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_subject = data[start:pos].decode()
+                else:
+                    f_subject, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_payload, pos = _codec.read_bytes(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_payload = data[start:pos]
+                else:
+                    f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 24:
                 f_timeout_ms, pos = _codec.read_int32(data, pos)
             elif tag == 34:
@@ -2098,11 +2338,21 @@ class RequestResponse(betterproto2.Message):
             if tag == 8:
                 f_success, pos = _codec.read_bool(data, pos)
             elif tag == 18:
-                f_payload, pos = _codec.read_bytes(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_payload = data[start:pos]
+                else:
+                    f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 26:
                 pos = _codec.read_str_entries_into(f_headers, data, pos, 26)
             elif tag == 34:
-                f_error_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_error_message = data[start:pos].decode()
+                else:
+                    f_error_message, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -2167,11 +2417,21 @@ class RetrieveRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_key, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_key = data[start:pos].decode()
+                else:
+                    f_key, pos = _codec.read_str(data, pos)
             elif tag == 16:
                 f_scope, pos = _codec.read_enum(data, pos, MemoryScope)
             elif tag == 26:
-                f_scope_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_scope_id = data[start:pos].decode()
+                else:
+                    f_scope_id, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -2251,9 +2511,19 @@ class RetrieveResponse(betterproto2.Message):
             elif tag == 16:
                 f_found, pos = _codec.read_bool(data, pos)
             elif tag == 26:
-                f_value_json, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_value_json = data[start:pos].decode()
+                else:
+                    f_value_json, pos = _codec.read_str(data, pos)
             elif tag == 34:
-                f_error_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_error_message = data[start:pos].decode()
+                else:
+                    f_error_message, pos = _codec.read_str(data, pos)
             elif tag == 42:
                 f_expires_at, pos = _codec.read_timestamp(data, pos, f_expires_at)
             else:
@@ -2335,15 +2605,30 @@ class StoreRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_key, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_key = data[start:pos].decode()
+                else:
+                    f_key, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_value_json, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_value_json = data[start:pos].decode()
+                else:
+                    f_value_json, pos = _codec.read_str(data, pos)
             elif tag == 24:
                 f_scope, pos = _codec.read_enum(data, pos, MemoryScope)
             elif tag == 32:
                 f_ttl_seconds, pos = _codec.read_int32(data, pos)
             elif tag == 42:
-                f_scope_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_scope_id = data[start:pos].decode()
+                else:
+                    f_scope_id, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -2403,7 +2688,12 @@ class StoreResponse(betterproto2.Message):
             if tag == 8:
                 f_success, pos = _codec.read_bool(data, pos)
             elif tag == 18:
-                f_error_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_error_message = data[start:pos].decode()
+                else:
+                    f_error_message, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -2458,7 +2748,12 @@ class StreamTasksRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_agent_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_agent_id = data[start:pos].decode()
+                else:
+                    f_agent_id, pos = _codec.read_str(data, pos)
             elif tag == 16:
                 f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
             else:
@@ -2529,13 +2824,23 @@ class SubmitResultResponse(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_task_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_task_id = data[start:pos].decode()
+                else:
+                    f_task_id, pos = _codec.read_str(data, pos)
             elif tag == 16:
                 f_accepted, pos = _codec.read_bool(data, pos)
             elif tag == 24:
                 f_duplicate, pos = _codec.read_bool(data, pos)
             elif tag == 34:
-                f_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_message = data[start:pos].decode()
+                else:
+                    f_message, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -2649,25 +2954,55 @@ class SubmitTaskRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_description, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_description = data[start:pos].decode()
+                else:
+                    f_description, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_payload, pos = _codec.read_bytes(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_payload = data[start:pos]
+                else:
+                    f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 26:
-                f_task_type, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_task_type = data[start:pos].decode()
+                else:
+                    f_task_type, pos = _codec.read_str(data, pos)
             elif tag == 34:
-                f_target_agent_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_target_agent_id = data[start:pos].decode()
+                else:
+                    f_target_agent_id, pos = _codec.read_str(data, pos)
             elif tag == 40:
                 f_priority, pos = _codec.read_int32(data, pos)
             elif tag == 50:
                 pos = _codec.read_str_entries_into(f_metadata, data, pos, 50)
             elif tag == 58:
-                f_workflow_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_workflow_id = data[start:pos].decode()
+                else:
+                    f_workflow_id, pos = _codec.read_str(data, pos)
             elif tag == 64:
                 f_max_attempts, pos = _codec.read_int32(data, pos)
             elif tag == 72:
                 f_timeout_seconds, pos = _codec.read_int32(data, pos)
             elif tag == 82:
-                f_idempotency_key, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_idempotency_key = data[start:pos].decode()
+                else:
+                    f_idempotency_key, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -2726,7 +3061,12 @@ class SubmitTaskResponse(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_task_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_task_id = data[start:pos].decode()
+                else:
+                    f_task_id, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -2782,9 +3122,19 @@ class SubscribeRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_subject, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_subject = data[start:pos].decode()
+                else:
+                    f_subject, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_queue_group, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_queue_group = data[start:pos].decode()
+                else:
+                    f_queue_group, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -2973,21 +3323,51 @@ class Task(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_task_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_task_id = data[start:pos].decode()
+                else:
+                    f_task_id, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_description, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_description = data[start:pos].decode()
+                else:
+                    f_description, pos = _codec.read_str(data, pos)
             elif tag == 26:
-                f_payload, pos = _codec.read_bytes(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_payload = data[start:pos]
+                else:
+                    f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 34:
-                f_task_type, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_task_type = data[start:pos].decode()
+                else:
+                    f_task_type, pos = _codec.read_str(data, pos)
             elif tag == 42:
-                f_target_agent_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_target_agent_id = data[start:pos].decode()
+                else:
+                    f_target_agent_id, pos = _codec.read_str(data, pos)
             elif tag == 48:
                 f_priority, pos = _codec.read_int32(data, pos)
             elif tag == 58:
                 pos = _codec.read_str_entries_into(f_metadata, data, pos, 58)
             elif tag == 66:
-                f_workflow_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_workflow_id = data[start:pos].decode()
+                else:
+                    f_workflow_id, pos = _codec.read_str(data, pos)
             elif tag == 72:
                 f_state, pos = _codec.read_enum(data, pos, TaskState)
             elif tag == 80:
@@ -2995,15 +3375,35 @@ class Task(betterproto2.Message):
             elif tag == 88:
                 f_max_attempts, pos = _codec.read_int32(data, pos)
             elif tag == 98:
-                f_assigned_agent_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_assigned_agent_id = data[start:pos].decode()
+                else:
+                    f_assigned_agent_id, pos = _codec.read_str(data, pos)
             elif tag == 109:
                 f_progress, pos = _codec.read_float(data, pos)
             elif tag == 114:
-                f_status_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_status_message = data[start:pos].decode()
+                else:
+                    f_status_message, pos = _codec.read_str(data, pos)
             elif tag == 122:
-                f_result, pos = _codec.read_bytes(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_result = data[start:pos]
+                else:
+                    f_result, pos = _codec.read_bytes(data, pos)
             elif tag == 130:
-                f_error_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_error_message = data[start:pos].decode()
+                else:
+                    f_error_message, pos = _codec.read_str(data, pos)
             elif tag == 138:
                 pos = _codec.read_str_entry_into(f_metrics, data, pos)
             elif tag == 146:
@@ -3143,13 +3543,33 @@ class TaskAssignment(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_task_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_task_id = data[start:pos].decode()
+                else:
+                    f_task_id, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_description, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_description = data[start:pos].decode()
+                else:
+                    f_description, pos = _codec.read_str(data, pos)
             elif tag == 26:
-                f_payload, pos = _codec.read_bytes(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_payload = data[start:pos]
+                else:
+                    f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 34:
-                f_task_type, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_task_type = data[start:pos].decode()
+                else:
+                    f_task_type, pos = _codec.read_str(data, pos)
             elif tag == 40:
                 f_attempt, pos = _codec.read_int32(data, pos)
             elif tag == 48:
@@ -3157,7 +3577,12 @@ class TaskAssignment(betterproto2.Message):
             elif tag == 58:
                 pos = _codec.read_str_entries_into(f_metadata, data, pos, 58)
             elif tag == 66:
-                f_workflow_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_workflow_id = data[start:pos].decode()
+                else:
+                    f_workflow_id, pos = _codec.read_str(data, pos)
             elif tag == 74:
                 f_created_at, pos = _codec.read_timestamp(data, pos, f_created_at)
             elif tag == 82:
@@ -3224,9 +3649,19 @@ class TaskCancellation(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_task_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_task_id = data[start:pos].decode()
+                else:
+                    f_task_id, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_reason, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_reason = data[start:pos].decode()
+                else:
+                    f_reason, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -3320,13 +3755,28 @@ class TaskResult(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_task_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_task_id = data[start:pos].decode()
+                else:
+                    f_task_id, pos = _codec.read_str(data, pos)
             elif tag == 16:
                 f_success, pos = _codec.read_bool(data, pos)
             elif tag == 26:
-                f_result, pos = _codec.read_bytes(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_result = data[start:pos]
+                else:
+                    f_result, pos = _codec.read_bytes(data, pos)
             elif tag == 34:
-                f_error_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_error_message = data[start:pos].decode()
+                else:
+                    f_error_message, pos = _codec.read_str(data, pos)
             elif tag == 42:
                 pos = _codec.read_str_entries_into(f_metrics, data, pos, 42)
             elif tag == 48:
@@ -3406,13 +3856,23 @@ class TaskStatus(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_task_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_task_id = data[start:pos].decode()
+                else:
+                    f_task_id, pos = _codec.read_str(data, pos)
             elif tag == 16:
                 f_state, pos = _codec.read_enum(data, pos, TaskState)
             elif tag == 29:
                 f_progress, pos = _codec.read_float(data, pos)
             elif tag == 34:
-                f_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_message = data[start:pos].decode()
+                else:
+                    f_message, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -3598,13 +4058,33 @@ class ToolInfo(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_tool_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_tool_id = data[start:pos].decode()
+                else:
+                    f_tool_id, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_description, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_description = data[start:pos].decode()
+                else:
+                    f_description, pos = _codec.read_str(data, pos)
             elif tag == 26:
-                f_input_schema_json, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_input_schema_json = data[start:pos].decode()
+                else:
+                    f_input_schema_json, pos = _codec.read_str(data, pos)
             elif tag == 34:
-                f_output_schema_json, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_output_schema_json = data[start:pos].decode()
+                else:
+                    f_output_schema_json, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -3661,9 +4141,19 @@ class UnregisterRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_agent_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_agent_id = data[start:pos].decode()
+                else:
+                    f_agent_id, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_reason, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_reason = data[start:pos].decode()
+                else:
+                    f_reason, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -3839,7 +4329,12 @@ class WatchTaskRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_task_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_task_id = data[start:pos].decode()
+                else:
+                    f_task_id, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]

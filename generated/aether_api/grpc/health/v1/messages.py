@@ -88,7 +88,12 @@ class HealthCheckRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_service, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_service = data[start:pos].decode()
+                else:
+                    f_service, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]

@@ -67,7 +67,12 @@ class ErrorResponse(betterproto2.Message):
             if tag == 8:
                 f_error_code, pos = _codec.read_int32(data, pos)
             elif tag == 18:
-                f_error_message, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_error_message = data[start:pos].decode()
+                else:
+                    f_error_message, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -124,7 +129,12 @@ class ExtensionNumberResponse(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_base_type_name, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_base_type_name = data[start:pos].decode()
+                else:
+                    f_base_type_name, pos = _codec.read_str(data, pos)
             elif tag == 16:
                 pos = _codec.append_one(f_extension_number, data, pos, _codec.read_int32)
             elif tag == 18:
@@ -185,7 +195,12 @@ class ExtensionRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_containing_type, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_containing_type = data[start:pos].decode()
+                else:
+                    f_containing_type, pos = _codec.read_str(data, pos)
             elif tag == 16:
                 f_extension_number, pos = _codec.read_int32(data, pos)
             else:
@@ -384,15 +399,30 @@ class ServerReflectionRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_host, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_host = data[start:pos].decode()
+                else:
+                    f_host, pos = _codec.read_str(data, pos)
             elif tag == 26:
-                f_file_by_filename, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_file_by_filename = data[start:pos].decode()
+                else:
+                    f_file_by_filename, pos = _codec.read_str(data, pos)
                 f_file_containing_symbol = None
                 f_file_containing_extension = None
                 f_all_extension_numbers_of_type = None
                 f_list_services = None
             elif tag == 34:
-                f_file_containing_symbol, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_file_containing_symbol = data[start:pos].decode()
+                else:
+                    f_file_containing_symbol, pos = _codec.read_str(data, pos)
                 f_file_by_filename = None
                 f_file_containing_extension = None
                 f_all_extension_numbers_of_type = None
@@ -406,13 +436,23 @@ class ServerReflectionRequest(betterproto2.Message):
                 f_all_extension_numbers_of_type = None
                 f_list_services = None
             elif tag == 50:
-                f_all_extension_numbers_of_type, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_all_extension_numbers_of_type = data[start:pos].decode()
+                else:
+                    f_all_extension_numbers_of_type, pos = _codec.read_str(data, pos)
                 f_file_by_filename = None
                 f_file_containing_symbol = None
                 f_file_containing_extension = None
                 f_list_services = None
             elif tag == 58:
-                f_list_services, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_list_services = data[start:pos].decode()
+                else:
+                    f_list_services, pos = _codec.read_str(data, pos)
                 f_file_by_filename = None
                 f_file_containing_symbol = None
                 f_file_containing_extension = None
@@ -517,7 +557,12 @@ class ServerReflectionResponse(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_valid_host, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_valid_host = data[start:pos].decode()
+                else:
+                    f_valid_host, pos = _codec.read_str(data, pos)
             elif tag == 18:
                 f_original_request, pos = _codec.read_message(
                     data, pos, ServerReflectionRequest.parse, f_original_request
@@ -604,7 +649,12 @@ class ServiceResponse(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_name, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_name = data[start:pos].decode()
+                else:
+                    f_name, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]

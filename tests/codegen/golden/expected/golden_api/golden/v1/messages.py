@@ -87,7 +87,12 @@ class GetRequest(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_item_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_item_id = data[start:pos].decode()
+                else:
+                    f_item_id, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -218,9 +223,19 @@ class Item(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_item_id, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_item_id = data[start:pos].decode()
+                else:
+                    f_item_id, pos = _codec.read_str(data, pos)
             elif tag == 18:
-                f_data, pos = _codec.read_bytes(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_data = data[start:pos]
+                else:
+                    f_data, pos = _codec.read_bytes(data, pos)
             elif tag == 24:
                 f_storage, pos = _codec.read_enum(data, pos, Storage)
             elif tag == 34:
@@ -236,13 +251,23 @@ class Item(betterproto2.Message):
             elif tag == 73:
                 f_weight, pos = _codec.read_double(data, pos)
             elif tag == 82:
-                f_text, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_text = data[start:pos].decode()
+                else:
+                    f_text, pos = _codec.read_str(data, pos)
                 f_number = None
             elif tag == 88:
                 f_number, pos = _codec.read_sint64(data, pos)
                 f_text = None
             elif tag == 98:
-                f_parse_, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_parse_ = data[start:pos].decode()
+                else:
+                    f_parse_, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -301,7 +326,12 @@ class ItemOrigin(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 10:
-                f_host, pos = _codec.read_str(data, pos)
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_host = data[start:pos].decode()
+                else:
+                    f_host, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
