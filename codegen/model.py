@@ -110,6 +110,23 @@ class Message:
                 cases.append((tag, (statement, *(f"f_{n} = None" for n in siblings))))
         return tuple(sorted(cases))
 
+    @property
+    def in_order_cases(self) -> tuple[tuple[int, tuple[str, ...]], ...]:
+        """(tag, statements) of ``parse``'s straight-line prefix, in field-number order.
+
+        Encoders write fields in field-number order, so most input is read by one ``if`` per
+        field before the general tag loop (which then sees nothing, or whatever came out of
+        order). Only one-byte tags, and per field the first of its cases (packed for packable
+        repeated fields).
+        """
+        by_tag = dict(self.decode_cases)
+        cases: list[tuple[int, tuple[str, ...]]] = []
+        for f in sorted(self.fields, key=lambda f: f.number):
+            tag = f.codec.decode[0][0]
+            if tag < 0x80:
+                cases.append((tag, by_tag[tag]))
+        return tuple(cases)
+
 
 @dataclass(frozen=True)
 class Method:

@@ -259,6 +259,39 @@ class AgentRegistration(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_success, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_session_token = data[start:pos].decode()
+            else:
+                f_session_token, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 24:
+            pos += 1
+            f_heartbeat_interval_seconds, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 32:
+            pos += 1
+            f_trust_level, pos = _codec.read_enum(data, pos, TrustLevel)
+        if pos < end and data[pos] == 42:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_message = data[start:pos].decode()
+            else:
+                f_message, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 50:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_session_id = data[start:pos].decode()
+            else:
+                f_session_id, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -361,6 +394,33 @@ class BusMessage(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_subject = data[start:pos].decode()
+            else:
+                f_subject, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_payload = data[start:pos]
+            else:
+                f_payload, pos = _codec.read_bytes(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            pos = _codec.read_str_entries_into(f_headers, data, pos, 26)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_reply_to = data[start:pos].decode()
+            else:
+                f_reply_to, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -439,6 +499,22 @@ class CancelTaskRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_task_id = data[start:pos].decode()
+            else:
+                f_task_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_reason = data[start:pos].decode()
+            else:
+                f_reason, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -516,6 +592,20 @@ class CancelTaskResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_success, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            f_state, pos = _codec.read_enum(data, pos, TaskState)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_message = data[start:pos].decode()
+            else:
+                f_message, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -601,6 +691,41 @@ class ChatChunk(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_delta = data[start:pos].decode()
+            else:
+                f_delta, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_model = data[start:pos].decode()
+            else:
+                f_model, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_finish_reason = data[start:pos].decode()
+            else:
+                f_finish_reason, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            f_usage, pos = _codec.read_message(data, pos, Usage.parse, f_usage)
+        if pos < end and data[pos] == 42:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_error_message = data[start:pos].decode()
+            else:
+                f_error_message, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -687,6 +812,22 @@ class ChatMessage(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_role = data[start:pos].decode()
+            else:
+                f_role, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_content = data[start:pos].decode()
+            else:
+                f_content, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -768,6 +909,23 @@ class ChatRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            pos = _codec.append_message(f_messages, data, pos, ChatMessage.parse)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_model = data[start:pos].decode()
+            else:
+                f_model, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 29:
+            pos += 1
+            f_temperature, pos = _codec.read_float(data, pos)
+        if pos < end and data[pos] == 32:
+            pos += 1
+            f_max_tokens, pos = _codec.read_int32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -860,6 +1018,44 @@ class ChatResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_success, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_content = data[start:pos].decode()
+            else:
+                f_content, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_model = data[start:pos].decode()
+            else:
+                f_model, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            f_usage, pos = _codec.read_message(data, pos, Usage.parse, f_usage)
+        if pos < end and data[pos] == 42:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_error_message = data[start:pos].decode()
+            else:
+                f_error_message, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 50:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_finish_reason = data[start:pos].decode()
+            else:
+                f_finish_reason, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -957,6 +1153,25 @@ class DeleteRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_key = data[start:pos].decode()
+            else:
+                f_key, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            f_scope, pos = _codec.read_enum(data, pos, MemoryScope)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_scope_id = data[start:pos].decode()
+            else:
+                f_scope_id, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -1033,6 +1248,20 @@ class DeleteResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_success, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            f_deleted, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_error_message = data[start:pos].decode()
+            else:
+                f_error_message, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -1098,6 +1327,22 @@ class ExecuteToolRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_tool_id = data[start:pos].decode()
+            else:
+                f_tool_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_input_json = data[start:pos].decode()
+            else:
+                f_input_json, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -1173,6 +1418,25 @@ class ExecuteToolResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_success, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_result_json = data[start:pos].decode()
+            else:
+                f_result_json, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_error_message = data[start:pos].decode()
+            else:
+                f_error_message, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -1239,6 +1503,14 @@ class GetTaskRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_task_id = data[start:pos].decode()
+            else:
+                f_task_id, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -1303,6 +1575,20 @@ class HeartbeatRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_agent_id = data[start:pos].decode()
+            else:
+                f_agent_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            f_active_tasks, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            pos = _codec.append_one(f_running_task_ids, data, pos, _codec.read_str)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -1378,6 +1664,15 @@ class HeartbeatResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_success, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            f_heartbeat_interval_seconds, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            f_server_time, pos = _codec.read_timestamp(data, pos, f_server_time)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -1454,6 +1749,28 @@ class ListKeysRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_scope, pos = _codec.read_enum(data, pos, MemoryScope)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_scope_id = data[start:pos].decode()
+            else:
+                f_scope_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_prefix = data[start:pos].decode()
+            else:
+                f_prefix, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 32:
+            pos += 1
+            f_limit, pos = _codec.read_int32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -1532,6 +1849,20 @@ class ListKeysResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_success, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            pos = _codec.append_one(f_keys, data, pos, _codec.read_str)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_error_message = data[start:pos].decode()
+            else:
+                f_error_message, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -1625,6 +1956,44 @@ class ListTasksRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_state, pos = _codec.read_enum(data, pos, TaskState)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_agent_id = data[start:pos].decode()
+            else:
+                f_agent_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_task_type = data[start:pos].decode()
+            else:
+                f_task_type, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_workflow_id = data[start:pos].decode()
+            else:
+                f_workflow_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 40:
+            pos += 1
+            f_limit, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 50:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_page_token = data[start:pos].decode()
+            else:
+                f_page_token, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -1715,6 +2084,17 @@ class ListTasksResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            pos = _codec.append_message(f_tasks, data, pos, Task.parse)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_next_page_token = data[start:pos].decode()
+            else:
+                f_next_page_token, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -1811,6 +2191,9 @@ class ListToolsResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            pos = _codec.append_message(f_tools, data, pos, ToolInfo.parse)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -1883,6 +2266,33 @@ class PublishRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_subject = data[start:pos].decode()
+            else:
+                f_subject, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_payload = data[start:pos]
+            else:
+                f_payload, pos = _codec.read_bytes(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            pos = _codec.read_str_entries_into(f_headers, data, pos, 26)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_reply_to = data[start:pos].decode()
+            else:
+                f_reply_to, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -1961,6 +2371,17 @@ class PublishResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_success, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_error_message = data[start:pos].decode()
+            else:
+                f_error_message, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -2073,6 +2494,55 @@ class RegisterRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_agent_id = data[start:pos].decode()
+            else:
+                f_agent_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_agent_name = data[start:pos].decode()
+            else:
+                f_agent_name, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_version = data[start:pos].decode()
+            else:
+                f_version, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            pos = _codec.read_str_entries_into(f_capabilities, data, pos, 34)
+        if pos < end and data[pos] == 42:
+            pos += 1
+            pos = _codec.read_str_entries_into(f_metadata, data, pos, 42)
+        if pos < end and data[pos] == 50:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_secret = data[start:pos].decode()
+            else:
+                f_secret, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 56:
+            pos += 1
+            f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 66:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_sdk_version = data[start:pos].decode()
+            else:
+                f_sdk_version, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -2167,6 +2637,9 @@ class ReportStatusResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_accepted, pos = _codec.read_bool(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -2239,6 +2712,28 @@ class RequestRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_subject = data[start:pos].decode()
+            else:
+                f_subject, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_payload = data[start:pos]
+            else:
+                f_payload, pos = _codec.read_bytes(data, pos)
+        if pos < end and data[pos] == 24:
+            pos += 1
+            f_timeout_ms, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            pos = _codec.read_str_entries_into(f_headers, data, pos, 34)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -2328,6 +2823,28 @@ class RequestResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_success, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_payload = data[start:pos]
+            else:
+                f_payload, pos = _codec.read_bytes(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            pos = _codec.read_str_entries_into(f_headers, data, pos, 26)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_error_message = data[start:pos].decode()
+            else:
+                f_error_message, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -2409,6 +2926,25 @@ class RetrieveRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_key = data[start:pos].decode()
+            else:
+                f_key, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            f_scope, pos = _codec.read_enum(data, pos, MemoryScope)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_scope_id = data[start:pos].decode()
+            else:
+                f_scope_id, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -2499,6 +3035,31 @@ class RetrieveResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_success, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            f_found, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_value_json = data[start:pos].decode()
+            else:
+                f_value_json, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_error_message = data[start:pos].decode()
+            else:
+                f_error_message, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 42:
+            pos += 1
+            f_expires_at, pos = _codec.read_timestamp(data, pos, f_expires_at)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -2597,6 +3158,36 @@ class StoreRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_key = data[start:pos].decode()
+            else:
+                f_key, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_value_json = data[start:pos].decode()
+            else:
+                f_value_json, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 24:
+            pos += 1
+            f_scope, pos = _codec.read_enum(data, pos, MemoryScope)
+        if pos < end and data[pos] == 32:
+            pos += 1
+            f_ttl_seconds, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 42:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_scope_id = data[start:pos].decode()
+            else:
+                f_scope_id, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -2678,6 +3269,17 @@ class StoreResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_success, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_error_message = data[start:pos].decode()
+            else:
+                f_error_message, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -2740,6 +3342,17 @@ class StreamTasksRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_agent_id = data[start:pos].decode()
+            else:
+                f_agent_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -2816,6 +3429,28 @@ class SubmitResultResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_task_id = data[start:pos].decode()
+            else:
+                f_task_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            f_accepted, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 24:
+            pos += 1
+            f_duplicate, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_message = data[start:pos].decode()
+            else:
+                f_message, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -2946,6 +3581,66 @@ class SubmitTaskRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_description = data[start:pos].decode()
+            else:
+                f_description, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_payload = data[start:pos]
+            else:
+                f_payload, pos = _codec.read_bytes(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_task_type = data[start:pos].decode()
+            else:
+                f_task_type, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_target_agent_id = data[start:pos].decode()
+            else:
+                f_target_agent_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 40:
+            pos += 1
+            f_priority, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 50:
+            pos += 1
+            pos = _codec.read_str_entries_into(f_metadata, data, pos, 50)
+        if pos < end and data[pos] == 58:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_workflow_id = data[start:pos].decode()
+            else:
+                f_workflow_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 64:
+            pos += 1
+            f_max_attempts, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 72:
+            pos += 1
+            f_timeout_seconds, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 82:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_idempotency_key = data[start:pos].decode()
+            else:
+                f_idempotency_key, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -3053,6 +3748,14 @@ class SubmitTaskResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_task_id = data[start:pos].decode()
+            else:
+                f_task_id, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -3114,6 +3817,22 @@ class SubscribeRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_subject = data[start:pos].decode()
+            else:
+                f_subject, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_queue_group = data[start:pos].decode()
+            else:
+                f_queue_group, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -3315,6 +4034,96 @@ class Task(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_task_id = data[start:pos].decode()
+            else:
+                f_task_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_description = data[start:pos].decode()
+            else:
+                f_description, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_payload = data[start:pos]
+            else:
+                f_payload, pos = _codec.read_bytes(data, pos)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_task_type = data[start:pos].decode()
+            else:
+                f_task_type, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 42:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_target_agent_id = data[start:pos].decode()
+            else:
+                f_target_agent_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 48:
+            pos += 1
+            f_priority, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 58:
+            pos += 1
+            pos = _codec.read_str_entries_into(f_metadata, data, pos, 58)
+        if pos < end and data[pos] == 66:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_workflow_id = data[start:pos].decode()
+            else:
+                f_workflow_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 72:
+            pos += 1
+            f_state, pos = _codec.read_enum(data, pos, TaskState)
+        if pos < end and data[pos] == 80:
+            pos += 1
+            f_attempt, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 88:
+            pos += 1
+            f_max_attempts, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 98:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_assigned_agent_id = data[start:pos].decode()
+            else:
+                f_assigned_agent_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 109:
+            pos += 1
+            f_progress, pos = _codec.read_float(data, pos)
+        if pos < end and data[pos] == 114:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_status_message = data[start:pos].decode()
+            else:
+                f_status_message, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 122:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_result = data[start:pos]
+            else:
+                f_result, pos = _codec.read_bytes(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -3535,6 +4344,61 @@ class TaskAssignment(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_task_id = data[start:pos].decode()
+            else:
+                f_task_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_description = data[start:pos].decode()
+            else:
+                f_description, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_payload = data[start:pos]
+            else:
+                f_payload, pos = _codec.read_bytes(data, pos)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_task_type = data[start:pos].decode()
+            else:
+                f_task_type, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 40:
+            pos += 1
+            f_attempt, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 48:
+            pos += 1
+            f_priority, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 58:
+            pos += 1
+            pos = _codec.read_str_entries_into(f_metadata, data, pos, 58)
+        if pos < end and data[pos] == 66:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_workflow_id = data[start:pos].decode()
+            else:
+                f_workflow_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 74:
+            pos += 1
+            f_created_at, pos = _codec.read_timestamp(data, pos, f_created_at)
+        if pos < end and data[pos] == 82:
+            pos += 1
+            f_deadline, pos = _codec.read_timestamp(data, pos, f_deadline)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -3641,6 +4505,22 @@ class TaskCancellation(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_task_id = data[start:pos].decode()
+            else:
+                f_task_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_reason = data[start:pos].decode()
+            else:
+                f_reason, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -3747,6 +4627,42 @@ class TaskResult(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_task_id = data[start:pos].decode()
+            else:
+                f_task_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            f_success, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_result = data[start:pos]
+            else:
+                f_result, pos = _codec.read_bytes(data, pos)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_error_message = data[start:pos].decode()
+            else:
+                f_error_message, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 42:
+            pos += 1
+            pos = _codec.read_str_entries_into(f_metrics, data, pos, 42)
+        if pos < end and data[pos] == 48:
+            pos += 1
+            f_cancelled, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 56:
+            pos += 1
+            f_released, pos = _codec.read_bool(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -3848,6 +4764,28 @@ class TaskStatus(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_task_id = data[start:pos].decode()
+            else:
+                f_task_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            f_state, pos = _codec.read_enum(data, pos, TaskState)
+        if pos < end and data[pos] == 29:
+            pos += 1
+            f_progress, pos = _codec.read_float(data, pos)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_message = data[start:pos].decode()
+            else:
+                f_message, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -3929,6 +4867,14 @@ class TaskStreamEvent(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            f_assignment, pos = _codec.read_message(data, pos, TaskAssignment.parse, f_assignment)
+            f_cancel = None
+        if pos < end and data[pos] == 18:
+            pos += 1
+            f_cancel, pos = _codec.read_message(data, pos, TaskCancellation.parse, f_cancel)
+            f_assignment = None
         while pos < end:
             start = pos
             tag = data[pos]
@@ -3984,6 +4930,9 @@ class TaskUpdate(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            f_task, pos = _codec.read_message(data, pos, Task.parse, f_task)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -4050,6 +4999,38 @@ class ToolInfo(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_tool_id = data[start:pos].decode()
+            else:
+                f_tool_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_description = data[start:pos].decode()
+            else:
+                f_description, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_input_schema_json = data[start:pos].decode()
+            else:
+                f_input_schema_json, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_output_schema_json = data[start:pos].decode()
+            else:
+                f_output_schema_json, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -4133,6 +5114,22 @@ class UnregisterRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_agent_id = data[start:pos].decode()
+            else:
+                f_agent_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_reason = data[start:pos].decode()
+            else:
+                f_reason, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -4202,6 +5199,12 @@ class UnregisterResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_success, pos = _codec.read_bool(data, pos)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            f_requeued_tasks, pos = _codec.read_int32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -4267,6 +5270,15 @@ class Usage(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_prompt_tokens, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            f_completion_tokens, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 24:
+            pos += 1
+            f_total_tokens, pos = _codec.read_int32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -4321,6 +5333,14 @@ class WatchTaskRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_task_id = data[start:pos].decode()
+            else:
+                f_task_id, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]

@@ -152,6 +152,12 @@ class Timestamp(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_seconds, pos = _codec.read_int64(data, pos)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            f_nanos, pos = _codec.read_int32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]

@@ -80,6 +80,14 @@ class HealthCheckRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_service = data[start:pos].decode()
+            else:
+                f_service, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -137,6 +145,9 @@ class HealthCheckResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_status, pos = _codec.read_enum(data, pos, HealthCheckResponseServingStatus)
         while pos < end:
             start = pos
             tag = data[pos]

@@ -57,6 +57,17 @@ class ErrorResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_error_code, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_error_message = data[start:pos].decode()
+            else:
+                f_error_message, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -121,6 +132,17 @@ class ExtensionNumberResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_base_type_name = data[start:pos].decode()
+            else:
+                f_base_type_name, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            pos = _codec.extend_packed(f_extension_number, data, pos, _codec.read_int32)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -187,6 +209,17 @@ class ExtensionRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_containing_type = data[start:pos].decode()
+            else:
+                f_containing_type, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            f_extension_number, pos = _codec.read_int32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -246,6 +279,9 @@ class FileDescriptorResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            pos = _codec.append_one(f_file_descriptor_proto, data, pos, _codec.read_bytes)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -295,6 +331,9 @@ class ListServiceResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            pos = _codec.append_message(f_service, data, pos, ServiceResponse.parse)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -391,6 +430,71 @@ class ServerReflectionRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_host = data[start:pos].decode()
+            else:
+                f_host, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_file_by_filename = data[start:pos].decode()
+            else:
+                f_file_by_filename, pos = _codec.read_str(data, pos)
+            f_file_containing_symbol = None
+            f_file_containing_extension = None
+            f_all_extension_numbers_of_type = None
+            f_list_services = None
+        if pos < end and data[pos] == 34:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_file_containing_symbol = data[start:pos].decode()
+            else:
+                f_file_containing_symbol, pos = _codec.read_str(data, pos)
+            f_file_by_filename = None
+            f_file_containing_extension = None
+            f_all_extension_numbers_of_type = None
+            f_list_services = None
+        if pos < end and data[pos] == 42:
+            pos += 1
+            f_file_containing_extension, pos = _codec.read_message(
+                data, pos, ExtensionRequest.parse, f_file_containing_extension
+            )
+            f_file_by_filename = None
+            f_file_containing_symbol = None
+            f_all_extension_numbers_of_type = None
+            f_list_services = None
+        if pos < end and data[pos] == 50:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_all_extension_numbers_of_type = data[start:pos].decode()
+            else:
+                f_all_extension_numbers_of_type, pos = _codec.read_str(data, pos)
+            f_file_by_filename = None
+            f_file_containing_symbol = None
+            f_file_containing_extension = None
+            f_list_services = None
+        if pos < end and data[pos] == 58:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_list_services = data[start:pos].decode()
+            else:
+                f_list_services, pos = _codec.read_str(data, pos)
+            f_file_by_filename = None
+            f_file_containing_symbol = None
+            f_file_containing_extension = None
+            f_all_extension_numbers_of_type = None
         while pos < end:
             start = pos
             tag = data[pos]
@@ -549,6 +653,51 @@ class ServerReflectionResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_valid_host = data[start:pos].decode()
+            else:
+                f_valid_host, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            f_original_request, pos = _codec.read_message(
+                data, pos, ServerReflectionRequest.parse, f_original_request
+            )
+        if pos < end and data[pos] == 34:
+            pos += 1
+            f_file_descriptor_response, pos = _codec.read_message(
+                data, pos, FileDescriptorResponse.parse, f_file_descriptor_response
+            )
+            f_all_extension_numbers_response = None
+            f_list_services_response = None
+            f_error_response = None
+        if pos < end and data[pos] == 42:
+            pos += 1
+            f_all_extension_numbers_response, pos = _codec.read_message(
+                data, pos, ExtensionNumberResponse.parse, f_all_extension_numbers_response
+            )
+            f_file_descriptor_response = None
+            f_list_services_response = None
+            f_error_response = None
+        if pos < end and data[pos] == 50:
+            pos += 1
+            f_list_services_response, pos = _codec.read_message(
+                data, pos, ListServiceResponse.parse, f_list_services_response
+            )
+            f_file_descriptor_response = None
+            f_all_extension_numbers_response = None
+            f_error_response = None
+        if pos < end and data[pos] == 58:
+            pos += 1
+            f_error_response, pos = _codec.read_message(
+                data, pos, ErrorResponse.parse, f_error_response
+            )
+            f_file_descriptor_response = None
+            f_all_extension_numbers_response = None
+            f_list_services_response = None
         while pos < end:
             start = pos
             tag = data[pos]
@@ -641,6 +790,14 @@ class ServiceResponse(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_name = data[start:pos].decode()
+            else:
+                f_name, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]

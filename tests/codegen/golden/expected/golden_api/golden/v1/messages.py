@@ -79,6 +79,14 @@ class GetRequest(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_item_id = data[start:pos].decode()
+            else:
+                f_item_id, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -215,6 +223,64 @@ class Item(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_item_id = data[start:pos].decode()
+            else:
+                f_item_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_data = data[start:pos]
+            else:
+                f_data, pos = _codec.read_bytes(data, pos)
+        if pos < end and data[pos] == 24:
+            pos += 1
+            f_storage, pos = _codec.read_enum(data, pos, Storage)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            pos = _codec.read_str_entries_into(f_labels, data, pos, 34)
+        if pos < end and data[pos] == 42:
+            pos += 1
+            pos = _codec.append_one(f_tags, data, pos, _codec.read_str)
+        if pos < end and data[pos] == 50:
+            pos += 1
+            f_origin, pos = _codec.read_message(data, pos, ItemOrigin.parse, f_origin)
+        if pos < end and data[pos] == 58:
+            pos += 1
+            f_created_at, pos = _codec.read_timestamp(data, pos, f_created_at)
+        if pos < end and data[pos] == 66:
+            pos += 1
+            f_ttl, pos = _codec.read_duration(data, pos, f_ttl)
+        if pos < end and data[pos] == 73:
+            pos += 1
+            f_weight, pos = _codec.read_double(data, pos)
+        if pos < end and data[pos] == 82:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_text = data[start:pos].decode()
+            else:
+                f_text, pos = _codec.read_str(data, pos)
+            f_number = None
+        if pos < end and data[pos] == 88:
+            pos += 1
+            f_number, pos = _codec.read_sint64(data, pos)
+            f_text = None
+        if pos < end and data[pos] == 98:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_parse_ = data[start:pos].decode()
+            else:
+                f_parse_, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -318,6 +384,14 @@ class ItemOrigin(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_host = data[start:pos].decode()
+            else:
+                f_host, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -371,6 +445,9 @@ class UploadSummary(betterproto2.Message):
         unknown = bytearray()
         pos = 0
         end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            f_count, pos = _codec.read_uint32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
