@@ -99,6 +99,7 @@ _I32 = struct.Struct("<i")
 _I64 = struct.Struct("<q")
 _U32 = struct.Struct("<I")
 _U64S = struct.Struct("<Q")
+_LENGTH_SECONDS5 = struct.Struct("<7B").pack
 
 
 def varint(value: int) -> bytes:
@@ -262,16 +263,34 @@ def put_timestamp(out: bytearray, tag: bytes, value: datetime.datetime) -> None:
         raise ValueError("datetime must be timezone-aware")
     offset = value - EPOCH
     seconds = offset.days * 86_400 + offset.seconds
+    micros = offset.microseconds
     out += tag
+    if 0x10000000 <= seconds < 0x800000000:
+        # Every time from 1978 to 3058: seconds is a 5-byte varint, written with the body's
+        # length and field tag in one pack.
+        nanos = varint(micros * 1000) if micros else b""
+        out += _LENGTH_SECONDS5(
+            6 + len(nanos) + (1 if micros else 0),
+            0x08,
+            seconds & 0x7F | 0x80,
+            seconds >> 7 & 0x7F | 0x80,
+            seconds >> 14 & 0x7F | 0x80,
+            seconds >> 21 & 0x7F | 0x80,
+            seconds >> 28,
+        )
+        if micros:
+            out.append(0x10)
+            out += nanos
+        return
     # The body is at most 17 bytes: its length is one byte, patched in at the end.
     at = len(out)
     out.append(0)
     if seconds:
         out.append(0x08)
         out += _SMALL[seconds] if 0 <= seconds < 0x80 else varint(seconds)
-    if offset.microseconds:
+    if micros:
         out.append(0x10)
-        out += varint(offset.microseconds * 1000)
+        out += varint(micros * 1000)
     out[at] = len(out) - at - 1
 
 
