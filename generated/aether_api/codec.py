@@ -618,12 +618,33 @@ def read_entry_into(
 
 def read_str_entries_into(target: dict[str, str], data: bytes, pos: int, tag: int) -> int:
     """Read a run of map<string, string> entries into the dict: the one whose (one-byte)
-    `tag` was just read, and every entry directly after it with the same tag."""
-    end = len(data)
-    pos = read_str_entry_into(target, data, pos)
-    while pos < end and data[pos] == tag:
-        pos = read_str_entry_into(target, data, pos + 1)
-    return pos
+    `tag` was just read, and every entry directly after it with the same tag.
+
+    `read_str_entry_into` inlined in the loop (one call per run, not per entry).
+    """
+    n = len(data)
+    while True:
+        if pos + 2 < n:
+            size = data[pos]
+            end = pos + 1 + size
+            key_end = pos + 3 + data[pos + 2]
+            if (
+                size < 0x80
+                and end <= n
+                and data[pos + 1] == 0x0A
+                and key_end + 2 <= end
+                and data[key_end] == 0x12
+                and key_end + 2 + data[key_end + 1] == end
+            ):
+                target[data[pos + 3 : key_end].decode()] = data[key_end + 2 : end].decode()
+                pos = end
+            else:
+                pos = read_entry_into(target, data, pos, read_str, 2, "", read_str, 2, str)
+        else:
+            pos = read_entry_into(target, data, pos, read_str, 2, "", read_str, 2, str)
+        if pos >= n or data[pos] != tag:
+            return pos
+        pos += 1
 
 
 def read_str_entry_into(target: dict[str, str], data: bytes, pos: int) -> int:
