@@ -344,6 +344,11 @@ async def _run(command: _Command, args: argparse.Namespace) -> int:
         return EXIT_HUB
     except GRPCError as exc:
         return _grpc_error(exc, err)
+    except BrokenPipeError:
+        # Whoever reads our output went away (`aether task list | head -1`): the Hub is fine,
+        # so say nothing about it; keep the interpreter's final flush from failing too.
+        _discard_output(out)
+        return EXIT_FAILED
     except (OSError, StreamTerminatedError, asyncio.TimeoutError) as exc:
         print(_connection_message(address, exc), file=err)
         return EXIT_HUB
@@ -354,6 +359,19 @@ async def _run(command: _Command, args: argparse.Namespace) -> int:
     finally:
         if channel is not None:
             channel.close()
+
+
+def _discard_output(out: TextIO) -> None:
+    """Point a closed pipe's file descriptor at /dev/null (as the Python docs advise)."""
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError):  # not backed by a file descriptor (e.g. captured in tests)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _connection_message(address: HubAddress | None, exc: BaseException) -> str:

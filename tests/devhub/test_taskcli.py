@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import socket
 import sys
 import threading
@@ -432,6 +433,28 @@ async def test_console_script_without_a_hub_has_no_traceback() -> None:
     assert err.strip() == (
         f"cannot reach the Aether Hub at 127.0.0.1:{port} — is `aether hub` running?"
     )
+
+
+async def test_a_closed_stdout_is_not_blamed_on_the_hub(hub: HubServer) -> None:
+    # `aether task get ID | head -1`: the reader goes away; the Hub is fine and must not be
+    # reported unreachable, and no traceback or "Exception ignored" noise may follow.
+    code, out, err = await _console("task", "submit", "piped", "--hub", hub.address)
+    assert code == 0, err
+    task_id = out.strip()
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "aether"),
+            *("task", "get", task_id, "--hub", hub.address),
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        os.close(write_end)
+    _, raw_err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert raw_err.decode() == ""
 
 
 def test_sync_main_against_a_hub_in_another_thread(
