@@ -100,6 +100,8 @@ _I64 = struct.Struct("<q")
 _U32 = struct.Struct("<I")
 _U64S = struct.Struct("<Q")
 _LENGTH_SECONDS5 = struct.Struct("<7B").pack
+_UNPACK12 = struct.Struct("<12B").unpack_from
+_UNPACK13 = struct.Struct("<13B").unpack_from
 
 
 def varint(value: int) -> bytes:
@@ -715,10 +717,39 @@ def read_timestamp(
     """A google.protobuf.Timestamp as a UTC datetime (nanoseconds truncated to micros);
     merged into `current` (a repeated occurrence of a singular field) like a message."""
     if current is None and pos < len(data):
-        # `_fast_seconds_nanos` inlined (no call, no tuple): the body as protobuf writes it.
         size = data[pos]
         at = pos + 1
         end = at + size
+        if size == 12 and end <= len(data):
+            # A present-day time with a sub-second part: 5-byte seconds and 4- or 5-byte
+            # nanos (all but about 1 in 500 of them), unpacked in one call.
+            _, t1, s0, s1, s2, s3, s4, t2, n0, n1, n2, n3, n4 = _UNPACK13(data, pos)
+            if (
+                t1 == 0x08
+                and t2 == 0x10
+                and s0 & s1 & s2 & s3 & n0 & n1 & n2 & n3 & 0x80
+                and s4 < 0x08
+                and n4 < 0x08
+            ):
+                seconds = s0 & 0x7F | (s1 & 0x7F) << 7 | (s2 & 0x7F) << 14
+                seconds |= (s3 & 0x7F) << 21 | s4 << 28
+                nanos = n0 & 0x7F | (n1 & 0x7F) << 7 | (n2 & 0x7F) << 14
+                nanos |= (n3 & 0x7F) << 21 | n4 << 28
+                return EPOCH + _timedelta(0, seconds, nanos // 1000), end
+        elif size == 11 and end <= len(data):
+            _, t1, s0, s1, s2, s3, s4, t2, n0, n1, n2, n3 = _UNPACK12(data, pos)
+            if (
+                t1 == 0x08
+                and t2 == 0x10
+                and s0 & s1 & s2 & s3 & n0 & n1 & n2 & 0x80
+                and s4 < 0x08
+                and n3 < 0x80
+            ):
+                seconds = s0 & 0x7F | (s1 & 0x7F) << 7 | (s2 & 0x7F) << 14
+                seconds |= (s3 & 0x7F) << 21 | s4 << 28
+                nanos = n0 & 0x7F | (n1 & 0x7F) << 7 | (n2 & 0x7F) << 14 | n3 << 21
+                return EPOCH + _timedelta(0, seconds, nanos // 1000), end
+        # `_fast_seconds_nanos` inlined (no call, no tuple): the body as protobuf writes it.
         if size < 0x80 and end <= len(data):
             seconds = nanos = 0
             if at < end and data[at] == 0x08:
