@@ -30,6 +30,7 @@ _SCALARS: dict[int, tuple[str, int, str, str]] = {
     _FDP.TYPE_STRING: ("put_str", 2, "read_str", '""'),
     _FDP.TYPE_BYTES: ("put_bytes", 2, "read_bytes", 'b""'),
 }
+_ONE_BYTE_INTS = (_FDP.TYPE_INT32, _FDP.TYPE_INT64, _FDP.TYPE_UINT32, _FDP.TYPE_UINT64)
 _DEFAULT_FACTORIES = {"0": "int", "0.0": "float", "False": "bool", '""': "str", 'b""': "bytes"}
 
 
@@ -148,6 +149,17 @@ def singular(name: str, number: int, el: Element, annotation: str, presence: boo
         read = f"{var}, pos = _codec.read_enum(data, pos, {el.ref})"
     elif el.kind == "scalar" and el.wire == 2:
         read = _inline_length_delimited(var, el)
+    elif el.kind == "scalar" and el.type in _ONE_BYTE_INTS:
+        # A value under 128 (one varint byte) read in place; the reader does the rest.
+        read = "\n".join(
+            (
+                "if pos < end and data[pos] < 0x80:",
+                f"    {var} = data[pos]",
+                "    pos += 1",
+                "else:",
+                f"    {var}, pos = {el.reader}(data, pos)",
+            )
+        )
     else:
         read = f"{var}, pos = {el.reader}(data, pos)"
     default = "None" if presence else el.zero

@@ -100,6 +100,8 @@ _I64 = struct.Struct("<q")
 _U32 = struct.Struct("<I")
 _U64S = struct.Struct("<Q")
 _LENGTH_SECONDS5 = struct.Struct("<7B").pack
+_LENGTH_SECONDS5_NANOS4 = struct.Struct("<12B").pack
+_LENGTH_SECONDS5_NANOS5 = struct.Struct("<13B").pack
 _UNPACK12 = struct.Struct("<12B").unpack_from
 _UNPACK13 = struct.Struct("<13B").unpack_from
 
@@ -269,8 +271,44 @@ def put_timestamp(out: bytearray, tag: bytes, value: datetime.datetime) -> None:
     out += tag
     if 0x10000000 <= seconds < 0x800000000:
         # Every time from 1978 to 3058: seconds is a 5-byte varint, written with the body's
-        # length and field tag in one pack.
-        nanos = varint(micros * 1000) if micros else b""
+        # length and field tag in one pack (with a 4- or 5-byte nanos varint, too).
+        nanos_value = micros * 1000
+        if nanos_value >= 0x200000:
+            s = seconds
+            n = nanos_value
+            if n >= 0x10000000:
+                out += _LENGTH_SECONDS5_NANOS5(
+                    12,
+                    0x08,
+                    s & 0x7F | 0x80,
+                    s >> 7 & 0x7F | 0x80,
+                    s >> 14 & 0x7F | 0x80,
+                    s >> 21 & 0x7F | 0x80,
+                    s >> 28,
+                    0x10,
+                    n & 0x7F | 0x80,
+                    n >> 7 & 0x7F | 0x80,
+                    n >> 14 & 0x7F | 0x80,
+                    n >> 21 & 0x7F | 0x80,
+                    n >> 28,
+                )
+            else:
+                out += _LENGTH_SECONDS5_NANOS4(
+                    11,
+                    0x08,
+                    s & 0x7F | 0x80,
+                    s >> 7 & 0x7F | 0x80,
+                    s >> 14 & 0x7F | 0x80,
+                    s >> 21 & 0x7F | 0x80,
+                    s >> 28,
+                    0x10,
+                    n & 0x7F | 0x80,
+                    n >> 7 & 0x7F | 0x80,
+                    n >> 14 & 0x7F | 0x80,
+                    n >> 21,
+                )
+            return
+        nanos = varint(nanos_value) if micros else b""
         out += _LENGTH_SECONDS5(
             6 + len(nanos) + (1 if micros else 0),
             0x08,

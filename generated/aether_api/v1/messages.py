@@ -272,7 +272,11 @@ class AgentRegistration(betterproto2.Message):
                 f_session_token, pos = _codec.read_str(data, pos)
         if pos < end and data[pos] == 24:
             pos += 1
-            f_heartbeat_interval_seconds, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_heartbeat_interval_seconds = data[pos]
+                pos += 1
+            else:
+                f_heartbeat_interval_seconds, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 32:
             pos += 1
             f_trust_level, pos = _codec.read_enum(data, pos, TrustLevel)
@@ -309,7 +313,11 @@ class AgentRegistration(betterproto2.Message):
                 else:
                     f_session_token, pos = _codec.read_str(data, pos)
             elif tag == 24:
-                f_heartbeat_interval_seconds, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_heartbeat_interval_seconds = data[pos]
+                    pos += 1
+                else:
+                    f_heartbeat_interval_seconds, pos = _codec.read_int32(data, pos)
             elif tag == 32:
                 f_trust_level, pos = _codec.read_enum(data, pos, TrustLevel)
             elif tag == 42:
@@ -925,7 +933,11 @@ class ChatRequest(betterproto2.Message):
             f_temperature, pos = _codec.read_float(data, pos)
         if pos < end and data[pos] == 32:
             pos += 1
-            f_max_tokens, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_max_tokens = data[pos]
+                pos += 1
+            else:
+                f_max_tokens, pos = _codec.read_int32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -945,7 +957,11 @@ class ChatRequest(betterproto2.Message):
             elif tag == 29:
                 f_temperature, pos = _codec.read_float(data, pos)
             elif tag == 32:
-                f_max_tokens, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_max_tokens = data[pos]
+                    pos += 1
+                else:
+                    f_max_tokens, pos = _codec.read_int32(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -1585,7 +1601,11 @@ class HeartbeatRequest(betterproto2.Message):
                 f_agent_id, pos = _codec.read_str(data, pos)
         if pos < end and data[pos] == 16:
             pos += 1
-            f_active_tasks, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_active_tasks = data[pos]
+                pos += 1
+            else:
+                f_active_tasks, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 26:
             pos += 1
             pos = _codec.append_one(f_running_task_ids, data, pos, _codec.read_str)
@@ -1604,7 +1624,11 @@ class HeartbeatRequest(betterproto2.Message):
                 else:
                     f_agent_id, pos = _codec.read_str(data, pos)
             elif tag == 16:
-                f_active_tasks, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_active_tasks = data[pos]
+                    pos += 1
+                else:
+                    f_active_tasks, pos = _codec.read_int32(data, pos)
             elif tag == 26:
                 pos = _codec.append_one(f_running_task_ids, data, pos, _codec.read_str)
             else:
@@ -1669,7 +1693,11 @@ class HeartbeatResponse(betterproto2.Message):
             f_success, pos = _codec.read_bool(data, pos)
         if pos < end and data[pos] == 16:
             pos += 1
-            f_heartbeat_interval_seconds, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_heartbeat_interval_seconds = data[pos]
+                pos += 1
+            else:
+                f_heartbeat_interval_seconds, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 26:
             pos += 1
             f_server_time, pos = _codec.read_timestamp(data, pos, f_server_time)
@@ -1683,7 +1711,11 @@ class HeartbeatResponse(betterproto2.Message):
             if tag == 8:
                 f_success, pos = _codec.read_bool(data, pos)
             elif tag == 16:
-                f_heartbeat_interval_seconds, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_heartbeat_interval_seconds = data[pos]
+                    pos += 1
+                else:
+                    f_heartbeat_interval_seconds, pos = _codec.read_int32(data, pos)
             elif tag == 26:
                 f_server_time, pos = _codec.read_timestamp(data, pos, f_server_time)
             else:
@@ -1770,7 +1802,11 @@ class ListKeysRequest(betterproto2.Message):
                 f_prefix, pos = _codec.read_str(data, pos)
         if pos < end and data[pos] == 32:
             pos += 1
-            f_limit, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_limit = data[pos]
+                pos += 1
+            else:
+                f_limit, pos = _codec.read_int32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -1795,7 +1831,11 @@ class ListKeysRequest(betterproto2.Message):
                 else:
                     f_prefix, pos = _codec.read_str(data, pos)
             elif tag == 32:
-                f_limit, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_limit = data[pos]
+                    pos += 1
+                else:
+                    f_limit, pos = _codec.read_int32(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -1985,7 +2025,11 @@ class ListTasksRequest(betterproto2.Message):
                 f_workflow_id, pos = _codec.read_str(data, pos)
         if pos < end and data[pos] == 40:
             pos += 1
-            f_limit, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_limit = data[pos]
+                pos += 1
+            else:
+                f_limit, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 50:
             pos += 1
             if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
@@ -2025,7 +2069,11 @@ class ListTasksRequest(betterproto2.Message):
                 else:
                     f_workflow_id, pos = _codec.read_str(data, pos)
             elif tag == 40:
-                f_limit, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_limit = data[pos]
+                    pos += 1
+                else:
+                    f_limit, pos = _codec.read_int32(data, pos)
             elif tag == 50:
                 if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
                     start = pos + 1
@@ -2534,7 +2582,11 @@ class RegisterRequest(betterproto2.Message):
                 f_secret, pos = _codec.read_str(data, pos)
         if pos < end and data[pos] == 56:
             pos += 1
-            f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_max_concurrent_tasks = data[pos]
+                pos += 1
+            else:
+                f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 66:
             pos += 1
             if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
@@ -2583,7 +2635,11 @@ class RegisterRequest(betterproto2.Message):
                 else:
                     f_secret, pos = _codec.read_str(data, pos)
             elif tag == 56:
-                f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_max_concurrent_tasks = data[pos]
+                    pos += 1
+                else:
+                    f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
             elif tag == 66:
                 if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
                     start = pos + 1
@@ -2730,7 +2786,11 @@ class RequestRequest(betterproto2.Message):
                 f_payload, pos = _codec.read_bytes(data, pos)
         if pos < end and data[pos] == 24:
             pos += 1
-            f_timeout_ms, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_timeout_ms = data[pos]
+                pos += 1
+            else:
+                f_timeout_ms, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 34:
             pos += 1
             pos = _codec.read_str_entries_into(f_headers, data, pos, 34)
@@ -2756,7 +2816,11 @@ class RequestRequest(betterproto2.Message):
                 else:
                     f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 24:
-                f_timeout_ms, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_timeout_ms = data[pos]
+                    pos += 1
+                else:
+                    f_timeout_ms, pos = _codec.read_int32(data, pos)
             elif tag == 34:
                 pos = _codec.read_str_entries_into(f_headers, data, pos, 34)
             else:
@@ -3179,7 +3243,11 @@ class StoreRequest(betterproto2.Message):
             f_scope, pos = _codec.read_enum(data, pos, MemoryScope)
         if pos < end and data[pos] == 32:
             pos += 1
-            f_ttl_seconds, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_ttl_seconds = data[pos]
+                pos += 1
+            else:
+                f_ttl_seconds, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 42:
             pos += 1
             if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
@@ -3212,7 +3280,11 @@ class StoreRequest(betterproto2.Message):
             elif tag == 24:
                 f_scope, pos = _codec.read_enum(data, pos, MemoryScope)
             elif tag == 32:
-                f_ttl_seconds, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_ttl_seconds = data[pos]
+                    pos += 1
+                else:
+                    f_ttl_seconds, pos = _codec.read_int32(data, pos)
             elif tag == 42:
                 if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
                     start = pos + 1
@@ -3352,7 +3424,11 @@ class StreamTasksRequest(betterproto2.Message):
                 f_agent_id, pos = _codec.read_str(data, pos)
         if pos < end and data[pos] == 16:
             pos += 1
-            f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_max_concurrent_tasks = data[pos]
+                pos += 1
+            else:
+                f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -3368,7 +3444,11 @@ class StreamTasksRequest(betterproto2.Message):
                 else:
                     f_agent_id, pos = _codec.read_str(data, pos)
             elif tag == 16:
-                f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_max_concurrent_tasks = data[pos]
+                    pos += 1
+                else:
+                    f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -3615,7 +3695,11 @@ class SubmitTaskRequest(betterproto2.Message):
                 f_target_agent_id, pos = _codec.read_str(data, pos)
         if pos < end and data[pos] == 40:
             pos += 1
-            f_priority, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_priority = data[pos]
+                pos += 1
+            else:
+                f_priority, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 50:
             pos += 1
             pos = _codec.read_str_entries_into(f_metadata, data, pos, 50)
@@ -3629,10 +3713,18 @@ class SubmitTaskRequest(betterproto2.Message):
                 f_workflow_id, pos = _codec.read_str(data, pos)
         if pos < end and data[pos] == 64:
             pos += 1
-            f_max_attempts, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_max_attempts = data[pos]
+                pos += 1
+            else:
+                f_max_attempts, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 72:
             pos += 1
-            f_timeout_seconds, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_timeout_seconds = data[pos]
+                pos += 1
+            else:
+                f_timeout_seconds, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 82:
             pos += 1
             if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
@@ -3677,7 +3769,11 @@ class SubmitTaskRequest(betterproto2.Message):
                 else:
                     f_target_agent_id, pos = _codec.read_str(data, pos)
             elif tag == 40:
-                f_priority, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_priority = data[pos]
+                    pos += 1
+                else:
+                    f_priority, pos = _codec.read_int32(data, pos)
             elif tag == 50:
                 pos = _codec.read_str_entries_into(f_metadata, data, pos, 50)
             elif tag == 58:
@@ -3688,9 +3784,17 @@ class SubmitTaskRequest(betterproto2.Message):
                 else:
                     f_workflow_id, pos = _codec.read_str(data, pos)
             elif tag == 64:
-                f_max_attempts, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_max_attempts = data[pos]
+                    pos += 1
+                else:
+                    f_max_attempts, pos = _codec.read_int32(data, pos)
             elif tag == 72:
-                f_timeout_seconds, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_timeout_seconds = data[pos]
+                    pos += 1
+                else:
+                    f_timeout_seconds, pos = _codec.read_int32(data, pos)
             elif tag == 82:
                 if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
                     start = pos + 1
@@ -4076,7 +4180,11 @@ class Task(betterproto2.Message):
                 f_target_agent_id, pos = _codec.read_str(data, pos)
         if pos < end and data[pos] == 48:
             pos += 1
-            f_priority, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_priority = data[pos]
+                pos += 1
+            else:
+                f_priority, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 58:
             pos += 1
             pos = _codec.read_str_entries_into(f_metadata, data, pos, 58)
@@ -4093,10 +4201,18 @@ class Task(betterproto2.Message):
             f_state, pos = _codec.read_enum(data, pos, TaskState)
         if pos < end and data[pos] == 80:
             pos += 1
-            f_attempt, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_attempt = data[pos]
+                pos += 1
+            else:
+                f_attempt, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 88:
             pos += 1
-            f_max_attempts, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_max_attempts = data[pos]
+                pos += 1
+            else:
+                f_max_attempts, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 98:
             pos += 1
             if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
@@ -4167,7 +4283,11 @@ class Task(betterproto2.Message):
                 else:
                     f_target_agent_id, pos = _codec.read_str(data, pos)
             elif tag == 48:
-                f_priority, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_priority = data[pos]
+                    pos += 1
+                else:
+                    f_priority, pos = _codec.read_int32(data, pos)
             elif tag == 58:
                 pos = _codec.read_str_entries_into(f_metadata, data, pos, 58)
             elif tag == 66:
@@ -4180,9 +4300,17 @@ class Task(betterproto2.Message):
             elif tag == 72:
                 f_state, pos = _codec.read_enum(data, pos, TaskState)
             elif tag == 80:
-                f_attempt, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_attempt = data[pos]
+                    pos += 1
+                else:
+                    f_attempt, pos = _codec.read_int32(data, pos)
             elif tag == 88:
-                f_max_attempts, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_max_attempts = data[pos]
+                    pos += 1
+                else:
+                    f_max_attempts, pos = _codec.read_int32(data, pos)
             elif tag == 98:
                 if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
                     start = pos + 1
@@ -4378,10 +4506,18 @@ class TaskAssignment(betterproto2.Message):
                 f_task_type, pos = _codec.read_str(data, pos)
         if pos < end and data[pos] == 40:
             pos += 1
-            f_attempt, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_attempt = data[pos]
+                pos += 1
+            else:
+                f_attempt, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 48:
             pos += 1
-            f_priority, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_priority = data[pos]
+                pos += 1
+            else:
+                f_priority, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 58:
             pos += 1
             pos = _codec.read_str_entries_into(f_metadata, data, pos, 58)
@@ -4435,9 +4571,17 @@ class TaskAssignment(betterproto2.Message):
                 else:
                     f_task_type, pos = _codec.read_str(data, pos)
             elif tag == 40:
-                f_attempt, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_attempt = data[pos]
+                    pos += 1
+                else:
+                    f_attempt, pos = _codec.read_int32(data, pos)
             elif tag == 48:
-                f_priority, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_priority = data[pos]
+                    pos += 1
+                else:
+                    f_priority, pos = _codec.read_int32(data, pos)
             elif tag == 58:
                 pos = _codec.read_str_entries_into(f_metadata, data, pos, 58)
             elif tag == 66:
@@ -5204,7 +5348,11 @@ class UnregisterResponse(betterproto2.Message):
             f_success, pos = _codec.read_bool(data, pos)
         if pos < end and data[pos] == 16:
             pos += 1
-            f_requeued_tasks, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_requeued_tasks = data[pos]
+                pos += 1
+            else:
+                f_requeued_tasks, pos = _codec.read_int32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -5215,7 +5363,11 @@ class UnregisterResponse(betterproto2.Message):
             if tag == 8:
                 f_success, pos = _codec.read_bool(data, pos)
             elif tag == 16:
-                f_requeued_tasks, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_requeued_tasks = data[pos]
+                    pos += 1
+                else:
+                    f_requeued_tasks, pos = _codec.read_int32(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -5272,13 +5424,25 @@ class Usage(betterproto2.Message):
         end = len(data)
         if pos < end and data[pos] == 8:
             pos += 1
-            f_prompt_tokens, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_prompt_tokens = data[pos]
+                pos += 1
+            else:
+                f_prompt_tokens, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 16:
             pos += 1
-            f_completion_tokens, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_completion_tokens = data[pos]
+                pos += 1
+            else:
+                f_completion_tokens, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 24:
             pos += 1
-            f_total_tokens, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_total_tokens = data[pos]
+                pos += 1
+            else:
+                f_total_tokens, pos = _codec.read_int32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -5287,11 +5451,23 @@ class Usage(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 8:
-                f_prompt_tokens, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_prompt_tokens = data[pos]
+                    pos += 1
+                else:
+                    f_prompt_tokens, pos = _codec.read_int32(data, pos)
             elif tag == 16:
-                f_completion_tokens, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_completion_tokens = data[pos]
+                    pos += 1
+                else:
+                    f_completion_tokens, pos = _codec.read_int32(data, pos)
             elif tag == 24:
-                f_total_tokens, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_total_tokens = data[pos]
+                    pos += 1
+                else:
+                    f_total_tokens, pos = _codec.read_int32(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]

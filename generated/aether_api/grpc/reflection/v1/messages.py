@@ -59,7 +59,11 @@ class ErrorResponse(betterproto2.Message):
         end = len(data)
         if pos < end and data[pos] == 8:
             pos += 1
-            f_error_code, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_error_code = data[pos]
+                pos += 1
+            else:
+                f_error_code, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 18:
             pos += 1
             if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
@@ -76,7 +80,11 @@ class ErrorResponse(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 8:
-                f_error_code, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_error_code = data[pos]
+                    pos += 1
+                else:
+                    f_error_code, pos = _codec.read_int32(data, pos)
             elif tag == 18:
                 if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
                     start = pos + 1
@@ -219,7 +227,11 @@ class ExtensionRequest(betterproto2.Message):
                 f_containing_type, pos = _codec.read_str(data, pos)
         if pos < end and data[pos] == 16:
             pos += 1
-            f_extension_number, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_extension_number = data[pos]
+                pos += 1
+            else:
+                f_extension_number, pos = _codec.read_int32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -235,7 +247,11 @@ class ExtensionRequest(betterproto2.Message):
                 else:
                     f_containing_type, pos = _codec.read_str(data, pos)
             elif tag == 16:
-                f_extension_number, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_extension_number = data[pos]
+                    pos += 1
+                else:
+                    f_extension_number, pos = _codec.read_int32(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]

@@ -447,7 +447,11 @@ class UploadSummary(betterproto2.Message):
         end = len(data)
         if pos < end and data[pos] == 8:
             pos += 1
-            f_count, pos = _codec.read_uint32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_count = data[pos]
+                pos += 1
+            else:
+                f_count, pos = _codec.read_uint32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -456,7 +460,11 @@ class UploadSummary(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 8:
-                f_count, pos = _codec.read_uint32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_count = data[pos]
+                    pos += 1
+                else:
+                    f_count, pos = _codec.read_uint32(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]

@@ -125,10 +125,18 @@ class Duration(betterproto2.Message):
         end = len(data)
         if pos < end and data[pos] == 8:
             pos += 1
-            f_seconds, pos = _codec.read_int64(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_seconds = data[pos]
+                pos += 1
+            else:
+                f_seconds, pos = _codec.read_int64(data, pos)
         if pos < end and data[pos] == 16:
             pos += 1
-            f_nanos, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_nanos = data[pos]
+                pos += 1
+            else:
+                f_nanos, pos = _codec.read_int32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -137,9 +145,17 @@ class Duration(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 8:
-                f_seconds, pos = _codec.read_int64(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_seconds = data[pos]
+                    pos += 1
+                else:
+                    f_seconds, pos = _codec.read_int64(data, pos)
             elif tag == 16:
-                f_nanos, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_nanos = data[pos]
+                    pos += 1
+                else:
+                    f_nanos, pos = _codec.read_int32(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -311,10 +327,18 @@ class Timestamp(betterproto2.Message):
         end = len(data)
         if pos < end and data[pos] == 8:
             pos += 1
-            f_seconds, pos = _codec.read_int64(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_seconds = data[pos]
+                pos += 1
+            else:
+                f_seconds, pos = _codec.read_int64(data, pos)
         if pos < end and data[pos] == 16:
             pos += 1
-            f_nanos, pos = _codec.read_int32(data, pos)
+            if pos < end and data[pos] < 0x80:
+                f_nanos = data[pos]
+                pos += 1
+            else:
+                f_nanos, pos = _codec.read_int32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -323,9 +347,17 @@ class Timestamp(betterproto2.Message):
             else:
                 tag, pos = _codec.read_varint(data, pos)
             if tag == 8:
-                f_seconds, pos = _codec.read_int64(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_seconds = data[pos]
+                    pos += 1
+                else:
+                    f_seconds, pos = _codec.read_int64(data, pos)
             elif tag == 16:
-                f_nanos, pos = _codec.read_int32(data, pos)
+                if pos < end and data[pos] < 0x80:
+                    f_nanos = data[pos]
+                    pos += 1
+                else:
+                    f_nanos, pos = _codec.read_int32(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
