@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dotenv import dotenv_values
 from pydantic import ValidationError
 
 from aether.agent import AetherAgent
@@ -105,6 +106,15 @@ def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
     return result
 
 
+def _env_file_values(env_file: str | None) -> dict[str, str]:
+    """The variables set in `--env-file` (none without it); a missing file is an error."""
+    if env_file is None:
+        return {}
+    if not Path(env_file).is_file():
+        raise AetherConfigError(f"--env-file {env_file}: no such file", variable="--env-file")
+    return {key: value for key, value in dotenv_values(env_file).items() if value is not None}
+
+
 def build_config(args: argparse.Namespace) -> AgentConfig:
     """The agent's config: `AETHER_*` variables, overridden by the flags that were given.
 
@@ -121,8 +131,14 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
     }
     overrides: dict[str, object] = {k: v for k, v in simple.items() if v is not None}
     env = AgentConfig.ENV_VARS
-    agent_id = args.agent_id or os.environ.get(env["agent_id"])
-    if "agent_name" not in overrides and not os.environ.get(env["agent_name"]) and agent_id:
+    from_file = _env_file_values(args.env_file)
+
+    def setting(name: str) -> str | None:
+        # The process environment wins over the .env file, as in AgentConfig.from_env.
+        return os.environ.get(env[name]) or from_file.get(env[name])
+
+    agent_id = args.agent_id or setting("agent_id")
+    if "agent_name" not in overrides and not setting("agent_name") and agent_id:
         overrides["agent_name"] = agent_id
     config = AgentConfig.from_env(env_file=args.env_file, **overrides)
 

@@ -99,6 +99,27 @@ def test_agent_name_from_env_is_kept(clean_env: pytest.MonkeyPatch) -> None:
     assert build_config(_args()).agent_name == "Agent One"
 
 
+def test_agent_id_from_the_env_file_names_the_agent_too(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `--agent-name` says "default: the id"; that holds when the id comes from --env-file.
+    env_file = tmp_path / "agent.env"
+    env_file.write_text("AETHER_AGENT_ID=from-file\nAETHER_HUB_URL=filehost:1\n")
+    config = build_config(_args("--env-file", str(env_file), "--hub-url", "flaghost:2"))
+    assert (config.agent_id, config.agent_name) == ("from-file", "from-file")
+    assert config.hub_url == "flaghost:2"
+    env_file.write_text("AETHER_AGENT_ID=from-file\nAETHER_AGENT_NAME=File Agent\n")
+    assert build_config(_args("--env-file", str(env_file))).agent_name == "File Agent"
+    clean_env.setenv("AETHER_AGENT_ID", "from-env")  # the environment wins over the file
+    assert build_config(_args("--env-file", str(env_file))).agent_id == "from-env"
+
+
+def test_a_missing_env_file_is_an_error(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clean_env.setenv("AETHER_AGENT_ID", "a1")
+    with pytest.raises(AetherConfigError, match=r"--env-file .*missing\.env: no such file"):
+        build_config(_args("--env-file", str(tmp_path / "missing.env")))
+
+
 def test_config_errors_name_the_setting(clean_env: pytest.MonkeyPatch) -> None:
     with pytest.raises(AetherConfigError, match="AETHER_AGENT_ID"):
         build_config(_args())
