@@ -256,6 +256,14 @@ class OpenAIProvider(_Recorder):
         self._api_key_env = api_key_env
         # Read once; kept out of reprs, logs and error messages.
         self.__api_key = os.environ.get(api_key_env, "")
+        if not self.__api_key:
+            # Local OpenAI-compatible servers (vLLM, Ollama) need no key, so this is not an
+            # error; but a misspelt variable should not go unnoticed until the first 401.
+            _log.warning(
+                "LLM provider openai: $%s is not set; requests go to %s without an API key",
+                api_key_env,
+                self._shown_url,
+            )
         self._timeout = timeout
         self._client = httpx.AsyncClient(timeout=timeout, transport=transport)
 

@@ -524,3 +524,22 @@ async def test_openai_repr_hides_credentials(monkeypatch: pytest.MonkeyPatch) ->
         assert "SOME_KEY" in repr(provider)
     finally:
         await provider.aclose()
+
+
+async def test_openai_warns_when_its_key_variable_is_unset(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("AETHER_TEST_UNSET_KEY", raising=False)
+    monkeypatch.setenv("AETHER_TEST_SET_KEY", "sk-test-value")
+    with caplog.at_level(logging.WARNING, logger="aether.devhub.llm_providers"):
+        unset = OpenAIProvider("http://127.0.0.1:9/v1", api_key_env="AETHER_TEST_UNSET_KEY")
+        await unset.aclose()
+    assert [r.getMessage() for r in caplog.records] == [
+        "LLM provider openai: $AETHER_TEST_UNSET_KEY is not set;"
+        " requests go to http://127.0.0.1:9/v1 without an API key"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aether.devhub.llm_providers"):
+        keyed = OpenAIProvider("http://127.0.0.1:9/v1", api_key_env="AETHER_TEST_SET_KEY")
+        await keyed.aclose()
+    assert caplog.records == []
