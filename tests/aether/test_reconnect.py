@@ -103,6 +103,9 @@ async def test_stale_session_registers_again(hub: FakeHub) -> None:
         await hub.state.wait_for(lambda: len(hub.state.registrations) == 2)
         await hub.state.submit("t")
         await hub.state.wait_for(lambda: "t" in hub.state.results)
+    # The task went out on the new session and its result came back through it.
+    assert hub.state.results["t"].success
+    assert len(hub.state.registrations) == 2
 
 
 async def test_secret_rejected_on_reconnect_is_fatal_not_a_loop(hub: FakeHub) -> None:
