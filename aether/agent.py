@@ -184,6 +184,8 @@ class AetherAgent:
             if isinstance(exc, AetherError):
                 self._error = exc
             self._state.set(ConnectionState.CLOSED, "could not register")
+            # Name the real reason once; run()'s clean-up stop() then logs nothing more.
+            self._request_stop("could not register")
             raise
         if self._stop_event.is_set():  # stop() came while registering
             await self._leave()

@@ -59,6 +59,17 @@ async def test_run_raises_when_reconnects_run_out(hub: FakeHub) -> None:
     assert agent.error is not None
 
 
+async def test_run_that_cannot_register_logs_that_reason_not_a_stop_call(
+    hub: FakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    await hub.close()  # nothing listens on the port any more
+    agent = EchoAgent(make_config(hub, max_reconnect_attempts=0))
+    with caplog.at_level(logging.INFO, logger="aether"), pytest.raises(AetherConnectionError):
+        await asyncio.wait_for(agent.run(), 60)
+    stopping = [r.getMessage() for r in caplog.records if " stopping: " in r.getMessage()]
+    assert stopping == [f"agent {agent.config.agent_id} stopping: could not register"]
+
+
 async def test_reconnects_and_flushes_results_after_hub_restart(hub: FakeHub) -> None:
     agent = BlockingAgent(make_config(hub, heartbeat_interval=0.1))
     states: list[ConnectionState] = []
