@@ -156,7 +156,11 @@ def configure_hub_parser(parser: argparse.ArgumentParser) -> None:
         help="log level (INFO)",
     )
     sub = parser.add_subparsers(dest="hub_command", metavar="{agents}")
-    agents = sub.add_parser("agents", help="manage the agents enrolled in a Hub database")
+    agents = sub.add_parser(
+        "agents",
+        help="manage the agents enrolled in a Hub database",
+        description="Enrol, list and remove the fixed agents of a Hub database (--db FILE).",
+    )
     agents_sub = agents.add_subparsers(dest="agents_command", metavar="{add,list,remove}")
     agents_sub.required = True
     add = agents_sub.add_parser("add", help="enrol a fixed agent (or change its secret)")
@@ -180,7 +184,11 @@ def add_agents_parser(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
     """Add `agents` (`aether agents list`) to a parent parser's subcommands."""
-    parser = subparsers.add_parser("agents", help="show the agents connected to a Hub")
+    parser = subparsers.add_parser(
+        "agents",
+        help="show the agents connected to a Hub",
+        description="Show the agents connected to a Hub started with --db FILE.",
+    )
     sub = parser.add_subparsers(dest="agents_command", metavar="{list}")
     sub.required = True
     lst = sub.add_parser(
