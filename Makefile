@@ -1,58 +1,100 @@
 # The project's commands. `make test` alone sets everything up and runs the whole gate.
+#
+# Installs are locked: uv (itself pinned by hash in requirements/uv.txt) syncs .venv to exactly
+# what uv.lock lists. `--locked` makes the sync fail when pyproject.toml and uv.lock disagree;
+# after changing dependencies in pyproject.toml run `make lock` and commit uv.lock.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+TOOLS := .venv-tools
+UV := $(TOOLS)/bin/uv
+EXTRAS := --extra dev --extra hub
 
-.PHONY: dev-install codegen proto-gen codegen-check test test-cov pytest lint fmt typecheck build demo bench clean
+# uv reads no pip.conf; keep it on the interpreter we give it and on .venv.
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
+export UV_NO_PROGRESS := 1
 
-# The venv is rebuilt only when pyproject.toml changes.
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,hub]'
-	@touch $(STAMP)
+.PHONY: sync dev-install lock lock-upgrade codegen proto-gen codegen-check test test-cov pytest \
+	fuzz test-fresh lint fmt typecheck build demo bench clean
 
-dev-install: $(STAMP)
+$(UV): requirements/uv.txt
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	PIP_CONFIG_FILE=/dev/null $(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		--require-hashes -r requirements/uv.txt
+	@touch $(UV)
 
-codegen: $(STAMP)
+# Always run (a no-op in well under a second when .venv already matches the lock): the venv is
+# exactly the lock, extraneous packages are removed, and a stale lock fails the gate here.
+sync: $(UV)
+	$(UV) sync --locked --quiet $(EXTRAS)
+
+dev-install: sync
+
+# Re-resolve after editing pyproject.toml (keeps every pin that still satisfies it).
+lock: $(UV)
+	$(UV) lock
+
+# Move every pin to the newest release pyproject.toml allows.
+lock-upgrade: $(UV)
+	$(UV) lock --upgrade
+
+codegen: sync
 	$(PY) -m codegen
 
 proto-gen: codegen
 
-codegen-check: $(STAMP)
+codegen-check: sync
 	$(PY) -m codegen --check
 
-lint: $(STAMP)
+lint: sync
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-fmt: $(STAMP)
+fmt: sync
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-typecheck: $(STAMP)
+typecheck: sync
 	$(PY) -m mypy
 
-pytest: $(STAMP)
+# Hypothesis runs the derandomized "gate" profile (tests/conftest.py): same commit, same result.
+pytest: sync
 	$(PY) -m pytest -q
 
 test: codegen-check lint typecheck pytest
 
-test-cov: $(STAMP)
-	$(PY) -m pytest -q --cov=aether --cov=codegen --cov-report=term-missing
+# Coverage starts before pytest, so the `aether` pytest plugin (imported by pytest's entry
+# points, i.e. before pytest-cov would start) is measured like everything else.
+test-cov: sync
+	rm -f .coverage .coverage.*
+	$(PY) -m coverage run -m pytest -q -p no:cacheprovider
+	$(PY) -m coverage combine --quiet
+	$(PY) -m coverage report
 
-build: $(STAMP)
+# The property tests with random seeds and many more examples (minutes): before a codec change.
+fuzz: sync
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/generated tests/codegen/test_roundtrip.py \
+		tests/devhub/test_hub_queue_invariants.py
+
+# The gate in a fresh clone of HEAD with a new venv: proves nothing left on this machine (the
+# venv, caches of generated files, untracked files) is needed. Commit first: it tests HEAD.
+test-fresh:
+	tmp=$$(mktemp -d) && git clone --quiet . $$tmp/repo && $(MAKE) -C $$tmp/repo test; \
+		status=$$?; rm -rf $$tmp; exit $$status
+
+build: sync
 	rm -rf dist
 	$(PY) -m build --wheel --sdist --outdir dist
 
 # Start an embedded Hub, run the Quickstart and code reviewer agents, submit tasks, print results.
-demo: $(STAMP)
+demo: sync
 	$(PY) examples/demo.py
 
-# Measure against DESIGN.md §7's budget (reports, does not gate; not part of `make test`).
-bench: $(STAMP)
+# Measure against the performance budget in docs/ (reports, does not gate; not in `make test`).
+bench: sync
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) dist build .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) dist build .mypy_cache .ruff_cache .pytest_cache .coverage

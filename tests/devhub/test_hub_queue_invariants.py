@@ -11,13 +11,14 @@ import heapq
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aether._wire import pb
 from aether.devhub.auth import Session
 from aether.devhub.taskrecord import TERMINAL_STATES
 from aether.devhub.tasks import SessionSlot, TaskQueue, TaskSubmission
+from tests.conftest import fuzz_scale
 from tests.devhub.hubkit import FakeClock
 
 S = pb.TaskState
@@ -195,7 +196,7 @@ class Model:
                     )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300 * fuzz_scale())
 @given(openings, ops)
 def test_queue_invariants_hold_under_random_operations(
     opening: list[Op], sequence: list[Op]

@@ -18,7 +18,6 @@ import dataclasses
 import datetime
 import enum
 import math
-import os
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any, cast
@@ -26,8 +25,10 @@ from typing import Any, cast
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor, OneofDescriptor
 from google.protobuf.message import Message
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from hypothesis import strategies as st
+
+from tests.conftest import fuzz_scale
 
 Plan = dict[str, object]
 
@@ -254,14 +255,9 @@ def variant_count(desc: Descriptor, stack: tuple[str, ...] = ()) -> int:
 
 
 def fuzz_settings(max_examples: int) -> settings:
-    """Hypothesis settings of these tests: no deadline (two shared cores), and on CI
-    (`CI` set) a fixed example sequence, so that a run fails only for a change of code."""
-    return settings(
-        max_examples=max_examples,
-        deadline=None,
-        derandomize=bool(os.environ.get("CI")),
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    """Hypothesis settings of these tests: the active profile (tests/conftest.py: derandomized
+    in the gate, random under `make fuzz`) with `max_examples` scaled by `make fuzz`."""
+    return settings(max_examples=max_examples * fuzz_scale())
 
 
 @dataclasses.dataclass(frozen=True)

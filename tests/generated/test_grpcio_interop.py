@@ -16,7 +16,7 @@ import os
 import shutil
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -484,7 +484,8 @@ async def test_our_stub_registers_with_grpcio_server() -> None:
         metadata = context.invocation_metadata() or ()
         seen.append((request, {key: str(value) for key, value in metadata}))
         fields: Any = request
-        reply: Any = reply_class(
+        make_reply: Callable[..., object] = reply_class
+        reply = make_reply(
             success=True, session_token="t-" + fields.agent_id, trust_level=3, session_id="s"
         )
         assert isinstance(reply, Message)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 import struct
+from collections.abc import Callable
 
 import betterproto2
 import pytest
@@ -154,7 +155,9 @@ def test_unknown_enum_values_survive(kitchen_ours: Ours) -> None:
     """proto3 enums are open: a value this side does not know is kept, not dropped."""
     google_class = genpkgs.kitchen_google_class("kitchen.v1.Outer")
     desc = protoplan.descriptor_of(google_class)
-    google: object = google_class(mode=77)
+    # The class is typed as type[Message], whose __init__ (types-protobuf) takes no fields.
+    make: Callable[..., object] = google_class
+    google = make(mode=77)
     assert isinstance(google, Message)
     decoded = kitchen_ours.message_class(desc).parse(google.SerializeToString())
     assert int(decoded.mode) == 77
