@@ -76,7 +76,7 @@ test-cov: sync
 # The property tests with random seeds and many more examples (minutes): before a codec change.
 fuzz: sync
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/generated tests/codegen/test_roundtrip.py \
-		tests/devhub/test_hub_queue_invariants.py
+		tests/hubserver/test_hub_queue_invariants.py
 
 # The gate in a fresh clone of HEAD with a new venv: proves nothing left on this machine (the
 # venv, caches of generated files, untracked files) is needed. Commit first: it tests HEAD.

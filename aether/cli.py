@@ -1,10 +1,12 @@
 """The `aether` console script.
 
-Subcommands (each imported only when its parser is built, so `aether hub` starts fast):
+Subcommands (each imported only when its parser is built, so every command starts fast):
 
-- `aether hub [...]`        the development Hub (`aether.devhub.cli`)
-- `aether agents list [...]` agents connected to a Hub (`aether.devhub.cli`)
 - `aether task [...]`       submit and follow tasks (`aether.taskcli`)
+- `aether run [...]`        run an agent class (`aether.runner`)
+- commands that other packages register under the entry-point group `aether.commands`: the
+  Hub package registers `aether hub [...]` and `aether agents [...]`. The SDK never imports
+  the Hub; it only loads what is registered, so `aether` works where the Hub is absent.
 
 A subcommand's parser sets `handler` (or `func`): a callable taking the parsed
 arguments and returning an exit status (an int, None for 0, or an awaitable of those).
@@ -17,24 +19,16 @@ import asyncio
 import inspect
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-__all__ = ("build_parser", "main")
+__all__ = ("COMMANDS_GROUP", "build_parser", "main")
+
+# Entry-point group of subcommands: each entry is `add(subparsers) -> None`.
+COMMANDS_GROUP = "aether.commands"
 
 if TYPE_CHECKING:
     _SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
-
-
-def _add_hub(subparsers: _SubParsers) -> None:
-    from aether.devhub import cli as devhub_cli
-
-    devhub_cli.add_hub_parser(subparsers).set_defaults(handler=devhub_cli.dispatch_hub)
-
-
-def _add_agents(subparsers: _SubParsers) -> None:
-    from aether.devhub import cli as devhub_cli
-
-    devhub_cli.add_agents_parser(subparsers).set_defaults(handler=devhub_cli.run_agents_list)
 
 
 def _add_task(subparsers: _SubParsers) -> None:
@@ -49,13 +43,38 @@ def _add_run(subparsers: _SubParsers) -> None:
     runner.add_run_parser(subparsers)
 
 
-# The subcommands, in help order.
+# The SDK's own subcommands, in help order (registered ones come first).
 _SUBCOMMANDS: tuple[tuple[str, Callable[[_SubParsers], None]], ...] = (
-    ("hub", _add_hub),
-    ("agents", _add_agents),
     ("task", _add_task),
     ("run", _add_run),
 )
+
+# What `aether hub` says when no package registered it (the SDK without its Hub).
+_HUB_MISSING = (
+    "the Aether Hub is not installed here: pip install 'aether-agent-sdk[hub]'"
+    " (the Hub package `aether_hub` registers `aether hub`)"
+)
+
+
+def _registered_commands() -> list[tuple[str, Callable[[_SubParsers], None]]]:
+    """Subcommands registered by installed packages (`aether.commands` entry points)."""
+    found: list[tuple[str, Callable[[_SubParsers], None]]] = []
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        add: object = entry.load()
+        if callable(add):
+            found.append((entry.name, add))
+    return found
+
+
+def _add_missing_hub(subparsers: _SubParsers) -> None:
+    parser = subparsers.add_parser("hub", help="run an Aether Hub (not installed)", add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.set_defaults(handler=_hub_missing)
+
+
+def _hub_missing(args: argparse.Namespace) -> int:
+    print(f"aether hub: {_HUB_MISSING}", file=sys.stderr)
+    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aether", description="Aether agent SDK tools.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for _name, add in _SUBCOMMANDS:
+    registered = _registered_commands()
+    if "hub" not in {name for name, _ in registered}:
+        _add_missing_hub(subparsers)
+    for _name, add in [*registered, *_SUBCOMMANDS]:
         add(subparsers)
     return parser
 

@@ -44,7 +44,7 @@ class AgentClient:
     and disconnects on exit).
 
     `channel_factory` replaces how a connection is made (default: a TCP/TLS grpclib
-    channel to `config.hub_url`); `aether.testing` passes in-memory channels this way.
+    channel to `config.hub_url`); `aether_hub.testing` passes in-memory channels this way.
     """
 
     def __init__(

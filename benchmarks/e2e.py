@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from aether import AetherAgent, AgentConfig, TaskAssignment, TaskResult
-from aether.devhub.config import HubConfig
-from aether.devhub.server import HubServer
+from aether_hub.server import HubServer
+from aether_hub.settings import HubConfig
 from benchmarks.hubside import TASK_TYPE, rss_kib, run_tasks, timed_submissions
 from benchmarks.timing import percentile
 

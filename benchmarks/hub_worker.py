@@ -15,8 +15,8 @@ import json
 import logging
 import sys
 
-from aether.devhub.config import HubConfig
-from aether.devhub.server import HubServer
+from aether_hub.server import HubServer
+from aether_hub.settings import HubConfig
 from benchmarks.hubside import rss_kib, run_tasks, timed_submissions
 
 

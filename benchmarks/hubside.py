@@ -13,7 +13,7 @@ import sys
 import time
 
 from aether._wire import pb
-from aether.devhub.tasks import TaskQueue, TaskSubmission
+from aether_hub.tasks import TaskQueue, TaskSubmission
 
 TASK_TYPE = "bench"
 PAYLOAD = b"p" * 256

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from aether import AetherAgent, AgentConfig, TaskState
-from aether.testing import TestHub
+from aether_hub.testing import TestHub
 from examples.code_reviewer import CodeReviewerAgent
 from examples.quickstart import MyAgent
 

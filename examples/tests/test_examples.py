@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from aether import TaskState
-from aether.devhub.config import HubConfig
-from aether.testing import TestHub
+from aether_hub.settings import HubConfig
+from aether_hub.testing import TestHub
 
 EXAMPLES = Path(__file__).resolve().parents[1]
 ROOT = EXAMPLES.parent

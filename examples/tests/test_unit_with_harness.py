@@ -13,7 +13,7 @@ import json
 import pytest
 
 from aether import AgentConfig, TaskState
-from aether.testing import TaskHarness, TestHub
+from aether_hub.testing import TaskHarness, TestHub
 from examples.code_reviewer import CodeReviewerAgent
 from examples.data_processor import DataProcessorAgent
 from examples.long_task import LongTaskAgent

@@ -20,13 +20,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aether_api.v1 import server
 from grpclib._typing import IServable
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
-from aether._wire import pb, runtime, server
+from aether._wire import pb, runtime
 
 
 @dataclass

@@ -13,10 +13,10 @@ import pytest
 from grpclib.client import Channel
 
 from aether import AetherAgent, AgentClient, AgentConfig, ConnectionState
-from aether.devhub.config import HubConfig
-from aether.devhub.server import HubServer, Servable
 from aether.errors import AgentStateError
-from aether.testing import open_in_memory_channel
+from aether_hub.server import HubServer, Servable
+from aether_hub.settings import HubConfig
+from aether_hub.testing import open_in_memory_channel
 
 CONFIG = AgentConfig(agent_id="factory-agent", agent_name="Factory", hub_url="127.0.0.1:9")
 

@@ -7,7 +7,7 @@ import inspect
 from pathlib import Path
 
 from aether.config import AgentConfig
-from aether.testing.config_reference import render_init_stub, replace_init_stub
+from codegen.config_reference import render_init_stub, replace_init_stub
 
 CONFIG_PY = Path(inspect.getfile(AgentConfig))
 
@@ -16,7 +16,7 @@ def test_config_init_stub_is_in_sync_with_model_fields() -> None:
     source = CONFIG_PY.read_text(encoding="utf-8")
     assert source == replace_init_stub(source), (
         "AgentConfig's typed __init__ is stale: run "
-        "`python -m aether.testing.config_reference --write-init`"
+        "`python -m codegen.config_reference --write-init`"
     )
 
 

@@ -10,7 +10,7 @@ import pytest
 from aether import AetherAgent, AgentConfig, TaskAssignment, TaskResult
 from aether.errors import AetherConnectionError
 from aether.health_http import HealthReport, HealthServer, agent_probe
-from aether.testing import TestHub
+from aether_hub.testing import TestHub
 
 
 class _Probe:

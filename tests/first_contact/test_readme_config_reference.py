@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from aether.config import AgentConfig
-from aether.testing.config_reference import BEGIN_MARKER, END_MARKER, render_table, replace_table
+from codegen.config_reference import BEGIN_MARKER, END_MARKER, render_table, replace_table
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -16,7 +16,7 @@ def test_readme_table_matches_agent_config() -> None:
     text = README.read_text(encoding="utf-8")
     assert text == replace_table(text), (
         "README.md's AgentConfig reference is stale: run "
-        "`python -m aether.testing.config_reference --write README.md`"
+        "`python -m codegen.config_reference --write README.md`"
     )
 
 

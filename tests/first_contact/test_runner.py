@@ -13,7 +13,7 @@ import pytest
 from aether import AgentConfig
 from aether.errors import AetherConfigError
 from aether.runner import AgentSpecError, build_config, configure_parser, load_agent_class, main
-from aether.testing import TestHub
+from aether_hub.testing import TestHub
 
 ROOT = Path(__file__).resolve().parents[2]
 AETHER = str(Path(sys.executable).with_name("aether"))

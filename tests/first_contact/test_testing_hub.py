@@ -1,4 +1,4 @@
-"""aether.testing: the TestHub handles, the in-memory mode and the pytest plugin."""
+"""aether_hub.testing: the TestHub handles, the in-memory mode and the pytest plugin."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aether import AetherAgent, AgentConfig, TaskAssignment, TaskResult, TaskState
-from aether.testing import TaskHarness, TestHub, TestHubError
+from aether_hub.testing import TaskHarness, TestHub, TestHubError
 
 
 class Recorder(AetherAgent):
@@ -84,7 +84,7 @@ def test_plugin_entry_point_gives_other_projects_the_hub_fixture(tmp_path: Path)
         textwrap.dedent(
             """
             import pytest
-            from aether.testing import TestHub
+            from aether_hub.testing import TestHub
 
             @pytest.mark.asyncio
             async def test_hub(hub: TestHub) -> None:
@@ -98,8 +98,8 @@ def test_plugin_entry_point_gives_other_projects_the_hub_fixture(tmp_path: Path)
         textwrap.dedent(
             """
             import pytest
-            from aether.devhub.config import HubConfig
-            from aether.testing import TestHub
+            from aether_hub.settings import HubConfig
+            from aether_hub.testing import TestHub
 
             @pytest.fixture
             def aether_hub_config() -> HubConfig:
@@ -151,7 +151,7 @@ async def test_harness_hub_times_out_tasks_past_their_deadline() -> None:
 
 
 def test_public_names_resolve_lazily() -> None:
-    import aether.testing as testing
+    import aether_hub.testing as testing
 
     assert sorted(testing.__all__) == [
         "HarnessRun",

@@ -56,7 +56,7 @@ async def _publish_until_received(
 async def test_subscription_survives_dev_hub_kill_and_restart() -> None:
     port = free_port()
     hub_args = ("--port", str(port), "--dev", "--host", "127.0.0.1")
-    first = spawn("aether.devhub", *hub_args)
+    first = spawn("aether_hub", *hub_args)
     second: subprocess.Popen[bytes] | None = None
     agent = EchoAgent(
         AgentConfig(
@@ -80,7 +80,7 @@ async def test_subscription_survives_dev_hub_kill_and_restart() -> None:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
         await until(lambda: agent.connection_state is ConnectionState.RECONNECTING)
-        second = spawn("aether.devhub", *hub_args)
+        second = spawn("aether_hub", *hub_args)
         await _listening(port, second)
         await until(lambda: agent.connection_state is ConnectionState.CONNECTED)
         after = await _publish_until_received(agent, received, "after")

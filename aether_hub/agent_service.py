@@ -1,0 +1,293 @@
+"""`aether.v1.AgentService` of the dev Hub: register, heartbeat, task stream, results."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from aether_hub._wire import pb, runtime, server
+from aether_hub.auth import AgentRegistry, Session, SessionRegistry, hash_secret, verify_secret
+from aether_hub.clock import Clock, SystemClock
+from aether_hub.taskrecord import to_datetime
+from aether_hub.tasks import SessionSlot, TaskQueue, invalid
+
+__all__ = ("AgentService",)
+
+log = logging.getLogger("aether_hub.agent_service")
+
+# Heartbeats an agent may miss before its session (and its leases) end.
+MISSED_HEARTBEATS = 3
+
+
+def _connection_lost(context: runtime.ServerContext) -> bool:
+    """Whether the call ended with its HTTP/2 connection (vs. the client cancelling it).
+
+    grpclib closes the connection's transport before it cancels the handlers of a lost
+    connection; a client's RST_STREAM leaves it open. Reads grpclib internals (pinned);
+    when they are not there, assume the connection is gone (the safe, requeueing side).
+    """
+    h2_stream = getattr(context.stream, "_stream", None)
+    connection = getattr(h2_stream, "connection", None)
+    is_closing = getattr(connection, "is_closing", None)
+    if not callable(is_closing):
+        return True
+    return bool(is_closing())
+
+
+class AgentService(server.AgentServiceBase):
+    """Agents register, keep their session alive, receive tasks and report back."""
+
+    def __init__(
+        self,
+        *,
+        agents: AgentRegistry,
+        sessions: SessionRegistry,
+        queue: TaskQueue,
+        dev: bool = False,
+        default_max_concurrent_tasks: int = 1,
+        clock: Clock | None = None,
+    ) -> None:
+        self._agents = agents
+        self._sessions = sessions
+        self._queue = queue
+        self._dev = dev
+        self._default_max_concurrent = default_max_concurrent_tasks
+        self._clock: Clock = clock or SystemClock()
+
+    @property
+    def heartbeat_interval(self) -> int:
+        """Seconds between the heartbeats the Hub expects."""
+        return max(1, round(self._sessions.heartbeat_interval))
+
+    # -- sessions -------------------------------------------------------------------------
+
+    async def register(
+        self, request: pb.RegisterRequest, context: runtime.ServerContext
+    ) -> pb.AgentRegistration:
+        """Check the agent's secret and open a session."""
+        agent_id = request.agent_id
+        if not agent_id or agent_id != agent_id.strip():
+            raise invalid("agent_id", "is required (a non-empty id without surrounding spaces)")
+        if request.max_concurrent_tasks < 0:
+            raise invalid("max_concurrent_tasks", "must not be negative (0 means the default)")
+        # The guide passes the secret in metadata["secret"]; the SDK sends `secret`.
+        secret = request.secret or request.metadata.get("secret", "")
+        record = self._agents.get(agent_id)
+        if record is None:
+            if not self._dev:
+                raise GRPCError(
+                    Status.UNAUTHENTICATED,
+                    f"agent {agent_id!r} is not enrolled: add it with `aether hub agents add"
+                    f" {agent_id} --secret-env VAR` or start the Hub with --dev",
+                )
+            hashed = await asyncio.to_thread(hash_secret, secret)
+            record = self._agents.add_hashed(
+                agent_id, hashed, pb.TrustLevel.LOW, source="dev-enrolled"
+            )
+            log.info("enrolled agent %r on its first register (--dev, trust low)", agent_id)
+        elif record.has_secret:
+            if not secret:
+                raise GRPCError(
+                    Status.UNAUTHENTICATED,
+                    f"agent {agent_id!r} needs its secret (AgentConfig.secret or"
+                    " AETHER_AGENT_SECRET)",
+                )
+            if not await asyncio.to_thread(verify_secret, secret, record.secret_hash):
+                raise GRPCError(Status.UNAUTHENTICATED, f"wrong secret for agent {agent_id!r}")
+        for old in self._sessions.for_agent(agent_id):
+            self.end_session(
+                old,
+                count_attempt=True,
+                reason=f"agent {agent_id!r} registered again",
+                state="replaced",
+                stream_error="session replaced by a newer registration of the same agent",
+            )
+        trust = record.trust_level
+        if trust == pb.TrustLevel.UNSPECIFIED:
+            trust = pb.TrustLevel.LOW
+        session, token = self._sessions.open(
+            agent_id,
+            trust_level=trust,
+            capabilities=request.capabilities,
+            agent_name=request.agent_name,
+            version=request.version,
+            max_concurrent_tasks=request.max_concurrent_tasks or self._default_max_concurrent,
+        )
+        self._queue.add_session(session)
+        log.info(
+            "agent %r registered (session %s, task types: %s)",
+            agent_id,
+            session.session_id,
+            ",".join(sorted(session.task_types)) or "-",
+        )
+        return pb.AgentRegistration(
+            success=True,
+            session_token=token,
+            heartbeat_interval_seconds=self.heartbeat_interval,
+            trust_level=trust,
+            message=f"registered {agent_id!r}",
+            session_id=session.session_id,
+        )
+
+    async def unregister(
+        self, request: pb.UnregisterRequest, context: runtime.ServerContext
+    ) -> pb.UnregisterResponse:
+        """End the session; its leased tasks go back without counting an attempt."""
+        session = self._caller(context, request.agent_id)
+        requeued = self.end_session(
+            session,
+            count_attempt=False,
+            reason=f"agent {session.agent_id!r} unregistered",
+            state="closed",
+        )
+        log.info(
+            "agent %r unregistered (%s); %d task(s) requeued",
+            session.agent_id,
+            request.reason or "no reason given",
+            requeued,
+        )
+        return pb.UnregisterResponse(success=True, requeued_tasks=requeued)
+
+    async def heartbeat(
+        self, request: pb.HeartbeatRequest, context: runtime.ServerContext
+    ) -> pb.HeartbeatResponse:
+        """Keep the session alive."""
+        session = self._caller(context, request.agent_id)
+        if request.active_tasks < 0:
+            raise invalid("active_tasks", "must not be negative")
+        self._sessions.touch(session.session_id, active_tasks=request.active_tasks)
+        slot = self._queue.slot(session.session_id)
+        if slot is not None:
+            self._queue.heartbeat(slot, request.running_task_ids, request.active_tasks)
+        return pb.HeartbeatResponse(
+            success=True,
+            heartbeat_interval_seconds=self.heartbeat_interval,
+            server_time=to_datetime(self._clock.time()),
+        )
+
+    # -- tasks --------------------------------------------------------------------------
+
+    async def stream_tasks(
+        self, request: pb.StreamTasksRequest, context: runtime.ServerContext
+    ) -> AsyncIterator[pb.TaskStreamEvent]:
+        """Assignments and cancellations of this session, as they happen."""
+        session = self._caller(context, request.agent_id)
+        if request.max_concurrent_tasks < 0:
+            raise invalid("max_concurrent_tasks", "must not be negative (0 keeps the default)")
+        slot, gen = self._queue.open_stream(session.session_id, request.max_concurrent_tasks)
+        self._sessions.touch(session.session_id)
+        outbox = slot.outbox
+        wake = slot.wake
+        try:
+            while True:
+                # Check ownership before touching the outbox: a newer stream of the same
+                # session owns it once `stream_gen` moved on.
+                if slot.stream_gen != gen or not slot.streaming:
+                    if slot.ended and slot.closed_error:
+                        raise GRPCError(Status.UNAUTHENTICATED, slot.closed_error)
+                    return
+                if outbox:
+                    yield outbox.popleft()
+                    continue
+                wake.clear()
+                await wake.wait()
+        finally:
+            self._queue.close_stream(slot, gen, connection_lost=_connection_lost(context))
+
+    async def report_status(
+        self, request: pb.TaskStatus, context: runtime.ServerContext
+    ) -> pb.ReportStatusResponse:
+        """Record progress of a task leased to this session."""
+        slot = self._slot(context)
+        return pb.ReportStatusResponse(accepted=self._queue.report_status(slot, request))
+
+    async def submit_result(
+        self, request: pb.TaskResult, context: runtime.ServerContext
+    ) -> pb.SubmitResultResponse:
+        """Record the result of a task leased to this session (idempotent by task_id)."""
+        slot = self._slot(context)
+        return self._queue.submit_result(slot, request)
+
+    async def submit_results(
+        self, requests: AsyncIterator[pb.TaskResult], context: runtime.ServerContext
+    ) -> AsyncIterator[pb.SubmitResultResponse]:
+        """SubmitResult as a stream: one acknowledgement per result, in order.
+
+        A refused result does not end the stream: its acknowledgement has
+        accepted=false and says why (the unary form would fail with that status).
+        """
+        slot = self._slot(context)
+        queue = self._queue
+        async for result in requests:
+            try:
+                ack = queue.submit_result(slot, result)
+            except GRPCError as exc:
+                ack = pb.SubmitResultResponse(
+                    task_id=result.task_id,
+                    accepted=False,
+                    message=f"{exc.status.name}: {exc.message or ''}",
+                )
+            yield ack
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _caller(self, context: runtime.ServerContext, agent_id: str) -> Session:
+        session = self._sessions.require(context)
+        if not agent_id:
+            raise invalid("agent_id", "is required")
+        if agent_id != session.agent_id:
+            raise GRPCError(
+                Status.PERMISSION_DENIED,
+                f"agent_id {agent_id!r} does not match the session's agent",
+            )
+        return session
+
+    def _slot(self, context: runtime.ServerContext) -> SessionSlot:
+        session = self._sessions.require(context)
+        slot = self._queue.slot(session.session_id)
+        if slot is None:
+            raise GRPCError(Status.UNAUTHENTICATED, "session ended; register again")
+        return slot
+
+    def end_session(
+        self,
+        session: Session,
+        *,
+        count_attempt: bool,
+        reason: str,
+        state: str,
+        stream_error: str = "",
+    ) -> int:
+        """End a session everywhere; how many of its tasks went back to the queue."""
+        self._sessions.close(session.session_id, state=state)
+        return self._queue.end_session(
+            session.session_id,
+            count_attempt=count_attempt,
+            reason=reason,
+            stream_error=stream_error,
+        )
+
+    def expire_stale(self) -> int:
+        """End the sessions that missed too many heartbeats; how many ended."""
+        interval = self._sessions.heartbeat_interval
+        stale = self._sessions.stale(misses=MISSED_HEARTBEATS)
+        for session in stale:
+            silence = MISSED_HEARTBEATS * interval
+            log.warning(
+                "agent %r missed heartbeats for %g s; its session %s ends",
+                session.agent_id,
+                silence,
+                session.session_id,
+            )
+            self.end_session(
+                session,
+                count_attempt=True,
+                reason=f"agent {session.agent_id!r} missed heartbeats for {silence:g} s",
+                state="expired",
+                stream_error=f"session expired: no heartbeat for {silence:g} s; register again",
+            )
+        return len(stale)

@@ -1,0 +1,432 @@
+"""Command line of the dev Hub: `aether hub ...` and `aether agents list`.
+
+- `aether hub [options]` (or `python -m aether_hub`) runs the Hub until SIGINT/SIGTERM.
+- `aether hub agents add ID --secret-env VAR [--trust-level L] [--db FILE]` enrols a fixed
+  agent (the secret is read from the variable and stored as a salted hash).
+- `aether hub agents list|remove ... --db FILE` shows or removes enrolled agents.
+- `aether agents list --db FILE [--json] [--all]` shows the agents connected to a Hub that
+  runs with that `--db` file, with their last heartbeat (the wire API has no admin call,
+  so this reads the `sessions` table the Hub keeps up to date).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from aether_hub.settings import DEFAULT_HOST, DEFAULT_PORT, ConfigError, HubConfig
+
+if TYPE_CHECKING:
+    from aether_hub.db import Database
+
+__all__ = ("add_agents_parser", "add_hub_parser", "main", "register_agents", "register_hub")
+
+# The Hub database when no --db is given (for `aether hub` and the agents commands).
+DB_ENV = "AETHER_HUB_DB"
+_DB_HELP = f"the Hub's database file (default: ${DB_ENV})"
+
+# Flag dest -> HubConfig field, for the flags that set Hub options.
+_HUB_OPTIONS = {
+    "host": "host",
+    "port": "port",
+    "db": "db_path",
+    "dev": "dev",
+    "nats_url": "nats_url",
+    "llm_provider": "llm_provider",
+    "llm_base_url": "llm_base_url",
+    "llm_api_key_env": "llm_api_key_env",
+    "tools": "tools",
+    "client_token_env": "client_token_env",
+    "max_message_bytes": "max_message_bytes",
+    "log_level": "log_level",
+    "heartbeat_interval": "heartbeat_interval_seconds",
+    "max_attempts": "default_max_attempts",
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, not {value}")
+    return value
+
+
+def add_hub_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Add `hub` (with its `agents` subcommands) to a parent parser's subcommands."""
+    parser = subparsers.add_parser(
+        "hub",
+        help="run the development Hub",
+        description="Run the development Aether Hub (all services, one process).",
+    )
+    configure_hub_parser(parser)
+    return parser
+
+
+def configure_hub_parser(parser: argparse.ArgumentParser) -> None:
+    """The options of `aether hub` (also used by `python -m aether_hub`)."""
+    s = argparse.SUPPRESS  # only flags actually given override the config file
+    parser.add_argument("--host", default=s, help=f"address to bind (default {DEFAULT_HOST})")
+    parser.add_argument(
+        "--port", type=_port, default=s, help=f"port (default {DEFAULT_PORT}; 0 = any free port)"
+    )
+    parser.add_argument(
+        "--db",
+        default=s,
+        metavar="FILE",
+        help=f"SQLite file for all state (default: ${DB_ENV}, else in memory)",
+    )
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        default=s,
+        help="enrol unknown agents on their first register (trust level low)",
+    )
+    parser.add_argument("--nats-url", default=s, metavar="URL", help="bridge messaging to NATS")
+    parser.add_argument(
+        "--llm-provider", choices=("echo", "openai"), default=s, help="LLM provider (echo)"
+    )
+    parser.add_argument("--llm-base-url", default=s, metavar="URL", help="OpenAI-compatible URL")
+    parser.add_argument(
+        "--llm-api-key-env", default=s, metavar="VAR", help="variable holding the LLM API key"
+    )
+    parser.add_argument(
+        "--tools", nargs="+", default=s, metavar="MODULE", help="tool plugin modules to load"
+    )
+    parser.add_argument(
+        "--config", default=None, metavar="FILE", help="TOML/JSON file: hub options and agents"
+    )
+    parser.add_argument(
+        "--client-token-env",
+        default=s,
+        metavar="VAR",
+        help="variable holding the token TaskService callers must present (needed off loopback)",
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=_positive_int,
+        default=s,
+        metavar="N",
+        help="largest accepted message (default 4 MiB)",
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=_positive_int,
+        default=s,
+        metavar="SECONDS",
+        help="heartbeat interval agents are told to keep (default 30)",
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=s,
+        metavar="N",
+        help="deliveries before a task fails, unless it says otherwise (default 3)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=s,
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level (INFO)",
+    )
+    sub = parser.add_subparsers(dest="hub_command", metavar="{agents}")
+    agents = sub.add_parser(
+        "agents",
+        help="manage the agents enrolled in a Hub database",
+        description="Enrol, list and remove the fixed agents of a Hub database (--db FILE).",
+    )
+    agents_sub = agents.add_subparsers(dest="agents_command", metavar="{add,list,remove}")
+    agents_sub.required = True
+    add = agents_sub.add_parser("add", help="enrol a fixed agent (or change its secret)")
+    add.add_argument("agent_id", metavar="ID")
+    add.add_argument(
+        "--secret-env", required=True, metavar="VAR", help="variable holding the agent's secret"
+    )
+    add.add_argument(
+        "--trust-level", default="standard", help="low | standard | high (default standard)"
+    )
+    add.add_argument("--db", dest="agents_db", metavar="FILE", help=_DB_HELP)
+    lst = agents_sub.add_parser("list", help="list the enrolled agents")
+    lst.add_argument("--db", dest="agents_db", metavar="FILE", help=_DB_HELP)
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    rm = agents_sub.add_parser("remove", help="forget an enrolled agent")
+    rm.add_argument("agent_id", metavar="ID")
+    rm.add_argument("--db", dest="agents_db", metavar="FILE", help=_DB_HELP)
+
+
+def add_agents_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Add `agents` (`aether agents list`) to a parent parser's subcommands."""
+    parser = subparsers.add_parser(
+        "agents",
+        help="show the agents connected to a Hub",
+        description="Show the agents connected to a Hub started with --db FILE.",
+    )
+    sub = parser.add_subparsers(dest="agents_command", metavar="{list}")
+    sub.required = True
+    lst = sub.add_parser(
+        "list",
+        help="connected agents and their last heartbeat",
+        description=(
+            "Show the agents connected to a Hub started with --db FILE, read from that"
+            " database (the Hub keeps its sessions table up to date)."
+        ),
+    )
+    lst.add_argument("--db", metavar="FILE", help=_DB_HELP)
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.add_argument("--all", action="store_true", help="include ended sessions")
+    return parser
+
+
+# -- running --------------------------------------------------------------------------
+
+
+def hub_config_from_args(args: argparse.Namespace) -> HubConfig:
+    """The HubConfig of parsed `aether hub` flags (and their --config file)."""
+    given = {
+        field: getattr(args, dest) for dest, field in _HUB_OPTIONS.items() if hasattr(args, dest)
+    }
+    if "tools" in given:
+        tools: list[str] = []
+        for value in given["tools"]:
+            tools.extend(part.strip() for part in str(value).split(",") if part.strip())
+        given["tools"] = tuple(tools)
+    if "db_path" not in given and os.environ.get(DB_ENV):
+        given["db_path"] = os.environ[DB_ENV]
+    config = HubConfig()
+    if args.config:
+        config = config.merged_with_file(args.config, set(given))
+    return dataclasses.replace(config, **given)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _serve(config: HubConfig) -> None:
+    from aether_hub.server import HubServer
+
+    hub = HubServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await hub.start()
+    await hub.serve_until(stop)
+
+
+def run_hub(args: argparse.Namespace) -> int:
+    """`aether hub`: run until SIGINT/SIGTERM; the exit status."""
+    try:
+        config = hub_config_from_args(args)
+        config.validate()
+    except ConfigError as exc:
+        print(f"aether hub: error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config.log_level)
+    try:
+        asyncio.run(_serve(config))
+    except ConfigError as exc:
+        print(f"aether hub: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"aether hub: error: {exc}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:
+        print(f"aether hub: error: database {config.db_path}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _open_db(path: str | None, *, must_exist: bool) -> Database:
+    from aether_hub.db import Database
+
+    path = path or os.environ.get(DB_ENV) or None
+    if path is None:
+        raise ConfigError(
+            f"--db FILE (or ${DB_ENV}) is required: agents live in the Hub's database file"
+        )
+    if must_exist and not os.path.exists(path):
+        raise ConfigError(f"no Hub database at {path}")
+    return Database(path)
+
+
+def run_hub_agents(args: argparse.Namespace) -> int:
+    """`aether hub agents add|list|remove`."""
+    from aether_hub.auth import (
+        AgentRegistry,
+        EnrolmentError,
+        parse_trust_level,
+        trust_level_name,
+    )
+
+    command: str = args.agents_command
+    try:
+        db = _open_db(args.agents_db or getattr(args, "db", None), must_exist=command != "add")
+        try:
+            registry = AgentRegistry(db)
+            if command == "add":
+                secret = os.environ.get(args.secret_env, "")
+                if not secret:
+                    raise ConfigError(
+                        f"--secret-env {args.secret_env}: the variable is unset or empty"
+                    )
+                record = registry.add(
+                    args.agent_id, secret, parse_trust_level(args.trust_level), source="cli"
+                )
+                print(
+                    f"enrolled agent {record.agent_id!r}"
+                    f" (trust level {trust_level_name(record.trust_level)})"
+                )
+            elif command == "remove":
+                if not registry.remove(args.agent_id):
+                    print(f"aether hub agents: no agent {args.agent_id!r}", file=sys.stderr)
+                    return 1
+                print(f"removed agent {args.agent_id!r}")
+            else:
+                records = registry.list_agents()
+                rows = [
+                    {
+                        "agent_id": r.agent_id,
+                        "trust_level": trust_level_name(r.trust_level),
+                        "source": r.source,
+                        "has_secret": r.has_secret,
+                        "created_at": _iso(r.created_at),
+                    }
+                    for r in records
+                ]
+                if args.json:
+                    print(json.dumps(rows, indent=2))
+                else:
+                    _print_table(rows, ("agent_id", "trust_level", "source", "has_secret"))
+        finally:
+            db.close()
+    except (ConfigError, EnrolmentError) as exc:
+        print(f"aether hub agents: error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        print(f"aether hub agents: error: database: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_agents_list(args: argparse.Namespace) -> int:
+    """`aether agents list --db FILE`: the connected agents and their last heartbeat."""
+    from aether_hub.auth import SessionRegistry, trust_level_name
+
+    try:
+        db = _open_db(args.db, must_exist=True)
+    except ConfigError as exc:
+        print(f"aether agents: error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        print(f"aether agents: error: database {args.db}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        infos = SessionRegistry.read_sessions(db, include_ended=args.all)
+    except sqlite3.Error as exc:
+        print(f"aether agents: error: database {args.db}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        db.close()
+    now = time.time()
+    rows = [
+        {
+            "agent_id": info.agent_id,
+            "agent_name": info.agent_name,
+            "version": info.version,
+            "session_id": info.session_id,
+            "state": info.state,
+            "trust_level": trust_level_name(info.trust_level),
+            "task_types": info.capabilities.get("task_types", ""),
+            "active_tasks": info.active_tasks,
+            "connected_at": _iso(info.connected_at),
+            "last_heartbeat": _iso(info.last_heartbeat),
+            "last_heartbeat_age_s": round(max(0.0, now - info.last_heartbeat), 1),
+        }
+        for info in infos
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no agents connected")
+    else:
+        _print_table(
+            rows,
+            ("agent_id", "state", "task_types", "active_tasks", "last_heartbeat_age_s"),
+        )
+    return 0
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _print_table(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())
+
+
+def dispatch_hub(args: argparse.Namespace) -> int:
+    """Run `aether hub` or one of its `agents` subcommands."""
+    if getattr(args, "hub_command", None) == "agents":
+        return run_hub_agents(args)
+    return run_hub(args)
+
+
+def register_hub(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`aether hub ...` (the `aether.commands` entry point `hub`)."""
+    add_hub_parser(subparsers).set_defaults(handler=dispatch_hub)
+
+
+def register_agents(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`aether agents ...` (the `aether.commands` entry point `agents`)."""
+    add_agents_parser(subparsers).set_defaults(handler=run_agents_list)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m aether_hub [hub options]`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m aether_hub", description="Run the development Aether Hub."
+    )
+    configure_hub_parser(parser)
+    return dispatch_hub(parser.parse_args(argv))

@@ -1,0 +1,390 @@
+"""Hub-hosted key-value memory (`MemoryService`), kept in the Hub's SQLite database.
+
+Scopes:
+
+- ``agent`` (also when unspecified): private to the calling agent. The scope id is the
+  agent id of the caller's session; a ``scope_id`` sent by the client is ignored, so an
+  agent cannot read another agent's memory.
+- ``task`` and ``workflow``: shared by everything working on one task or workflow; the
+  ``scope_id`` (the task or workflow id) is required.
+- ``global``: shared by every agent of the Hub; ``scope_id`` is ignored.
+
+Values are JSON documents, stored as sent. A value with a TTL is gone for readers the
+moment it expires; expired rows are deleted later by a sweep that the handlers run at
+most every ``MemoryLimits.sweep_interval_seconds`` (and that :meth:`MemoryStore.sweep_expired`
+and :meth:`MemoryService.sweep` run on demand).
+
+Error rule: **a request the caller got wrong is INVALID_ARGUMENT** with a message that
+starts with the field's name (``key: ...``, ``value_json: ...``, ``scope_id: ...``,
+``ttl_seconds: ...``, ``limit: ...``) — empty or over-long keys, values over the size
+limit or not valid JSON, a missing scope id, a negative TTL or limit. ``success=false``
+with ``error_message`` is kept for failures of the Hub itself (a database error), which
+never end the process. A call without a live session is UNAUTHENTICATED.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from aether_hub._wire import pb, runtime, server
+from aether_hub.auth import SessionRegistry
+from aether_hub.db import Database
+
+__all__ = (
+    "MemoryEntry",
+    "MemoryInputError",
+    "MemoryLimits",
+    "MemoryService",
+    "MemoryStore",
+    "scope_name",
+)
+
+_log = logging.getLogger(__name__)
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS memory_entries (
+    scope       TEXT NOT NULL,
+    scope_id    TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    value_json  TEXT NOT NULL,
+    expires_at  REAL,
+    updated_at  REAL NOT NULL,
+    PRIMARY KEY (scope, scope_id, key)
+);
+CREATE INDEX IF NOT EXISTS memory_entries_expiry
+    ON memory_entries (expires_at) WHERE expires_at IS NOT NULL;
+"""
+
+_SCOPE_NAMES: Final[dict[pb.MemoryScope, str]] = {
+    pb.MemoryScope.UNSPECIFIED: "agent",
+    pb.MemoryScope.AGENT: "agent",
+    pb.MemoryScope.TASK: "task",
+    pb.MemoryScope.WORKFLOW: "workflow",
+    pb.MemoryScope.GLOBAL: "global",
+}
+
+
+def scope_name(scope: pb.MemoryScope | str) -> str:
+    """``agent``, ``task``, ``workflow`` or ``global`` (unspecified counts as agent)."""
+    if isinstance(scope, pb.MemoryScope):
+        return _SCOPE_NAMES[scope]
+    name = scope.strip().lower().removeprefix("memory_scope_")
+    if name in ("", "unspecified"):
+        return "agent"
+    if name not in ("agent", "task", "workflow", "global"):
+        raise MemoryInputError("scope", f"unknown scope {scope!r}")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryLimits:
+    """Size limits and housekeeping settings of the memory service."""
+
+    #: Longest key, in UTF-8 bytes.
+    max_key_bytes: int = 256
+    #: Largest value, in UTF-8 bytes of its JSON text.
+    max_value_bytes: int = 1024 * 1024
+    #: Keys List returns when the request's limit is 0.
+    default_list_limit: int = 1000
+    #: Most keys one List returns (larger limits are clamped).
+    max_list_limit: int = 10_000
+    #: Seconds between sweeps of expired values.
+    sweep_interval_seconds: float = 60.0
+
+
+class MemoryInputError(ValueError):
+    """A request field is unusable; the message starts with the field's name."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEntry:
+    """A live value."""
+
+    value_json: str
+    expires_at: float | None
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class MemoryStore:
+    """The memory table, as plain Python calls (what the service and tests use).
+
+    `clock` is the wall clock TTLs are measured with (seconds since the epoch),
+    injectable so tests move time instead of waiting.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        limits: MemoryLimits | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self.limits = limits or MemoryLimits()
+        self._clock = clock
+        self._last_sweep = clock()
+        db.ensure_schema(_SCHEMA)
+
+    # -- validation ------------------------------------------------------------------
+
+    def check_key(self, key: str) -> None:
+        """Raise MemoryInputError unless `key` is non-empty and within the size limit."""
+        if not key:
+            raise MemoryInputError("key", "must not be empty")
+        size = len(key.encode("utf-8"))
+        if size > self.limits.max_key_bytes:
+            raise MemoryInputError(
+                "key", f"is {size} bytes; the limit is {self.limits.max_key_bytes} bytes"
+            )
+
+    def check_value(self, value_json: str) -> None:
+        """Raise MemoryInputError unless `value_json` is JSON within the size limit."""
+        size = len(value_json.encode("utf-8"))
+        if size > self.limits.max_value_bytes:
+            raise MemoryInputError(
+                "value_json",
+                f"is {size} bytes; the limit is {self.limits.max_value_bytes} bytes",
+            )
+        try:
+            json.loads(value_json, parse_constant=_reject_constant)
+        except json.JSONDecodeError as exc:
+            raise MemoryInputError("value_json", f"is not valid JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:
+            raise MemoryInputError("value_json", f"is not valid JSON ({exc})") from None
+
+    # -- operations ------------------------------------------------------------------
+
+    def store(
+        self, scope: str, scope_id: str, key: str, value_json: str, ttl_seconds: float = 0
+    ) -> None:
+        """Store (replace) a value; `ttl_seconds` 0 means it never expires."""
+        self.check_key(key)
+        self.check_value(value_json)
+        if ttl_seconds < 0 or math.isnan(ttl_seconds):
+            raise MemoryInputError("ttl_seconds", f"must be 0 or more, not {ttl_seconds}")
+        now = self._clock()
+        expires_at = now + ttl_seconds if ttl_seconds else None
+        with self._db.conn:
+            self._db.conn.execute(
+                "INSERT INTO memory_entries (scope, scope_id, key, value_json, expires_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (scope, scope_id, key) DO UPDATE SET"
+                " value_json = excluded.value_json, expires_at = excluded.expires_at,"
+                " updated_at = excluded.updated_at",
+                (scope, scope_id, key, value_json, expires_at, now),
+            )
+
+    def retrieve(self, scope: str, scope_id: str, key: str) -> MemoryEntry | None:
+        """The live value under `key`, or None (also when it has expired)."""
+        self.check_key(key)
+        row = self._db.conn.execute(
+            "SELECT value_json, expires_at FROM memory_entries"
+            " WHERE scope = ? AND scope_id = ? AND key = ?"
+            " AND (expires_at IS NULL OR expires_at > ?)",
+            (scope, scope_id, key, self._clock()),
+        ).fetchone()
+        if row is None:
+            return None
+        return MemoryEntry(value_json=str(row[0]), expires_at=row[1])
+
+    def delete(self, scope: str, scope_id: str, key: str) -> bool:
+        """Remove `key`; whether a live value was there."""
+        self.check_key(key)
+        with self._db.conn:
+            cursor = self._db.conn.execute(
+                "DELETE FROM memory_entries WHERE scope = ? AND scope_id = ? AND key = ?"
+                " AND (expires_at IS NULL OR expires_at > ?)",
+                (scope, scope_id, key, self._clock()),
+            )
+        return cursor.rowcount > 0
+
+    def list_keys(self, scope: str, scope_id: str, prefix: str = "", limit: int = 0) -> list[str]:
+        """Live keys of a scope starting with `prefix`, sorted; at most `limit` (0: default)."""
+        if limit < 0:
+            raise MemoryInputError("limit", f"must be 0 or more, not {limit}")
+        count = min(limit or self.limits.default_list_limit, self.limits.max_list_limit)
+        rows = self._db.conn.execute(
+            "SELECT key FROM memory_entries WHERE scope = ? AND scope_id = ?"
+            " AND key >= ? AND substr(key, 1, ?) = ?"
+            " AND (expires_at IS NULL OR expires_at > ?)"
+            " ORDER BY key LIMIT ?",
+            (scope, scope_id, prefix, len(prefix), prefix, self._clock(), count),
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def snapshot(self, scope: pb.MemoryScope | str, scope_id: str = "") -> dict[str, object]:
+        """The live values of a scope, decoded, by key (for tests and tooling)."""
+        name = scope_name(scope)
+        rows = self._db.conn.execute(
+            "SELECT key, value_json FROM memory_entries WHERE scope = ? AND scope_id = ?"
+            " AND (expires_at IS NULL OR expires_at > ?) ORDER BY key",
+            (name, "" if name == "global" else scope_id, self._clock()),
+        ).fetchall()
+        return {str(key): json.loads(value) for key, value in rows}
+
+    def sweep_expired(self) -> int:
+        """Delete every expired value now; how many were deleted."""
+        now = self._clock()
+        self._last_sweep = now
+        with self._db.conn:
+            cursor = self._db.conn.execute(
+                "DELETE FROM memory_entries WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                (now,),
+            )
+        if cursor.rowcount:
+            _log.debug("swept %d expired memory values", cursor.rowcount)
+        return cursor.rowcount
+
+    def maybe_sweep(self) -> None:
+        """Sweep when the last sweep is older than the sweep interval."""
+        if self._clock() - self._last_sweep >= self.limits.sweep_interval_seconds:
+            self.sweep_expired()
+
+    def stored_row_count(self) -> int:
+        """Rows in the table, expired or not (to observe the sweep)."""
+        row = self._db.conn.execute("SELECT count(*) FROM memory_entries").fetchone()
+        return int(row[0])
+
+
+def _invalid(exc: MemoryInputError) -> GRPCError:
+    return GRPCError(Status.INVALID_ARGUMENT, str(exc))
+
+
+def _timestamp(epoch: float | None) -> datetime.datetime | None:
+    if epoch is None:
+        return None
+    return datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
+
+
+class MemoryService(server.MemoryServiceBase):
+    """`aether.v1.MemoryService` over a :class:`MemoryStore` in the Hub database."""
+
+    def __init__(
+        self,
+        db: Database,
+        sessions: SessionRegistry,
+        limits: MemoryLimits | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = MemoryStore(db, limits, clock=clock)
+        self._sessions = sessions
+
+    def snapshot(self, scope: pb.MemoryScope | str, scope_id: str = "") -> dict[str, object]:
+        """The live values of a scope, decoded (see :meth:`MemoryStore.snapshot`)."""
+        return self.backend.snapshot(scope, scope_id)
+
+    def sweep(self) -> int:
+        """Delete expired values now (for the Hub's periodic housekeeping); how many."""
+        return self.backend.sweep_expired()
+
+    def _housekeeping(self) -> None:
+        try:
+            self.backend.maybe_sweep()
+        except sqlite3.Error:
+            _log.exception("sweeping expired memory values failed")
+
+    def _scope(
+        self, context: runtime.ServerContext, scope: pb.MemoryScope, scope_id: str
+    ) -> tuple[str, str]:
+        session = self._sessions.require(context)
+        self._housekeeping()
+        name = scope_name(scope)
+        if name == "agent":
+            return name, session.agent_id
+        if name == "global":
+            return name, ""
+        if not scope_id:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT,
+                f"scope_id: required for the {name} scope (the {name} id)",
+            )
+        return name, scope_id
+
+    async def store(
+        self, request: pb.StoreRequest, context: runtime.ServerContext
+    ) -> pb.StoreResponse:
+        """Store a value, replacing any value under the same key and scope."""
+        scope, scope_id = self._scope(context, request.scope, request.scope_id)
+        try:
+            self.backend.store(
+                scope, scope_id, request.key, request.value_json, request.ttl_seconds
+            )
+        except MemoryInputError as exc:
+            raise _invalid(exc) from None
+        except sqlite3.Error as exc:
+            _log.exception("memory store failed")
+            return pb.StoreResponse(success=False, error_message=f"the Hub's store failed: {exc}")
+        return pb.StoreResponse(success=True)
+
+    async def retrieve(
+        self, request: pb.RetrieveRequest, context: runtime.ServerContext
+    ) -> pb.RetrieveResponse:
+        """Read a value; found is false when there is none or it expired."""
+        scope, scope_id = self._scope(context, request.scope, request.scope_id)
+        try:
+            entry = self.backend.retrieve(scope, scope_id, request.key)
+        except MemoryInputError as exc:
+            raise _invalid(exc) from None
+        except sqlite3.Error as exc:
+            _log.exception("memory retrieve failed")
+            return pb.RetrieveResponse(
+                success=False, error_message=f"the Hub's store failed: {exc}"
+            )
+        if entry is None:
+            return pb.RetrieveResponse(success=True, found=False)
+        return pb.RetrieveResponse(
+            success=True,
+            found=True,
+            value_json=entry.value_json,
+            expires_at=_timestamp(entry.expires_at),
+        )
+
+    async def delete(
+        self, request: pb.DeleteRequest, context: runtime.ServerContext
+    ) -> pb.DeleteResponse:
+        """Remove a value; deleted says whether one was there."""
+        scope, scope_id = self._scope(context, request.scope, request.scope_id)
+        try:
+            deleted = self.backend.delete(scope, scope_id, request.key)
+        except MemoryInputError as exc:
+            raise _invalid(exc) from None
+        except sqlite3.Error as exc:
+            _log.exception("memory delete failed")
+            return pb.DeleteResponse(success=False, error_message=f"the Hub's store failed: {exc}")
+        return pb.DeleteResponse(success=True, deleted=deleted)
+
+    async def list(
+        self, request: pb.ListKeysRequest, context: runtime.ServerContext
+    ) -> pb.ListKeysResponse:
+        """The live keys of a scope, sorted, optionally by prefix."""
+        scope, scope_id = self._scope(context, request.scope, request.scope_id)
+        try:
+            keys = self.backend.list_keys(scope, scope_id, request.prefix, request.limit)
+        except MemoryInputError as exc:
+            raise _invalid(exc) from None
+        except sqlite3.Error as exc:
+            _log.exception("memory list failed")
+            return pb.ListKeysResponse(
+                success=False, error_message=f"the Hub's store failed: {exc}"
+            )
+        return pb.ListKeysResponse(success=True, keys=keys)

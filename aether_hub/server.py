@@ -1,0 +1,530 @@
+"""`HubServer`: the dev Hub's services assembled on one grpclib server.
+
+```python
+hub = HubServer(HubConfig(port=0, dev=True))
+await hub.start()
+print(hub.address)          # "127.0.0.1:<port>"
+...
+await hub.stop()
+```
+
+Serves the six `aether.v1` services, `grpc.health.v1.Health` and server reflection (v1
+and v1alpha). Tests and the `aether_hub.testing` fixture reach the parts through typed
+properties (`queue`, `sessions`, `agents`, `memory`, `bus`, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import weakref
+from collections.abc import Sequence
+from typing import Protocol
+
+import grpclib.const
+import grpclib.protocol
+import grpclib.server
+
+from aether_hub._wire import health_pb
+from aether_hub.agent_service import AgentService
+from aether_hub.auth import (
+    AgentRegistry,
+    ClientAuth,
+    EnrolmentError,
+    SessionRegistry,
+    hash_secret,
+    parse_trust_level,
+    verify_secret,
+)
+from aether_hub.builtin_tools import registry_with_builtins
+from aether_hub.bus import BusError, MessageBus
+from aether_hub.clock import Clock, SystemClock
+from aether_hub.db import Database
+from aether_hub.health import HealthService
+from aether_hub.llm_providers import LLMProvider, make_llm_provider
+from aether_hub.llm_service import LLMService, ModelPolicy
+from aether_hub.memory_service import MemoryService
+from aether_hub.messaging_service import MessagingService
+from aether_hub.nats_bus import create_bus
+from aether_hub.reflection import ReflectionIndex, ReflectionV1, ReflectionV1Alpha
+from aether_hub.settings import ConfigError, HubConfig
+from aether_hub.tasks import TaskQueue, TaskService
+from aether_hub.taskstore import TaskStore
+from aether_hub.tool_registry import ToolDefinitionError, ToolPluginError, ToolRegistry, ToolService
+
+__all__ = ("HubServer", "Servable")
+
+log = logging.getLogger("aether_hub")
+
+
+class Servable(Protocol):
+    """A grpclib service with the generated message-size guard."""
+
+    max_message_bytes: int
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]: ...
+
+
+class _Server(grpclib.server.Server):
+    """grpclib's server, whose `close_connections()` also drops the open connections.
+
+    grpclib's `close()` cancels the running requests but leaves client connections open and
+    keeps serving new requests on them; a Hub stopped inside a longer-lived process (tests,
+    `aether_hub.testing`) must look to its agents like one that went away. Relies on grpclib's
+    `_protocol_factory` (grpclib is pinned).
+    """
+
+    def __init__(self, handlers: Sequence[Servable]) -> None:
+        super().__init__(handlers)
+        self._protocols: weakref.WeakSet[grpclib.protocol.H2Protocol] = weakref.WeakSet()
+
+    def _protocol_factory(self) -> grpclib.protocol.H2Protocol:
+        protocol = super()._protocol_factory()
+        self._protocols.add(protocol)
+        return protocol
+
+    def close_connections(self) -> None:
+        """Close every client connection now (clients see the connection lost)."""
+        for protocol in list(self._protocols):
+            connection = getattr(protocol, "connection", None)
+            if connection is not None:
+                connection.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening-ready socket on host:port (port 0 picks a free one)."""
+    infos = socket.getaddrinfo(
+        host, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    if not infos:  # pragma: no cover - getaddrinfo raises instead
+        raise OSError(f"cannot resolve {host!r}")
+    errors: list[str] = []
+    for family, type_, proto, _, addr in infos:
+        sock = socket.socket(family, type_, proto)
+        try:
+            if os.name != "nt":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr)
+        except OSError as exc:
+            sock.close()
+            errors.append(str(exc.strerror or exc))
+            continue
+        sock.setblocking(False)
+        return sock
+    raise OSError(f"cannot listen on {host}:{port}: " + "; ".join(dict.fromkeys(errors)))
+
+
+class HubServer:
+    """The development Hub: every service on one grpclib server, state in one database."""
+
+    def __init__(
+        self,
+        config: HubConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        extra_services: Sequence[Servable] = (),
+    ) -> None:
+        self.config = config or HubConfig()
+        self._clock: Clock = clock or SystemClock()
+        self._extra = tuple(extra_services)
+        self._server: _Server | None = None
+        self._sock: socket.socket | None = None
+        self._port: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._stopped = False
+        self._stop_lock = asyncio.Lock()
+        self._db: Database | None = None
+        self._agents: AgentRegistry | None = None
+        self._sessions: SessionRegistry | None = None
+        self._queue: TaskQueue | None = None
+        self._agent_service: AgentService | None = None
+        self._task_service: TaskService | None = None
+        self._memory: MemoryService | None = None
+        self._bus: MessageBus | None = None
+        self._messaging: MessagingService | None = None
+        self._llm: LLMService | None = None
+        self._llm_provider: LLMProvider | None = None
+        self._tools: ToolService | None = None
+        self._tool_registry: ToolRegistry | None = None
+        self._health: HealthService | None = None
+        self._services: list[Servable] = []
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the database, build the services and listen. Raises ConfigError/OSError."""
+        config = self._begin()
+        try:
+            await self._build(config, config.client_token())
+            server = _Server(self._services)
+            sock = _bind(config.host, config.port)
+            self._sock = sock
+            await server.start(sock=sock)
+            self._server = server
+            self._port = int(sock.getsockname()[1])
+        except BaseException:
+            self._stopped = True  # a failed start leaves nothing to stop
+            await self._close_parts()
+            raise
+        self._tasks.append(asyncio.create_task(self._sweep_loop(), name="aether-hub-sweep"))
+        if self.queue.store is not None:
+            self._tasks.append(asyncio.create_task(self._flush_loop(), name="aether-hub-flush"))
+        log.info("Aether Hub listening on %s", self.address)
+        if not config.dev and not self.agents.list_agents():
+            log.warning(
+                "no agents are enrolled and --dev is off: every Register will be refused"
+                " (enrol agents with `aether hub agents add` or --config, or use --dev)"
+            )
+
+    def _begin(self) -> HubConfig:
+        if self._started:
+            raise RuntimeError("HubServer already started (or built with build_services())")
+        self._started = True
+        self.config.validate()
+        return self.config
+
+    async def build_services(self) -> tuple[Servable, ...]:
+        """Open the database and build every service handler, without opening a socket.
+
+        For serving the Hub over another transport (`aether_hub.testing` uses grpclib's
+        in-memory channel): the handlers are what `start()` would serve. Nothing runs in
+        the background; call `sweep()` to expire sessions and deadlines. Use either this or
+        `start()`, once; `stop()` closes what it opened. Raises `ConfigError`.
+        """
+        config = self._begin()
+        try:
+            await self._build(config, config.client_token())
+        except BaseException:
+            self._stopped = True
+            await self._close_parts()
+            raise
+        return tuple(self._services)
+
+    async def _build(self, config: HubConfig, client_token: str | None) -> None:
+        clock = self._clock
+        db = Database(config.db_path)
+        self._db = db
+        agents = AgentRegistry(db)
+        self._agents = agents
+        await self._enrol_configured_agents(agents)
+        sessions = SessionRegistry(
+            db,
+            heartbeat_interval=float(config.heartbeat_interval_seconds),
+            clock=clock.monotonic,
+            wall_clock=clock.time,
+        )
+        self._sessions = sessions
+        queue = TaskQueue(
+            store=TaskStore(db) if db.is_persistent else None,
+            clock=clock,
+            default_max_attempts=config.default_max_attempts,
+            terminal_retention=config.terminal_task_retention,
+        )
+        self._queue = queue
+        self._agent_service = AgentService(
+            agents=agents,
+            sessions=sessions,
+            queue=queue,
+            dev=config.dev,
+            default_max_concurrent_tasks=config.default_max_concurrent_tasks,
+            clock=clock,
+        )
+        self._task_service = TaskService(queue, ClientAuth(client_token, sessions))
+        self._memory = MemoryService(db, sessions, clock=clock.time)
+        try:
+            self._bus = await create_bus(config.nats_url)
+        except BusError as exc:
+            raise ConfigError(str(exc)) from None
+        self._messaging = MessagingService(self._bus, sessions)
+        self._llm = self._build_llm(config, sessions)
+        self._tools = self._build_tools(config, db, sessions)
+        services: list[Servable] = [
+            self._agent_service,
+            self._task_service,
+            self._llm,
+            self._tools,
+            self._memory,
+            self._messaging,
+            *self._extra,
+        ]
+        names = [str(getattr(s, "SERVICE_NAME", "")) for s in services]
+        names = [n for n in names if n]
+        names += [
+            HealthService.SERVICE_NAME,
+            ReflectionV1.SERVICE_NAME,
+            ReflectionV1Alpha.SERVICE_NAME,
+        ]
+        self._health = HealthService(names)
+        index = ReflectionIndex(names)
+        services += [self._health, ReflectionV1(index), ReflectionV1Alpha(index)]
+        for service in services:
+            service.max_message_bytes = config.max_message_bytes
+        self._services = services
+
+    async def _enrol_configured_agents(self, agents: AgentRegistry) -> None:
+        for spec in self.config.agents:
+            secret = ""
+            if spec.secret_env:
+                secret = os.environ.get(spec.secret_env, "")
+                if not secret:
+                    raise ConfigError(
+                        f"agent {spec.agent_id!r}: environment variable {spec.secret_env}"
+                        " (its secret_env) is unset or empty"
+                    )
+            else:
+                log.warning("agent %r is configured without a secret", spec.agent_id)
+            existing = agents.get(spec.agent_id)
+            try:
+                level = parse_trust_level(spec.trust_level)
+            except EnrolmentError as exc:
+                raise ConfigError(f"agent {spec.agent_id!r}: {exc}") from None
+            if (
+                existing is not None
+                and existing.trust_level == level
+                and existing.has_secret == bool(secret)
+                and await asyncio.to_thread(verify_secret, secret, existing.secret_hash)
+            ):
+                continue
+            hashed = await asyncio.to_thread(hash_secret, secret)
+            try:
+                agents.add_hashed(spec.agent_id, hashed, level, source="config")
+            except EnrolmentError as exc:
+                raise ConfigError(str(exc)) from None
+
+    def _build_llm(self, config: HubConfig, sessions: SessionRegistry) -> LLMService:
+        try:
+            provider = make_llm_provider(
+                config.llm_provider,
+                base_url=config.llm_base_url,
+                api_key_env=config.llm_api_key_env,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"--llm-provider: {exc}") from None
+        self._llm_provider = provider
+        return LLMService(sessions, provider, ModelPolicy.default())
+
+    def _build_tools(
+        self, config: HubConfig, db: Database, sessions: SessionRegistry
+    ) -> ToolService:
+        registry = registry_with_builtins(db, clock=self._clock.time)
+        for module in config.tools:
+            try:
+                registry.load_plugin(module)
+            except (ToolPluginError, ToolDefinitionError) as exc:
+                raise ConfigError(f"--tools {module}: {exc}") from None
+        self._tool_registry = registry
+        return ToolService(sessions, registry)
+
+    async def stop(self) -> None:
+        """Stop serving, hand leased tasks back, flush the database, close the bus.
+
+        Idempotent, and safe before `start()`.
+        """
+        async with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            if self._health is not None:
+                self._health.set_all(health_pb.HealthCheckResponseServingStatus.NOT_SERVING)
+            if self._queue is not None:
+                self._queue.shutting_down = True
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._tasks.clear()
+            if self._server is not None:
+                self._server.close()
+                self._server.close_connections()
+                try:
+                    await asyncio.wait_for(self._server.wait_closed(), timeout=5.0)
+                except asyncio.TimeoutError:
+                    log.warning("some connections did not close within 5 s")
+            await self._close_parts()
+            log.info("Aether Hub stopped")
+
+    async def _close_parts(self) -> None:
+        if self._queue is not None and self._db is not None and not self._db.closed:
+            try:
+                self._queue.flush()
+            except Exception:
+                log.exception("could not write the last task changes to the database")
+        if self._bus is not None:
+            try:
+                await self._bus.close()
+            except Exception:
+                log.exception("closing the message bus failed")
+        if self._llm_provider is not None:
+            try:
+                await self._llm_provider.aclose()
+            except Exception:
+                log.exception("closing the LLM provider failed")
+        if self._sock is not None and self._server is None:
+            self._sock.close()
+        if self._db is not None:
+            self._db.close()
+
+    async def __aenter__(self) -> HubServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def serve_until(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set, then stop cleanly."""
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    # -- background work ----------------------------------------------------------------
+
+    def sweep(self) -> None:
+        """End sessions that missed heartbeats and time out overdue tasks, now."""
+        self.agent_service.expire_stale()
+        self.queue.sweep()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            delay = 0.5
+            deadline = self.queue.next_deadline()
+            if deadline is not None:
+                delay = min(delay, max(0.01, deadline - self._clock.time()))
+            await asyncio.sleep(delay)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweeping sessions and deadlines failed")
+
+    async def _flush_loop(self) -> None:
+        interval = self.config.flush_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.queue.flush()
+            except Exception:
+                log.exception("writing task changes to the database failed")
+
+    # -- access -------------------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the Hub serves (started and not stopped)."""
+        return self._server is not None and not self._stopped
+
+    @property
+    def port(self) -> int:
+        """The port the Hub listens on (the real one when configured with 0)."""
+        if self._port is None:
+            raise RuntimeError("the Hub is not started")
+        return self._port
+
+    @property
+    def host(self) -> str:
+        """The host the Hub is bound to."""
+        return self.config.host
+
+    @property
+    def address(self) -> str:
+        """`host:port`, what an agent's hub_url needs (IPv6 hosts in brackets)."""
+        host = self.config.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self.port}"
+
+    @property
+    def db(self) -> Database:
+        """The Hub's database."""
+        if self._db is None:
+            raise RuntimeError("the Hub is not started")
+        return self._db
+
+    @property
+    def agents(self) -> AgentRegistry:
+        """The enrolled agents."""
+        if self._agents is None:
+            raise RuntimeError("the Hub is not started")
+        return self._agents
+
+    @property
+    def sessions(self) -> SessionRegistry:
+        """The live agent sessions."""
+        if self._sessions is None:
+            raise RuntimeError("the Hub is not started")
+        return self._sessions
+
+    @property
+    def queue(self) -> TaskQueue:
+        """The task queue."""
+        if self._queue is None:
+            raise RuntimeError("the Hub is not started")
+        return self._queue
+
+    @property
+    def agent_service(self) -> AgentService:
+        """The AgentService instance."""
+        if self._agent_service is None:
+            raise RuntimeError("the Hub is not started")
+        return self._agent_service
+
+    @property
+    def task_service(self) -> TaskService:
+        """The TaskService instance."""
+        if self._task_service is None:
+            raise RuntimeError("the Hub is not started")
+        return self._task_service
+
+    @property
+    def memory(self) -> MemoryService:
+        """The MemoryService (its `snapshot()` reads stored values)."""
+        if self._memory is None:
+            raise RuntimeError("the Hub is not started")
+        return self._memory
+
+    @property
+    def bus(self) -> MessageBus:
+        """The message bus behind MessagingService (subscribe to it from Python)."""
+        if self._bus is None:
+            raise RuntimeError("the Hub is not started")
+        return self._bus
+
+    @property
+    def health(self) -> HealthService:
+        """The health service (its statuses)."""
+        if self._health is None:
+            raise RuntimeError("the Hub is not started")
+        return self._health
+
+    @property
+    def llm_provider(self) -> LLMProvider | None:
+        """The LLM provider answering LLMService calls (its `calls` lists them).
+
+        None before `start()`.
+        """
+        return self._llm_provider
+
+    @property
+    def llm(self) -> LLMService:
+        """The LLMService (its `policy` picks models by trust level)."""
+        if self._llm is None:
+            raise RuntimeError("the Hub is not started")
+        return self._llm
+
+    @property
+    def tool_registry(self) -> ToolRegistry | None:
+        """The tool registry behind ToolService (None before `start()`)."""
+        return self._tool_registry
+
+    @property
+    def services(self) -> tuple[Servable, ...]:
+        """Every servable the Hub serves, in order."""
+        return tuple(self._services)

@@ -1,0 +1,230 @@
+"""Write-behind persistence of tasks in the Hub database (only with `--db FILE`).
+
+The queue marks a task dirty whenever it changes; `flush()` writes every dirty task in
+one transaction. The Hub flushes every few milliseconds and on a clean stop, so a busy
+queue costs one commit per flush, not one per task.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aether_hub._wire import pb
+from aether_hub.db import Database
+from aether_hub.taskrecord import TaskRecord
+
+__all__ = ("TaskStore",)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id            TEXT PRIMARY KEY,
+    seq                INTEGER NOT NULL,
+    description        TEXT NOT NULL,
+    payload            BLOB NOT NULL,
+    task_type          TEXT NOT NULL,
+    target_agent_id    TEXT NOT NULL,
+    priority           INTEGER NOT NULL,
+    metadata           TEXT NOT NULL,
+    workflow_id        TEXT NOT NULL,
+    max_attempts       INTEGER NOT NULL,
+    created_at         REAL NOT NULL,
+    deadline           REAL,
+    idempotency_key    TEXT NOT NULL,
+    state              INTEGER NOT NULL,
+    attempt            INTEGER NOT NULL,
+    assigned_agent_id  TEXT NOT NULL,
+    progress           REAL NOT NULL,
+    status_message     TEXT NOT NULL,
+    result             BLOB NOT NULL,
+    error_message      TEXT NOT NULL,
+    metrics            TEXT NOT NULL,
+    updated_at         REAL NOT NULL,
+    completed_at       REAL
+);
+CREATE INDEX IF NOT EXISTS tasks_seq ON tasks (seq);
+CREATE INDEX IF NOT EXISTS tasks_idempotency ON tasks (idempotency_key)
+    WHERE idempotency_key != '';
+"""
+
+_COLUMNS = (
+    "task_id, seq, description, payload, task_type, target_agent_id, priority, metadata,"
+    " workflow_id, max_attempts, created_at, deadline, idempotency_key, state, attempt,"
+    " assigned_agent_id, progress, status_message, result, error_message, metrics,"
+    " updated_at, completed_at"
+)
+_UPSERT = (
+    f"INSERT OR REPLACE INTO tasks ({_COLUMNS}) VALUES"
+    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+_Row = tuple[
+    str,
+    int,
+    str,
+    bytes,
+    str,
+    str,
+    int,
+    str,
+    str,
+    int,
+    float,
+    "float | None",
+    str,
+    int,
+    int,
+    str,
+    float,
+    str,
+    bytes,
+    str,
+    str,
+    float,
+    "float | None",
+]
+
+
+def _to_row(rec: TaskRecord) -> tuple[object, ...]:
+    return (
+        rec.task_id,
+        rec.seq,
+        rec.description,
+        rec.payload,
+        rec.task_type,
+        rec.target_agent_id,
+        rec.priority,
+        json.dumps(rec.metadata),
+        rec.workflow_id,
+        rec.max_attempts,
+        rec.created_at,
+        rec.deadline,
+        rec.idempotency_key,
+        int(rec.state),
+        rec.attempt,
+        rec.assigned_agent_id,
+        rec.progress,
+        rec.status_message,
+        rec.result,
+        rec.error_message,
+        json.dumps(rec.metrics),
+        rec.updated_at,
+        rec.completed_at,
+    )
+
+
+def _from_row(row: tuple[object, ...]) -> TaskRecord:
+    r: _Row = row  # type: ignore[assignment]  # the schema above fixes the column types
+    return TaskRecord(
+        task_id=r[0],
+        seq=int(r[1]),
+        description=r[2],
+        payload=bytes(r[3]),
+        task_type=r[4],
+        target_agent_id=r[5],
+        priority=int(r[6]),
+        metadata=_str_map(r[7]),
+        workflow_id=r[8],
+        max_attempts=int(r[9]),
+        created_at=float(r[10]),
+        deadline=None if r[11] is None else float(r[11]),
+        idempotency_key=r[12],
+        state=pb.TaskState(int(r[13])),
+        attempt=int(r[14]),
+        assigned_agent_id=r[15],
+        progress=float(r[16]),
+        status_message=r[17],
+        result=bytes(r[18]),
+        error_message=r[19],
+        metrics=_str_map(r[20]),
+        updated_at=float(r[21]),
+        completed_at=None if r[22] is None else float(r[22]),
+    )
+
+
+def _str_map(text: str) -> dict[str, str]:
+    data = json.loads(text) if text else {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items()}
+
+
+class TaskStore:
+    """Tasks in the `tasks` table, written behind the in-memory queue."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._dirty: dict[str, TaskRecord] = {}
+        db.ensure_schema(_SCHEMA)
+
+    @property
+    def pending_writes(self) -> int:
+        """How many changed tasks wait for the next flush."""
+        return len(self._dirty)
+
+    def mark(self, rec: TaskRecord) -> None:
+        """Remember that `rec` changed; it is written on the next flush."""
+        self._dirty[rec.task_id] = rec
+
+    def flush(self) -> int:
+        """Write every changed task in one transaction; how many were written."""
+        if not self._dirty or self._db.closed:
+            return 0
+        batch = self._dirty
+        self._dirty = {}
+        try:
+            rows = [_to_row(rec) for rec in batch.values()]
+            with self._db.conn:
+                self._db.conn.executemany(_UPSERT, rows)
+        except Exception:
+            # Keep the changes for the next flush (newer marks of the same task win).
+            batch.update(self._dirty)
+            self._dirty = batch
+            raise
+        return len(rows)
+
+    def load(self, *, terminal_limit: int) -> list[TaskRecord]:
+        """Every unfinished task and the newest `terminal_limit` finished ones, by seq."""
+        terminal = [int(s) for s in _terminal_states()]
+        marks = ",".join("?" * len(terminal))
+        conn = self._db.conn
+        active = conn.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE state NOT IN ({marks})", terminal
+        ).fetchall()
+        done = conn.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE state IN ({marks}) ORDER BY seq DESC LIMIT ?",
+            [*terminal, terminal_limit],
+        ).fetchall()
+        records = [_from_row(row) for row in active + done]
+        records.sort(key=lambda rec: rec.seq)
+        return records
+
+    def max_seq(self) -> int:
+        """The highest task seq ever stored (0 for none)."""
+        row = self._db.conn.execute("SELECT MAX(seq) FROM tasks").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def fetch(self, task_id: str) -> TaskRecord | None:
+        """A task no longer held in memory, from the table."""
+        pending = self._dirty.get(task_id)
+        if pending is not None:
+            return pending
+        row = self._db.conn.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)
+        ).fetchone()
+        return None if row is None else _from_row(row)
+
+    def find_by_idempotency_key(self, key: str) -> str | None:
+        """The id of the task first submitted with `key`, from the table."""
+        row = self._db.conn.execute(
+            "SELECT task_id FROM tasks WHERE idempotency_key = ? ORDER BY seq LIMIT 1", (key,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+
+def _terminal_states() -> tuple[pb.TaskState, ...]:
+    return (
+        pb.TaskState.SUCCEEDED,
+        pb.TaskState.FAILED,
+        pb.TaskState.CANCELLED,
+        pb.TaskState.TIMED_OUT,
+    )
