@@ -16,8 +16,10 @@ __all__ = ("CancelReason", "TaskRunner")
 
 log = logging.getLogger("aether.tasks")
 
-#: How many finished task ids are remembered to skip redeliveries.
+#: How many finished tasks are remembered, to answer a repeated assignment.
 RECENT_TASKS = 4096
+#: Result bytes kept for those answers; a task whose result was dropped runs again.
+RECENT_RESULT_BYTES = 16 * 1024 * 1024
 #: Room left in a message for everything but the result bytes.
 _RESULT_OVERHEAD = 64 * 1024
 
@@ -54,8 +56,10 @@ class TaskRunner:
 
     Every assignment ends in exactly one result passed to `sink`: the handler's own, or a
     failure when it raised, returned something else, overran `timeout`, or was cancelled;
-    on shutdown, a `released` result. Assignments already running or finished recently are
-    skipped (at-least-once delivery may repeat them).
+    on shutdown, a `released` result. An assignment of a task that is running is skipped
+    (its handler will answer). An assignment of a task that finished recently means the Hub
+    did not keep its result (at-least-once delivery): it is answered with the same result
+    again, or, when that result is no longer kept, the task runs again.
     """
 
     def __init__(
@@ -75,7 +79,9 @@ class TaskRunner:
         )
         self._slots = asyncio.Semaphore(max_concurrent)
         self._running: dict[str, _Running] = {}
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        # Finished tasks, oldest first, with their results while they fit the byte budget.
+        self._recent: OrderedDict[str, pb.TaskResult | None] = OrderedDict()
+        self._recent_bytes = 0
         # Every handler task until its result is handed to the sink.
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
@@ -94,19 +100,55 @@ class TaskRunner:
         return task_id in self._running or task_id in self._recent
 
     def submit(self, assignment: pb.TaskAssignment) -> bool:
-        """Start handling `assignment`; False (and nothing started) for a duplicate."""
+        """Start handling `assignment`; False (and nothing started) when it is running.
+
+        A task that finished recently is answered again with its kept result (True)."""
         task_id = assignment.task_id
-        if self.seen(task_id):
-            log.info("skipping task %s: already running or finished recently", task_id)
+        if task_id in self._running:
+            log.info("skipping task %s: it is already running", task_id)
             return False
+        if task_id in self._recent:
+            kept = self._recent[task_id]
+            if kept is not None:
+                self._recent.move_to_end(task_id)
+                log.info(
+                    "task %s: assigned again after it finished; sending its result again", task_id
+                )
+                self._track(asyncio.get_running_loop().create_task(self._sink(kept)))
+                return True
+            self._forget(task_id)
+            log.info("task %s: assigned again after it finished; running it again", task_id)
         entry = _Running()
         self._running[task_id] = entry
         self._idle.clear()
         task = asyncio.get_running_loop().create_task(self._run(assignment, entry))
         entry.task = task
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        self._track(task)
         return True
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._task_done)
+
+    def _remember(self, task_id: str, result: pb.TaskResult) -> None:
+        # A released task was handed back unfinished: a new assignment must run it.
+        if result.released:
+            return
+        size = len(result.result) + len(result.error_message)
+        if size > RECENT_RESULT_BYTES // 4:
+            self._recent[task_id] = None
+        else:
+            self._recent[task_id] = result
+            self._recent_bytes += size
+        while len(self._recent) > RECENT_TASKS or self._recent_bytes > RECENT_RESULT_BYTES:
+            self._forget(next(iter(self._recent)))
+
+    def _forget(self, task_id: str) -> pb.TaskResult | None:
+        kept = self._recent.pop(task_id, None)
+        if kept is not None:
+            self._recent_bytes -= len(kept.result) + len(kept.error_message)
+        return kept
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -205,9 +247,7 @@ class TaskRunner:
             if entry.timer is not None:
                 entry.timer.cancel()
             del self._running[task_id]
-            self._recent[task_id] = None
-            if len(self._recent) > RECENT_TASKS:
-                self._recent.popitem(last=False)
+        self._remember(task_id, result)
         await self._sink(result)
 
     def _checked(self, result: object, task_id: str) -> pb.TaskResult:

@@ -204,22 +204,45 @@ async def test_hub_cancellation_reaches_handler(hub: FakeHub) -> None:
     assert agent.cancelled == ["c1"]
 
 
-async def test_duplicate_delivery_skipped(hub: FakeHub) -> None:
+async def test_repeated_assignment_of_a_finished_task_is_answered_without_rerunning(
+    hub: FakeHub,
+) -> None:
+    """A Hub that lost an acknowledged result assigns the task again: the agent answers with
+    the result it kept (the handler does not run twice), instead of staying silent."""
     calls: list[str] = []
 
     class Counting(AetherAgent):
         async def handle_task(self, task: TaskAssignment) -> TaskResult:
             calls.append(task.task_id)
-            return TaskResult(task_id=task.task_id, success=True)
+            return TaskResult(task_id=task.task_id, success=True, result=b"first answer")
 
     async with Counting(make_config(hub)):
         await hub.state.submit("dup")
         await hub.state.wait_for(lambda: "dup" in hub.state.results)
-        hub.state.accept_unleased_results = True
-        await hub.state.submit("dup")  # redelivered
+        first = hub.state.results.pop("dup")  # the Hub forgets the result
+        await hub.state.submit("dup")  # and assigns the task again
+        await hub.state.wait_for(lambda: "dup" in hub.state.results)
         await hub.state.submit("after")
         await hub.state.wait_for(lambda: "after" in hub.state.results)
     assert calls == ["dup", "after"]
+    assert hub.state.results["dup"].result == first.result == b"first answer"
+    assert [r.task_id for r in hub.state.result_calls].count("dup") == 2
+
+
+async def test_assignment_of_a_running_task_is_skipped(
+    hub: FakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aether.tasks")
+    agent = BlockingAgent(make_config(hub))
+    async with agent:
+        await hub.state.submit("run")
+        await until(lambda: agent.started == ["run"])
+        await hub.state.submit("run")  # redelivered while the handler still runs
+        await until(lambda: "it is already running" in caplog.text)
+        agent.release.set()
+        await hub.state.wait_for(lambda: "run" in hub.state.results)
+    assert agent.started == ["run"]
+    assert [r.task_id for r in hub.state.result_calls].count("run") == 1
 
 
 async def test_heartbeats_carry_running_tasks(hub: FakeHub) -> None:
