@@ -9,6 +9,8 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 
+from grpclib.const import Status
+
 from aether._backoff import backoff_delay
 from aether._connection import ConnectionState, ConnectionStateTracker, StateCallback
 from aether._context import current_task
@@ -22,6 +24,7 @@ from aether.errors import (
     AetherConnectionError,
     AetherError,
     AgentStateError,
+    HubError,
 )
 from aether.hub import Hub
 
@@ -31,6 +34,15 @@ log = logging.getLogger("aether.agent")
 
 #: How long stop() waits for results still being sent after handlers finished.
 _FLUSH_TIMEOUT = 10.0
+
+#: Server faults worth another connection attempt: a Hub that fails to register an agent
+#: (a full disk, a restart in progress) usually recovers; only refused credentials and the
+#: attempt limit end the agent.
+_TRANSIENT_STATUSES = frozenset({Status.UNKNOWN, Status.INTERNAL, Status.UNAVAILABLE})
+
+
+def _worth_retrying(exc: AetherError) -> bool:
+    return exc.retryable or (isinstance(exc, HubError) and exc.status in _TRANSIENT_STATUSES)
 
 
 class _StopRequested(Exception):
@@ -301,9 +313,10 @@ class AetherAgent:
                 return
             except AetherError as exc:
                 self._client.drop_for_reconnect()
-                if not exc.retryable:
+                if not _worth_retrying(exc):
                     await self._client.disconnect()
                     raise
+                log.debug("connection attempt %d failed: %s", attempt, exc)
                 limit = config.max_reconnect_attempts
                 # The first connection of start() is not a reconnect attempt.
                 retries = attempt if reconnecting else attempt - 1

@@ -61,6 +61,8 @@ class HubState:
         self.heartbeats: list[pb.HeartbeatRequest] = []
         self.statuses: list[pb.TaskStatus] = []
         self.results: dict[str, pb.TaskResult] = {}
+        # Each entry makes one Register call fail with UNKNOWN (a faulty server).
+        self.register_faults: list[str] = []
         self.result_calls: list[pb.TaskResult] = []
         self.result_streams = 0
         self.unary_results_only = False
@@ -147,6 +149,9 @@ class FakeAgentService(server.AgentServiceBase):
         self, request: pb.RegisterRequest, context: runtime.ServerContext
     ) -> pb.AgentRegistration:
         state = self.state
+        if state.register_faults:
+            state.register_faults.pop(0)
+            raise GRPCError(Status.UNKNOWN, "Internal Server Error")
         if state.secret is not None and request.secret != state.secret:
             state.auth_failures += 1
             await state.notify()

@@ -119,6 +119,27 @@ async def test_stale_session_registers_again(hub: FakeHub) -> None:
     assert len(hub.state.registrations) == 2
 
 
+async def test_a_server_fault_during_register_is_retried_with_backoff(hub: FakeHub) -> None:
+    """UNKNOWN / INTERNAL from Register (e.g. a Hub whose disk is full) is worth another
+    attempt: the agent keeps trying instead of exiting."""
+    hub.state.register_faults = ["disk full", "still full"]
+    agent = EchoAgent(make_config(hub, reconnect_delay=0.01, max_reconnect_attempts=5))
+    async with agent:
+        await hub.state.submit("t")
+        await hub.state.wait_for(lambda: "t" in hub.state.results)
+    assert hub.state.register_faults == []
+    assert len(hub.state.registrations) == 1
+    assert hub.state.results["t"].success
+
+
+async def test_server_faults_count_against_the_attempt_limit(hub: FakeHub) -> None:
+    hub.state.register_faults = ["x"] * 10
+    agent = EchoAgent(make_config(hub, reconnect_delay=0.01, max_reconnect_attempts=2))
+    with pytest.raises(AetherConnectionError, match="max_reconnect_attempts=2"):
+        await asyncio.wait_for(agent.run(), 60)
+    assert hub.state.register_faults == ["x"] * 7  # the first try and two retries
+
+
 async def test_secret_rejected_on_reconnect_is_fatal_not_a_loop(hub: FakeHub) -> None:
     agent = EchoAgent(make_config(hub, reconnect_delay=0.01))
     runner = asyncio.create_task(agent.run())
