@@ -69,9 +69,8 @@ test: codegen-check lint typecheck pytest
 # points, i.e. before pytest-cov would start) is measured like everything else.
 test-cov: sync
 	rm -f .coverage .coverage.*
-	$(PY) -m coverage run -m pytest -q -p no:cacheprovider
-	$(PY) -m coverage combine --quiet
-	$(PY) -m coverage report
+	$(PY) -m coverage run -m pytest -q -p no:cacheprovider; status=$$?; \
+		$(PY) -m coverage combine --quiet && $(PY) -m coverage report; exit $$status
 
 # The property tests with random seeds and many more examples (minutes): before a codec change.
 fuzz: sync
