@@ -2,13 +2,16 @@
 services (LLM, tools, memory, messaging).
 
 Subclass `AetherAgent`, override `handle_task`, configure it with `AgentConfig` and
-`await agent.run()`.
+`await agent.run()`. Hand work to agents from your own code with `TaskClient`.
 """
 
 from aether._connection import ConnectionState as ConnectionState
 from aether._context import current_task as current_task
+from aether._json import JsonFieldError as JsonFieldError
 from aether._json import JsonValue as JsonValue
+from aether._json import json_payload as json_payload
 from aether._version import __version__ as __version__
+from aether.address import HubAddress as HubAddress
 from aether.agent import AetherAgent as AetherAgent
 from aether.client import AgentClient as AgentClient
 from aether.config import AgentConfig as AgentConfig
@@ -22,6 +25,8 @@ from aether.errors import MessageTooLargeError as MessageTooLargeError
 from aether.errors import PermissionDeniedError as PermissionDeniedError
 from aether.errors import RegistrationError as RegistrationError
 from aether.errors import TaskContextError as TaskContextError
+from aether.errors import TaskNotFoundError as TaskNotFoundError
+from aether.errors import TaskWaitTimeoutError as TaskWaitTimeoutError
 from aether.hub import BusMessage as BusMessage
 from aether.hub import ChatChunk as ChatChunk
 from aether.hub import ChatResponse as ChatResponse
@@ -36,52 +41,74 @@ from aether.hub import StoreResponse as StoreResponse
 from aether.hub import ToolInfo as ToolInfo
 from aether.hub import ToolResult as ToolResult
 from aether.hub import Usage as Usage
+from aether.models import TERMINAL_TASK_STATES as TERMINAL_TASK_STATES
+from aether.models import AgentInfo as AgentInfo
 from aether.models import AgentRegistration as AgentRegistration
+from aether.models import AgentState as AgentState
+from aether.models import CancelTaskResponse as CancelTaskResponse
 from aether.models import HeartbeatResponse as HeartbeatResponse
+from aether.models import QueueStats as QueueStats
 from aether.models import SubmitResultResponse as SubmitResultResponse
+from aether.models import Task as Task
 from aether.models import TaskAssignment as TaskAssignment
 from aether.models import TaskCancellation as TaskCancellation
 from aether.models import TaskResult as TaskResult
 from aether.models import TaskState as TaskState
 from aether.models import TaskStatus as TaskStatus
+from aether.models import TaskTypeStats as TaskTypeStats
 from aether.models import TrustLevel as TrustLevel
 from aether.models import UnregisterResponse as UnregisterResponse
+from aether.taskclient import SubmittedTask as SubmittedTask
+from aether.taskclient import TaskClient as TaskClient
 
 __all__ = (
+    "TERMINAL_TASK_STATES",
     "AetherAgent",
     "AetherConfigError",
     "AetherConnectionError",
     "AetherError",
     "AgentClient",
     "AgentConfig",
+    "AgentInfo",
     "AgentRegistration",
+    "AgentState",
     "AgentStateError",
     "AuthenticationError",
     "BusMessage",
+    "CancelTaskResponse",
     "ChatChunk",
     "ChatResponse",
     "ConnectionState",
     "DeleteResponse",
     "HeartbeatResponse",
     "Hub",
+    "HubAddress",
     "HubError",
+    "JsonFieldError",
     "JsonValue",
     "ListKeysResponse",
     "MemoryScopeName",
     "MessageTooLargeError",
     "PermissionDeniedError",
     "PublishResponse",
+    "QueueStats",
     "RegistrationError",
     "RequestResponse",
     "RetrieveResponse",
     "StoreResponse",
     "SubmitResultResponse",
+    "SubmittedTask",
+    "Task",
     "TaskAssignment",
     "TaskCancellation",
+    "TaskClient",
     "TaskContextError",
+    "TaskNotFoundError",
     "TaskResult",
     "TaskState",
     "TaskStatus",
+    "TaskTypeStats",
+    "TaskWaitTimeoutError",
     "ToolInfo",
     "ToolResult",
     "TrustLevel",
@@ -89,4 +116,5 @@ __all__ = (
     "Usage",
     "__version__",
     "current_task",
+    "json_payload",
 )

@@ -7,18 +7,13 @@ from contextvars import ContextVar
 from aether._wire import models
 from aether.errors import TaskContextError
 
-__all__ = ("current_task", "current_task_or_none", "set_current_task")
+__all__ = ("current_task", "set_current_task")
 
 _current_task: ContextVar[models.TaskAssignment | None] = ContextVar(
     "aether_current_task", default=None
 )
 
 set_current_task = _current_task.set
-
-
-def current_task_or_none() -> models.TaskAssignment | None:
-    """The task whose handler is running in this context, if any."""
-    return _current_task.get()
 
 
 def current_task() -> models.TaskAssignment:

@@ -90,7 +90,7 @@ class Outbox:
         for result in list(self._pending.values()):
             queue.put_nowait(result)
         try:
-            async for ack in self._client.submit_results_wire(self._requests(queue)):
+            async for ack in self._client._submit_results_wire(self._requests(queue)):
                 self._on_ack(ack)
             if not self._ending:
                 self._on_lost("result stream closed by the Hub")
@@ -141,7 +141,7 @@ class Outbox:
     async def _send_unary(self, result: pb.TaskResult) -> None:
         task_id = result.task_id
         try:
-            reply = await self._client.submit_result_wire(result)
+            reply = await self._client._submit_result_wire(result)
         except PermissionDeniedError as exc:
             # The lease is gone (expired, or another session has the task): the Hub will
             # not take this result; it redelivers or already has the task elsewhere.

@@ -99,7 +99,7 @@ class TaskRunner:
         """Whether the task is running or finished recently."""
         return task_id in self._running or task_id in self._recent
 
-    def submit(self, assignment: pb.TaskAssignment) -> bool:
+    def accept(self, assignment: pb.TaskAssignment) -> bool:
         """Start handling `assignment`; False (and nothing started) when it is running.
 
         A task that finished recently is answered again with its kept result (True)."""
@@ -114,7 +114,7 @@ class TaskRunner:
                 log.info(
                     "task %s: assigned again after it finished; sending its result again", task_id
                 )
-                self._track(asyncio.get_running_loop().create_task(self._sink(kept)))
+                self._track(asyncio.get_running_loop().create_task(self._send_again(kept)))
                 return True
             self._forget(task_id)
             log.info("task %s: assigned again after it finished; running it again", task_id)
@@ -125,6 +125,10 @@ class TaskRunner:
         entry.task = task
         self._track(task)
         return True
+
+    async def _send_again(self, result: pb.TaskResult) -> None:
+        # A coroutine for create_task: the sink is only typed as returning an awaitable.
+        await self._sink(result)
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)

@@ -4,6 +4,7 @@ Everything else in `aether` imports generated names from here, so that re-vendor
 renaming `aether_api` touches one file. (The Hub, `aether_hub`, has its own door.)
 """
 
+from aether_api import model_base as model_base
 from aether_api import runtime as runtime
 from aether_api.v1 import client as client
 from aether_api.v1 import messages as pb
@@ -11,6 +12,7 @@ from aether_api.v1 import models as models
 
 __all__ = (
     "client",
+    "model_base",
     "models",
     "pb",
     "runtime",

@@ -27,6 +27,7 @@ from aether.errors import (
     HubError,
 )
 from aether.hub import Hub
+from aether.models import redacted_registration
 
 __all__ = ("AetherAgent",)
 
@@ -309,7 +310,8 @@ class AetherAgent:
             attempt += 1
             try:
                 await self._client.connect()
-                self._registration = await self._client.register()
+                # Masked in repr/str: agent.registration is shown in logs and shells.
+                self._registration = redacted_registration(await self._client.register())
                 return
             except AetherError as exc:
                 self._client.drop_for_reconnect()
@@ -393,9 +395,9 @@ class AetherAgent:
     async def _read_stream(self) -> None:
         runner = self._runner
         try:
-            async for event in self._client.stream_events():
+            async for event in self._client._stream_events_wire():
                 if event.assignment is not None:
-                    runner.submit(event.assignment)
+                    runner.accept(event.assignment)
                 elif event.cancel is not None:
                     runner.cancel(event.cancel.task_id)
         except AetherError as exc:

@@ -3,12 +3,13 @@
 Subcommands (each imported only when its parser is built, so every command starts fast):
 
 - `aether task [...]`       submit and follow tasks (`aether.taskcli`)
+- `aether agents list [...]` the agents connected to a Hub (`aether.taskcli`)
 - `aether run [...]`        run an agent class (`aether.runner`)
 - commands that other packages register under the entry-point group `aether.commands`: the
   Hub package registers `aether hub [...]` and `aether agents [...]`. The SDK never imports
   the Hub; it only loads what is registered, so `aether` works where the Hub is absent.
 
-A subcommand's parser sets `handler` (or `func`): a callable taking the parsed
+A subcommand's parser sets `handler`: a callable taking the parsed
 arguments and returning an exit status (an int, None for 0, or an awaitable of those).
 """
 
@@ -37,6 +38,12 @@ def _add_task(subparsers: _SubParsers) -> None:
     add_task_parser(subparsers)
 
 
+def _add_agents(subparsers: _SubParsers) -> None:
+    from aether.taskcli import add_agents_parser
+
+    add_agents_parser(subparsers)
+
+
 def _add_run(subparsers: _SubParsers) -> None:
     from aether import runner
 
@@ -46,6 +53,7 @@ def _add_run(subparsers: _SubParsers) -> None:
 # The SDK's own subcommands, in help order (registered ones come first).
 _SUBCOMMANDS: tuple[tuple[str, Callable[[_SubParsers], None]], ...] = (
     ("task", _add_task),
+    ("agents", _add_agents),
     ("run", _add_run),
 )
 
@@ -67,14 +75,8 @@ def _registered_commands() -> list[tuple[str, Callable[[_SubParsers], None]]]:
 
 
 def _add_missing_hub(subparsers: _SubParsers) -> None:
-    parser = subparsers.add_parser("hub", help="run an Aether Hub (not installed)", add_help=False)
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
-    parser.set_defaults(handler=_hub_missing)
-
-
-def _hub_missing(args: argparse.Namespace) -> int:
-    print(f"aether hub: {_HUB_MISSING}", file=sys.stderr)
-    return 2
+    # Listed in the help; `main` answers it before parsing (its options are unknown here).
+    subparsers.add_parser("hub", help="run an Aether Hub (not installed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,9 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `aether` command line; the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
+    if argv[:1] == ["hub"] and "hub" not in {name for name, _ in _registered_commands()}:
+        print(f"aether hub: {_HUB_MISSING}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None) or getattr(args, "func", None)
+    handler = getattr(args, "handler", None)
     if not callable(handler):
         parser.error(f"{args.command}: no action (a subcommand is missing?)")
     result: object = handler(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 
 from grpclib.client import Channel
@@ -22,6 +22,7 @@ from aether.errors import (
     RegistrationError,
     map_exception,
 )
+from aether.models import redacted_registration
 
 __all__ = ("AgentClient", "ChannelFactory")
 
@@ -34,6 +35,9 @@ CALL_TIMEOUT = 30.0
 #: channel may be returned already connected; `connect()` connects it otherwise.
 ChannelFactory = Callable[[], Awaitable[Channel]]
 
+# The calls of a new connection, before the Hub has answered anything on it.
+_FIRST_CALLS = frozenset({"Connect", "Registration"})
+
 
 class AgentClient:
     """Low-level client of the Hub's AgentService (used internally by `AetherAgent`).
@@ -45,6 +49,11 @@ class AgentClient:
 
     `channel_factory` replaces how a connection is made (default: a TCP/TLS grpclib
     channel to `config.hub_url`); `aether_hub.testing` passes in-memory channels this way.
+
+    Every public method takes and returns the generated Pydantic models (`aether.TaskResult`,
+    `aether.AgentRegistration`, ...), the same classes as the rest of the API. The wire
+    messages are one step away: `Model.to_wire()` / `Model.from_wire(msg)`. (The agent's
+    own hot path uses private wire-level variants, to convert once per task.)
     """
 
     def __init__(
@@ -101,7 +110,13 @@ class AgentClient:
 
     def _error(self, exc: BaseException, operation: str) -> AetherError:
         return map_exception(
-            exc, hub_url=self._hub_url, operation=operation, secret=self._config.secret_value()
+            exc,
+            hub_url=self._hub_url,
+            operation=operation,
+            secret=self._config.secret_value(),
+            # Before a registration answered, a connection closed at once is most likely a
+            # plaintext client at a TLS port: the error then says so.
+            fresh_connection=self._registration is None and operation in _FIRST_CALLS,
         )
 
     def _make_stubs(self, channel: Channel, token: str | None) -> None:
@@ -283,7 +298,8 @@ class AgentClient:
                 f"Registration of agent {config.agent_id!r} refused by the Hub at "
                 f"{self._hub_url}: {reply.message or 'no reason given'}"
             )
-        registration = models.AgentRegistration.from_wire(reply)
+        # The repr of what users hold must not show the bearer token.
+        registration = redacted_registration(models.AgentRegistration.from_wire(reply))
         self._registration = registration
         self._reconnecting = False
         self._make_stubs(channel, reply.session_token)
@@ -320,8 +336,14 @@ class AgentClient:
             raise self._error(exc, "Heartbeat") from None
         return models.HeartbeatResponse.from_wire(reply)
 
-    async def stream_events(self) -> AsyncIterator[pb.TaskStreamEvent]:
-        """The raw task stream of the session (assignments and cancellations, wire types)."""
+    async def stream_events(self) -> AsyncIterator[models.TaskStreamEvent]:
+        """The session's task stream: each event carries an `assignment` (a task leased to
+        this session) or a `cancel` (stop working on a task)."""
+        async for event in self._stream_events_wire():
+            yield models.TaskStreamEvent.from_wire(event)
+
+    async def _stream_events_wire(self) -> AsyncIterator[pb.TaskStreamEvent]:
+        """`stream_events` as wire messages (the agent's hot path converts per task)."""
         self._require_session()
         request = pb.StreamTasksRequest(
             agent_id=self._config.agent_id,
@@ -335,7 +357,7 @@ class AgentClient:
 
     async def stream_tasks(self) -> AsyncIterator[models.TaskAssignment]:
         """Assignments leased to this session, as they arrive (cancellations are skipped)."""
-        async for event in self.stream_events():
+        async for event in self._stream_events_wire():
             if event.assignment is not None:
                 yield models.TaskAssignment.from_wire(event.assignment)
 
@@ -348,17 +370,31 @@ class AgentClient:
             raise self._error(exc, "ReportStatus") from None
         return reply.accepted
 
-    async def submit_result_wire(self, result: pb.TaskResult) -> pb.SubmitResultResponse:
+    async def submit_result(self, result: models.TaskResult) -> models.SubmitResultResponse:
+        """Send the terminal result of a task (idempotent by task_id)."""
+        self._require_session()
+        reply = await self._submit_result_wire(result.to_wire())
+        return models.SubmitResultResponse.from_wire(reply)
+
+    async def submit_results(
+        self, results: AsyncIterable[models.TaskResult]
+    ) -> AsyncIterator[models.SubmitResultResponse]:
+        """The `SubmitResults` stream: send results as `results` yields them; one
+        acknowledgement per result, in order (each idempotent by task_id)."""
+        async for ack in self._submit_results_wire(_to_wire(results)):
+            yield models.SubmitResultResponse.from_wire(ack)
+
+    async def _submit_result_wire(self, result: pb.TaskResult) -> pb.SubmitResultResponse:
         """`submit_result` for an already-encoded wire result (the agent's hot path)."""
         try:
             return await self._agent_stub().submit_result(result, timeout=CALL_TIMEOUT)
         except Exception as exc:
             raise self._error(exc, "SubmitResult") from None
 
-    async def submit_results_wire(
-        self, results: AsyncIterator[pb.TaskResult]
+    async def _submit_results_wire(
+        self, results: AsyncIterable[pb.TaskResult]
     ) -> AsyncIterator[pb.SubmitResultResponse]:
-        """The `SubmitResults` stream: one acknowledgement per result, in order."""
+        """`submit_results` with wire messages (the agent's hot path)."""
         self._require_session()
         try:
             async for ack in self._agent_stub().submit_results(results):
@@ -366,34 +402,25 @@ class AgentClient:
         except Exception as exc:
             raise self._error(exc, "SubmitResults") from None
 
-    async def submit_result(self, result: models.TaskResult) -> models.SubmitResultResponse:
-        """Send the terminal result of a task (idempotent by task_id)."""
-        self._require_session()
-        reply = await self.submit_result_wire(result.to_wire())
-        return models.SubmitResultResponse.from_wire(reply)
+    # Stubs of the Hub services, bound to the session; used by the `aether.hub` facades,
+    # which return the replies as models.
 
-    # Stubs of the Hub services, bound to the session; used by the `aether.hub` facades.
-
-    def llm_stub(self) -> wire_client.LLMServiceStub:
-        """The session's LLMService stub."""
+    def _llm_stub(self) -> wire_client.LLMServiceStub:
         self._require_channel()
         assert self._llm is not None
         return self._llm
 
-    def tool_stub(self) -> wire_client.ToolServiceStub:
-        """The session's ToolService stub."""
+    def _tool_stub(self) -> wire_client.ToolServiceStub:
         self._require_channel()
         assert self._tools is not None
         return self._tools
 
-    def memory_stub(self) -> wire_client.MemoryServiceStub:
-        """The session's MemoryService stub."""
+    def _memory_stub(self) -> wire_client.MemoryServiceStub:
         self._require_channel()
         assert self._memory is not None
         return self._memory
 
-    def messaging_stub(self) -> wire_client.MessagingServiceStub:
-        """The session's MessagingService stub."""
+    def _messaging_stub(self) -> wire_client.MessagingServiceStub:
         self._require_channel()
         assert self._messaging is not None
         return self._messaging
@@ -420,3 +447,8 @@ class AgentClient:
                     log.warning("unregister on close failed: %s", error)
         finally:
             await self.disconnect()
+
+
+async def _to_wire(results: AsyncIterable[models.TaskResult]) -> AsyncIterator[pb.TaskResult]:
+    async for result in results:
+        yield result.to_wire()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -19,49 +18,19 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aether.address import DEFAULT_HUB_URL, HubAddress, parse_hub_url
 from aether.errors import AetherConfigError
 
-__all__ = ("DEFAULT_HUB_URL", "DEFAULT_MAX_MESSAGE_BYTES", "AgentConfig", "HubAddress")
+# HubAddress and parse_hub_url live in aether.address; they stay importable from here.
+__all__ = (
+    "DEFAULT_HUB_URL",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "AgentConfig",
+    "HubAddress",
+    "parse_hub_url",
+)
 
-DEFAULT_HUB_URL = "localhost:50051"
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class HubAddress:
-    """A parsed `hub_url`: host, port and whether to use TLS."""
-
-    host: str
-    port: int
-    tls: bool
-
-    def __str__(self) -> str:
-        return f"{'grpcs' if self.tls else 'grpc'}://{self.host}:{self.port}"
-
-
-def parse_hub_url(url: str) -> HubAddress:
-    """Parse "host:port", "grpc://host:port" or "grpcs://host:port" (TLS)."""
-    text = url.strip()
-    tls = False
-    if "://" in text:
-        scheme, _, text = text.partition("://")
-        if scheme not in ("grpc", "grpcs"):
-            raise ValueError(f"unsupported scheme {scheme!r}; use grpc:// or grpcs://")
-        tls = scheme == "grpcs"
-    text = text.rstrip("/")
-    if text.startswith("["):  # [ipv6]:port
-        host, sep, port_text = text[1:].partition("]:")
-    else:
-        host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"expected host:port, got {url!r}")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"port must be a number, got {port_text!r}") from None
-    if not 0 < port < 65536:
-        raise ValueError(f"port must be 1-65535, got {port}")
-    return HubAddress(host=host, port=port, tls=tls)
 
 
 def _parse_mapping(raw: str) -> dict[str, str]:
@@ -107,7 +76,10 @@ class AgentConfig(BaseModel):
     agent_id: str = Field(min_length=1, description="Unique identifier (e.g. pm_sarah).")
     agent_name: str = Field(description="Human-readable name.")
     version: str = Field(default="0.1.0", description="Agent version.")
-    hub_url: str = Field(default=DEFAULT_HUB_URL, description="Hub gRPC endpoint.")
+    hub_url: str = Field(
+        default=DEFAULT_HUB_URL,
+        description=("Hub address: host:port or host (port 50051); grpcs:// or https:// for TLS."),
+    )
     capabilities: dict[str, str] = Field(
         default_factory=dict, description="Key-value capability flags."
     )
@@ -239,15 +211,19 @@ class AgentConfig(BaseModel):
 
     @property
     def hub_address(self) -> HubAddress:
-        """The parsed `hub_url`."""
-        return parse_hub_url(self.hub_url)
+        """The parsed `hub_url`; its `tls` is `uses_tls` (a tls_* setting also means TLS)."""
+        address = parse_hub_url(self.hub_url)
+        if address.tls or not self._tls_settings_given():
+            return address
+        return HubAddress(host=address.host, port=address.port, tls=True)
 
     @property
     def uses_tls(self) -> bool:
-        """Whether the connection uses TLS (grpcs:// or any tls_* setting)."""
-        return self.hub_address.tls or any(
-            (self.tls_ca_file, self.tls_cert_file, self.tls_key_file, self.tls_server_name)
-        )
+        """Whether the connection uses TLS (grpcs:// or https://, or any tls_* setting)."""
+        return parse_hub_url(self.hub_url).tls or self._tls_settings_given()
+
+    def _tls_settings_given(self) -> bool:
+        return any((self.tls_ca_file, self.tls_cert_file, self.tls_key_file, self.tls_server_name))
 
     def secret_value(self) -> str:
         """The secret to send in RegisterRequest ("" when none is set)."""

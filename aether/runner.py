@@ -22,6 +22,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 from pydantic import ValidationError
 
+from aether.address import parse_hub_url
 from aether.agent import AetherAgent
 from aether.config import AgentConfig
 from aether.errors import AetherConfigError, AetherError
@@ -122,6 +123,12 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
     `AETHER_METADATA`. `agent_name` defaults to `agent_id`. Raises `AetherConfigError`
     naming the bad value.
     """
+    if args.hub_url is not None:
+        # The one address grammar (aether.address), checked here to name the flag.
+        try:
+            parse_hub_url(args.hub_url)
+        except AetherConfigError as exc:
+            raise AetherConfigError(f"--hub-url: {exc}", variable="--hub-url") from None
     simple = {
         "hub_url": args.hub_url,
         "agent_id": args.agent_id,
@@ -180,7 +187,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="module:AgentClass",
         help="the agent class, e.g. my_agent:MyAgent or path/to/agent.py:MyAgent",
     )
-    parser.add_argument("--hub-url", help="Hub gRPC endpoint (env AETHER_HUB_URL)")
+    parser.add_argument(
+        "--hub-url",
+        help="the Hub's address: HOST[:PORT], grpc:// or grpcs:// (TLS) (env AETHER_HUB_URL)",
+    )
     parser.add_argument("--agent-id", help="unique agent id (env AETHER_AGENT_ID)")
     parser.add_argument(
         "--agent-name", help="human-readable name (env AETHER_AGENT_NAME; default: the id)"

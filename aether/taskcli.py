@@ -9,15 +9,18 @@ aether task cancel ID [--reason TEXT]
 aether task watch ID
 ```
 
-Every command takes ``--hub HOST:PORT`` (default ``$AETHER_HUB_URL`` or
-``localhost:50051``; ``https://`` or ``grpcs://`` for TLS), ``--token-env VAR`` (the
+A thin command line over `aether.TaskClient`. Every command takes ``--hub-url URL``
+(default ``$AETHER_HUB_URL`` or ``localhost:50051``; the address grammar of
+`aether.address`: ``grpcs://`` or ``https://`` for TLS), ``--token-env VAR`` (the
 environment variable holding a client token, default ``AETHER_CLIENT_TOKEN``, sent only
-when set), ``--json`` (machine-readable output) and ``--timeout SECONDS`` (per call).
+when set), the TLS settings ``--tls-ca-file``, ``--tls-cert-file``, ``--tls-key-file`` and
+``--tls-server-name`` (default: the ``AETHER_TLS_*`` variables agents read), ``--json``
+(machine-readable output) and ``--timeout SECONDS`` (per call).
 
-``submit`` prints the new task's id; with ``--wait`` it follows the task (a progress bar
-on stderr when stderr is a terminal, plain status lines otherwise) and then prints the
+``submit`` prints the new task's id; with ``--wait`` it follows the task (a live progress
+bar on stderr when stderr is a terminal, plain status lines otherwise) and then prints the
 result. ``watch`` follows a task the same way; with ``--json`` it prints one JSON object
-per change (NDJSON).
+per change (NDJSON). ``list`` prints a table (drawn with rich on a terminal).
 
 Exit status: 0 success; 1 the task failed, was cancelled or timed out, or was not found;
 2 usage errors; 3 the Hub could not be reached or refused the call; 130 interrupted.
@@ -36,13 +39,26 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TextIO
 
-import grpclib.client
 from grpclib.const import Status
-from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from aether._wire import client, pb
+from aether.address import DEFAULT_HUB_URL, HubAddress, parse_hub_url
+from aether.config import AgentConfig
+from aether.errors import (
+    AetherConfigError,
+    AetherConnectionError,
+    AetherError,
+    AuthenticationError,
+    HubError,
+    TaskNotFoundError,
+)
+from aether.models import TERMINAL_TASK_STATES, AgentInfo, Task, TaskState
+from aether.taskclient import CLIENT_TOKEN_ENV, HUB_URL_ENV, TaskClient
 
 if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.progress import Progress, TaskID
+    from rich.progress import Task as RichTask
+
     _SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 __all__ = (
@@ -51,11 +67,13 @@ __all__ = (
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
-    "HubAddress",
+    "add_agents_parser",
     "add_task_parser",
+    "agent_json",
     "amain",
+    "build_parser",
     "main",
-    "parse_hub_url",
+    "task_json",
 )
 
 EXIT_OK: Final = 0
@@ -64,72 +82,25 @@ EXIT_USAGE: Final = 2
 EXIT_HUB: Final = 3
 EXIT_INTERRUPTED: Final = 130
 
-DEFAULT_HUB_URL: Final = "localhost:50051"
-DEFAULT_TOKEN_ENV: Final = "AETHER_CLIENT_TOKEN"
+DEFAULT_TOKEN_ENV: Final = CLIENT_TOKEN_ENV
 
-_TERMINAL: Final = frozenset(
-    {
-        pb.TaskState.SUCCEEDED,
-        pb.TaskState.FAILED,
-        pb.TaskState.CANCELLED,
-        pb.TaskState.TIMED_OUT,
-    }
-)
 _STATE_NAMES: Final = {
-    state.name.lower(): state for state in pb.TaskState if state != pb.TaskState.UNSPECIFIED
+    state.name.lower(): state for state in TaskState if state != TaskState.UNSPECIFIED
 }
+# The TLS options: (AgentConfig field, flag, help).
+_TLS_OPTIONS: Final = (
+    ("tls_ca_file", "--tls-ca-file", "CA bundle to verify the Hub"),
+    ("tls_cert_file", "--tls-cert-file", "client certificate (mutual TLS)"),
+    ("tls_key_file", "--tls-key-file", "client private key (mutual TLS)"),
+    ("tls_server_name", "--tls-server-name", "server name to check in the Hub's certificate"),
+)
 
 
 class UsageError(Exception):
     """A command line that cannot be carried out (exit status 2)."""
 
 
-class HubError(Exception):
-    """The Hub could not be reached or refused the call (exit status 3)."""
-
-
 # -- parsing ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HubAddress:
-    """Where the Hub listens."""
-
-    host: str
-    port: int
-    tls: bool = False
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-
-def parse_hub_url(url: str) -> HubAddress:
-    """``HOST:PORT``, ``HOST`` (port 50051), ``[::1]:PORT``, optionally with a scheme."""
-    text = url.strip()
-    tls = False
-    for scheme, secure in (("grpcs://", True), ("https://", True), ("grpc://", False)):
-        if text.lower().startswith(scheme):
-            text, tls = text[len(scheme) :], secure
-            break
-    else:
-        if text.lower().startswith("http://"):
-            text = text[len("http://") :]
-    text = text.rstrip("/")
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    else:
-        host, port_text = text, ""
-    if not host:
-        raise UsageError(f"--hub {url!r}: no host")
-    if not port_text:
-        return HubAddress(host, 50051, tls)
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise UsageError(f"--hub {url!r}: the port must be a number from 1 to 65535")
-    return HubAddress(host, int(port_text), tls)
 
 
 def _metadata_item(text: str) -> tuple[str, str]:
@@ -139,7 +110,7 @@ def _metadata_item(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _state(text: str) -> pb.TaskState:
+def _state(text: str) -> TaskState:
     name = text.strip().lower().removeprefix("task_state_")
     try:
         return _STATE_NAMES[name]
@@ -173,11 +144,15 @@ def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("connection and output")
     group.add_argument(
-        "--hub",
+        "--hub-url",
+        dest="hub_url",
         metavar="URL",
         default=None,
-        help=f"the Hub's address (default: $AETHER_HUB_URL or {DEFAULT_HUB_URL})",
+        help=f"the Hub's address: HOST[:PORT], grpc:// or grpcs:// (TLS)"
+        f" (default: ${HUB_URL_ENV} or {DEFAULT_HUB_URL})",
     )
+    # The flag's first name, still accepted.
+    group.add_argument("--hub", dest="hub_url", default=None, help=argparse.SUPPRESS)
     group.add_argument(
         "--token-env",
         metavar="VAR",
@@ -185,6 +160,14 @@ def _common_options() -> argparse.ArgumentParser:
         help=f"environment variable holding a client token (default: {DEFAULT_TOKEN_ENV},"
         " sent only when set)",
     )
+    for field, flag, text in _TLS_OPTIONS:
+        group.add_argument(
+            flag,
+            dest=field,
+            metavar="NAME" if field == "tls_server_name" else "FILE",
+            default=None,
+            help=f"{text} (default: ${AgentConfig.ENV_VARS[field]})",
+        )
     group.add_argument("--json", action="store_true", help="print JSON for scripts")
     group.add_argument(
         "--timeout",
@@ -264,7 +247,7 @@ def add_task_parser(subparsers: _SubParsers) -> None:
         "--state",
         metavar="STATE",
         type=_state,
-        default=pb.TaskState.UNSPECIFIED,
+        default=None,
         help=f"only tasks in this state ({', '.join(_STATE_NAMES)})",
     )
     listing.add_argument(
@@ -297,10 +280,8 @@ _Command = Callable[["_Context", argparse.Namespace], Coroutine[None, None, int]
 
 @dataclass
 class _Context:
-    address: HubAddress
-    stub: client.TaskServiceStub
+    client: TaskClient
     json: bool
-    timeout: float
     out: TextIO
     err: TextIO
 
@@ -324,41 +305,71 @@ def _token(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
     return token
 
 
+def _client(args: argparse.Namespace, environ: Mapping[str, str]) -> TaskClient:
+    """The TaskClient the flags (and, where a flag is absent, the environment) describe."""
+    url: str = args.hub_url or environ.get(HUB_URL_ENV) or DEFAULT_HUB_URL
+    source = "--hub-url" if args.hub_url else f"${HUB_URL_ENV}"
+    try:
+        parse_hub_url(url)
+    except AetherConfigError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+    tls: dict[str, str | None] = {}
+    for field, _flag, _help in _TLS_OPTIONS:
+        value: str | None = getattr(args, field)
+        tls[field] = value or environ.get(AgentConfig.ENV_VARS[field]) or None
+    return TaskClient(
+        url,
+        token=_token(args, environ),
+        tls_ca_file=tls["tls_ca_file"],
+        tls_cert_file=tls["tls_cert_file"],
+        tls_key_file=tls["tls_key_file"],
+        tls_server_name=tls["tls_server_name"],
+        timeout=float(args.timeout),
+    )
+
+
 async def _run(command: _Command, args: argparse.Namespace) -> int:
     out, err = sys.stdout, sys.stderr
-    channel: grpclib.client.Channel | None = None
+    name: str = getattr(args, "cli_name", "aether task")  # what messages start with
     address: HubAddress | None = None
     try:
-        address = parse_hub_url(args.hub or os.environ.get("AETHER_HUB_URL") or DEFAULT_HUB_URL)
-        token = _token(args, os.environ)
-        channel = grpclib.client.Channel(address.host, address.port, ssl=address.tls or None)
-        metadata = {"authorization": f"Bearer {token}"} if token else None
-        stub = client.TaskServiceStub(channel, metadata=metadata)
-        context = _Context(address, stub, bool(args.json), float(args.timeout), out, err)
-        return await command(context, args)
-    except UsageError as exc:
-        print(f"aether task: {exc}", file=err)
+        client = _client(args, os.environ)
+        address = client.address
+        async with client:
+            return await command(_Context(client, bool(args.json), out, err), args)
+    except (UsageError, AetherConfigError) as exc:
+        print(f"{name}: {exc}", file=err)
         return EXIT_USAGE
-    except HubError as exc:
-        print(f"aether task: {exc}", file=err)
+    except ValueError as exc:  # an argument TaskClient refuses before sending (int32 range)
+        print(f"{name}: {exc}", file=err)
+        return EXIT_USAGE
+    except TaskNotFoundError as exc:
+        print(f"{name}: unknown task {exc.task_id!r}", file=err)
+        return EXIT_FAILED
+    except AuthenticationError as exc:
+        print(
+            f"{name}: the Hub wants a client token: {exc.detail}"
+            f" (put it in ${DEFAULT_TOKEN_ENV} or name the variable with --token-env)",
+            file=err,
+        )
         return EXIT_HUB
-    except GRPCError as exc:
-        return _grpc_error(exc, err)
+    except AetherConnectionError as exc:
+        print(_connection_message(address, exc, name), file=err)
+        return EXIT_HUB
+    except HubError as exc:
+        return _hub_error(exc, err, name)
+    except AetherError as exc:
+        print(f"{name}: {exc}", file=err)
+        return EXIT_HUB
     except BrokenPipeError:
         # Whoever reads our output went away (`aether task list | head -1`): the Hub is fine,
         # so say nothing about it; keep the interpreter's final flush from failing too.
         _discard_output(out)
         return EXIT_FAILED
-    except (OSError, StreamTerminatedError, asyncio.TimeoutError) as exc:
-        print(_connection_message(address, exc), file=err)
-        return EXIT_HUB
     except asyncio.CancelledError:
         # Ctrl-C: asyncio.run cancels us; leave quietly (the task keeps running).
         print("\ninterrupted", file=err)
         return EXIT_INTERRUPTED
-    finally:
-        if channel is not None:
-            channel.close()
 
 
 def _discard_output(out: TextIO) -> None:
@@ -374,37 +385,30 @@ def _discard_output(out: TextIO) -> None:
         os.close(devnull)
 
 
-def _connection_message(address: HubAddress | None, exc: BaseException) -> str:
-    where = str(address) if address is not None else "?"
-    if isinstance(exc, asyncio.TimeoutError):
-        return f"aether task: the Aether Hub at {where} did not answer in time"
-    if isinstance(exc, StreamTerminatedError):
-        return f"aether task: lost the connection to the Aether Hub at {where}"
-    if isinstance(exc, ConnectionRefusedError):
+def _connection_message(address: HubAddress | None, exc: AetherConnectionError, name: str) -> str:
+    where = address.authority if address is not None else "?"
+    if exc.reason == "refused":
         return f"cannot reach the Aether Hub at {where} — is `aether hub` running?"
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return f"cannot reach the Aether Hub at {where} — is `aether hub` running? ({reason})"
+    if exc.reason == "unreachable":
+        return f"cannot reach the Aether Hub at {where} — is `aether hub` running? ({exc.detail})"
+    if exc.reason == "timeout":
+        return f"{name}: the Aether Hub at {where} did not answer in time"
+    # TLS trouble, a lost connection, UNAVAILABLE: the SDK's message says what to check.
+    return f"{name}: {exc}"
 
 
-def _grpc_error(exc: GRPCError, err: TextIO) -> int:
-    message = exc.message or exc.status.name
-    if exc.status is Status.NOT_FOUND:
-        print(f"aether task: {message}", file=err)
-        return EXIT_FAILED
+def _hub_error(exc: HubError, err: TextIO, name: str) -> int:
+    detail = exc.detail or str(exc)
     if exc.status is Status.INVALID_ARGUMENT:
-        print(f"aether task: the Hub refused the request: {message}", file=err)
+        print(f"{name}: the Hub refused the request: {detail}", file=err)
         return EXIT_USAGE
-    if exc.status is Status.UNAUTHENTICATED:
-        print(
-            f"aether task: the Hub wants a client token: {message}"
-            f" (put it in ${DEFAULT_TOKEN_ENV} or name the variable with --token-env)",
-            file=err,
-        )
-        return EXIT_HUB
     if exc.status is Status.DEADLINE_EXCEEDED:
-        print("aether task: the Hub did not answer in time", file=err)
+        print(f"{name}: the Hub did not answer in time", file=err)
         return EXIT_HUB
-    print(f"aether task: the Hub answered {exc.status.name}: {message}", file=err)
+    if exc.status is None:
+        print(f"{name}: {exc}", file=err)
+        return EXIT_HUB
+    print(f"{name}: the Hub answered {exc.status.name}: {detail}", file=err)
     return EXIT_HUB
 
 
@@ -429,8 +433,8 @@ def _read_payload(spec: str | None) -> bytes:
 
 
 async def _submit(ctx: _Context, args: argparse.Namespace) -> int:
-    request = pb.SubmitTaskRequest(
-        description=args.description,
+    submitted = await ctx.client.submit(
+        args.description,
         payload=_read_payload(args.payload),
         task_type=args.task_type,
         target_agent_id=args.agent,
@@ -441,20 +445,47 @@ async def _submit(ctx: _Context, args: argparse.Namespace) -> int:
         timeout_seconds=args.deadline,
         idempotency_key=args.idempotency_key,
     )
-    reply = await ctx.stub.submit_task(request, timeout=ctx.timeout)
     if not args.wait:
         if ctx.json:
-            _print_json(ctx.out, {"task_id": reply.task_id})
+            _print_json(ctx.out, {"task_id": submitted.task_id})
         else:
-            print(reply.task_id, file=ctx.out)
+            print(submitted.task_id, file=ctx.out)
         return EXIT_OK
     if not ctx.json:
-        print(f"submitted task {reply.task_id}", file=ctx.err)
-    return await _follow(ctx, reply.task_id, final_only=True)
+        print(f"submitted task {submitted.task_id}", file=ctx.err)
+    warning = await _nobody_serves(ctx.client, task_type=args.task_type, agent_id=args.agent)
+    if warning:
+        print(f"aether task: warning: {warning}", file=ctx.err)
+    return await _follow(ctx, submitted.task_id, final_only=True)
+
+
+async def _nobody_serves(client: TaskClient, *, task_type: str, agent_id: str) -> str | None:
+    """Why no connected agent would be sent this task now (None when one would).
+
+    A Hub without `ListAgents` (an older or foreign one) gets no warning.
+    """
+    try:
+        if agent_id:
+            agents = await client.list_agents(agent_id=agent_id)
+            missing = f"agent {agent_id!r} is not connected"
+        else:
+            agents = await client.list_agents(task_type=task_type)
+            missing = (
+                f"no connected agent serves task type {task_type!r}"
+                if task_type
+                else "no agent is connected"
+            )
+    except HubError as exc:
+        if exc.status is Status.UNIMPLEMENTED:
+            return None
+        raise
+    if agents:
+        return None
+    return f"{missing} to the Hub at {client.address.authority}; the task waits until one is"
 
 
 async def _get(ctx: _Context, args: argparse.Namespace) -> int:
-    task = await ctx.stub.get_task(pb.GetTaskRequest(task_id=args.task_id), timeout=ctx.timeout)
+    task = await ctx.client.get(args.task_id)
     if ctx.json:
         _print_json(ctx.out, task_json(task))
     else:
@@ -463,16 +494,23 @@ async def _get(ctx: _Context, args: argparse.Namespace) -> int:
 
 
 async def _list(ctx: _Context, args: argparse.Namespace) -> int:
-    reply = await ctx.stub.list_tasks(
-        pb.ListTasksRequest(
-            state=args.state, agent_id=args.agent, task_type=args.task_type, limit=args.limit
-        ),
-        timeout=ctx.timeout,
-    )
+    wanted: int = args.limit
+    # One more than asked for tells whether there are more.
+    tasks = [
+        task
+        async for task in ctx.client.list(
+            state=args.state,
+            agent_id=args.agent,
+            task_type=args.task_type,
+            page_size=min(wanted + 1, 1000),
+            limit=wanted + 1,
+        )
+    ]
+    more, tasks = len(tasks) > wanted, tasks[:wanted]
     if ctx.json:
-        _print_json(ctx.out, [task_json(t) for t in reply.tasks])
+        _print_json(ctx.out, [task_json(t) for t in tasks])
         return EXIT_OK
-    if not reply.tasks:
+    if not tasks:
         print("no tasks", file=ctx.err)
         return EXIT_OK
     rows = [
@@ -487,19 +525,20 @@ async def _list(ctx: _Context, args: argparse.Namespace) -> int:
             _short_time(t.updated_at or t.created_at),
             _clip(t.description, 40),
         ]
-        for t in reply.tasks
+        for t in tasks
     ]
     headers = ["TASK ID", "STATE", "TYPE", "AGENT", "PRIO", "TRY", "DONE", "UPDATED", "DESCRIPTION"]
-    _print_table(ctx.out, headers, rows)
-    if reply.next_page_token:
-        print(f"(more tasks: raise --limit above {args.limit})", file=ctx.err)
+    if _isatty(ctx.out):
+        _print_rich_table(ctx.out, headers, rows)
+    else:
+        _print_table(ctx.out, headers, rows)
+    if more:
+        print(f"(more tasks: raise --limit above {wanted})", file=ctx.err)
     return EXIT_OK
 
 
 async def _cancel(ctx: _Context, args: argparse.Namespace) -> int:
-    reply = await ctx.stub.cancel_task(
-        pb.CancelTaskRequest(task_id=args.task_id, reason=args.reason), timeout=ctx.timeout
-    )
+    reply = await ctx.client.cancel(args.task_id, reason=args.reason)
     if ctx.json:
         _print_json(
             ctx.out,
@@ -527,71 +566,160 @@ async def _watch(ctx: _Context, args: argparse.Namespace) -> int:
 
 
 async def _follow(ctx: _Context, task_id: str, *, final_only: bool) -> int:
-    """Follow a task with WatchTask until it is terminal; print the outcome."""
-    progress = _Progress(ctx.err, enabled=not ctx.json)
-    last: pb.Task | None = None
+    """Follow a task until it is final; print the outcome."""
+    # Made at the first update: an unknown task is one error line, with no display before.
+    progress: _Display | None = None
+    last: Task | None = None
     try:
-        async for update in ctx.stub.watch_task(pb.WatchTaskRequest(task_id=task_id)):
-            if update.task is None:
-                continue
-            last = update.task
+        async for task in ctx.client.watch(task_id):
+            last = task
             if ctx.json and not final_only:
-                _print_json(ctx.out, task_json(last), compact=True)
-            progress.show(last)
-            if last.state in _TERMINAL:
-                break
+                _print_json(ctx.out, task_json(task), compact=True)
+            if progress is None:
+                progress = _display(ctx, task_id)
+            progress.show(task)
     finally:
-        progress.close()
-    if last is None or last.state not in _TERMINAL:
-        raise HubError(f"the Hub ended the watch of task {task_id} before it finished")
+        if progress is not None:
+            progress.close()
+    # watch() ends only at a final state (it raises otherwise).
+    assert last is not None and last.state in TERMINAL_TASK_STATES
     if ctx.json:
         if final_only:
             _print_json(ctx.out, task_json(last))
     else:
         _print_outcome(ctx, last)
-    return EXIT_OK if last.state == pb.TaskState.SUCCEEDED else EXIT_FAILED
+    return EXIT_OK if last.state == TaskState.SUCCEEDED else EXIT_FAILED
 
 
 # -- output -------------------------------------------------------------------------------
 
 
-class _Progress:
-    """A progress bar on a terminal; plain lines (one per change) otherwise."""
+class _Display:
+    """How a followed task's changes are shown."""
 
-    WIDTH: Final = 24
+    def show(self, task: Task) -> None:
+        """Show the task as it is now."""
 
-    def __init__(self, stream: TextIO, *, enabled: bool) -> None:
+    def close(self) -> None:
+        """The follow is over (normally or not)."""
+
+
+class _NoProgress(_Display):
+    """--json: the output is the JSON alone."""
+
+
+class _LineProgress(_Display):
+    """Not a terminal: one plain line per change (of state, progress or message)."""
+
+    def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._enabled = enabled
-        self._tty = enabled and _isatty(stream)
         self._last_line = ""
-        self._drawn = False
 
-    def show(self, task: pb.Task) -> None:
-        if not self._enabled:
-            return
+    def show(self, task: Task) -> None:
         percent = max(0, min(100, round(task.progress * 100)))
-        state = _state_name(task.state)
         message = task.status_message
-        if self._tty:
-            filled = round(self.WIDTH * percent / 100)
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            line = f"[{bar}] {percent:3d}%  {state:<9}  {_clip(message, 40)}"
-            self._stream.write("\r\x1b[2K" + line)
-            self._stream.flush()
-            self._drawn = True
-            return
-        line = f"{state} {percent}%" + (f" {message}" if message else "")
+        line = f"{_state_name(task.state)} {percent}%" + (f" {message}" if message else "")
         if line != self._last_line:
             self._stream.write(f"task {task.task_id}: {line}\n")
             self._stream.flush()
             self._last_line = line
 
+
+# How each state looks in the live display and the table (rich styles).
+_STATE_STYLES: Final = {
+    "pending": "dim",
+    "leased": "cyan",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "bold red",
+    "cancelled": "yellow",
+    "timed_out": "red",
+}
+_FINAL_MARKS: Final = {"succeeded": "✓", "failed": "✗", "cancelled": "-", "timed_out": "✗"}
+
+
+class _LiveProgress(_Display):
+    """A terminal: a live rich progress bar with state, percentage, time and status line.
+
+    Refreshed by a task of the event loop rather than rich's own thread, so that every
+    write to the stream happens on the loop's thread.
+    """
+
+    REFRESH_SECONDS: Final = 0.1
+
+    def __init__(self, stream: TextIO, task_id: str) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            SpinnerColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+        from rich.text import Text
+
+        class MarkOrSpinner(SpinnerColumn):
+            """A spinner while the task goes on, its outcome's mark once it is final."""
+
+            def render(self, task: RichTask) -> RenderableType:
+                mark = task.fields.get("mark")
+                return Text(mark) if isinstance(mark, str) and mark else super().render(task)
+
+        console = Console(file=stream, force_terminal=True, highlight=False)
+        self._progress: Progress = Progress(
+            MarkOrSpinner(),
+            TextColumn("{task.fields[state]}"),
+            BarColumn(bar_width=24),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[message]}"),
+            console=console,
+            auto_refresh=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._id: TaskID = self._progress.add_task(
+            task_id, total=100, state=f"[dim]{'waiting':<9}[/]", message="", mark=""
+        )
+        self._progress.start()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.REFRESH_SECONDS)
+            self._progress.refresh()
+
+    def show(self, task: Task) -> None:
+        from rich.markup import escape
+
+        state = _state_name(task.state)
+        style = _STATE_STYLES.get(state, "")
+        message = task.error_message if task.state in TERMINAL_TASK_STATES else ""
+        message = message or task.status_message
+        final = task.state in TERMINAL_TASK_STATES
+        self._progress.update(
+            self._id,
+            completed=max(0.0, min(100.0, task.progress * 100)),
+            state=f"[{style}]{state:<9}[/]" if style else f"{state:<9}",
+            message=escape(_clip(message, 60)),
+            mark=_FINAL_MARKS.get(state, "") if final else "",
+        )
+        if final:
+            self._progress.stop_task(self._id)  # stops the elapsed-time clock
+        self._progress.refresh()
+
     def close(self) -> None:
-        if self._drawn:
-            self._stream.write("\n")
-            self._stream.flush()
-            self._drawn = False
+        self._ticker.cancel()
+        self._progress.stop()
+
+
+def _display(ctx: _Context, task_id: str) -> _Display:
+    if ctx.json:
+        return _NoProgress()
+    if _isatty(ctx.err):
+        return _LiveProgress(ctx.err, task_id)
+    return _LineProgress(ctx.err)
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -601,9 +729,9 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-def _print_outcome(ctx: _Context, task: pb.Task) -> None:
+def _print_outcome(ctx: _Context, task: Task) -> None:
     state = _state_name(task.state)
-    if task.state == pb.TaskState.SUCCEEDED:
+    if task.state == TaskState.SUCCEEDED:
         text = _bytes_text(task.result)
         if text is None:
             print(
@@ -619,9 +747,9 @@ def _print_outcome(ctx: _Context, task: pb.Task) -> None:
     print(f"task {task.task_id} {state}{detail}", file=ctx.err)
 
 
-def _state_name(state: pb.TaskState | int) -> str:
+def _state_name(state: TaskState | int) -> str:
     try:
-        return pb.TaskState(state).name.lower()
+        return TaskState(state).name.lower()
     except ValueError:
         return str(state)
 
@@ -655,7 +783,7 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def task_json(task: pb.Task) -> dict[str, object]:
+def task_json(task: Task) -> dict[str, object]:
     """A task as a JSON-ready dict (bytes as UTF-8 text, else as `<name>_base64`)."""
     return {
         "task_id": task.task_id,
@@ -698,7 +826,54 @@ def _print_table(stream: TextIO, headers: Sequence[str], rows: Sequence[Sequence
     stream.flush()
 
 
-def _print_task(stream: TextIO, task: pb.Task) -> None:
+# Columns a narrow terminal goes without, first to last; the id and state always show.
+_NARROW_DROPS: Final = ("TRY", "PRIO", "UPDATED", "TYPE", "DONE", "AGENT")
+# Space between two columns of the rich table (SIMPLE_HEAD: padding, rule, padding).
+_COLUMN_GAP: Final = 3
+
+
+def _print_rich_table(
+    stream: TextIO, headers: Sequence[str], rows: Sequence[Sequence[str]]
+) -> None:
+    """The table of `_print_table`, drawn by rich for a terminal: states in colour, one line
+    per task, columns dropped (and the description cut short) to fit the terminal."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(file=stream, force_terminal=True, highlight=False)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    keep = list(range(len(headers)))
+    description = list(headers).index("DESCRIPTION")
+
+    def others() -> int:
+        return sum(widths[i] + _COLUMN_GAP for i in keep if i != description)
+
+    for name in _NARROW_DROPS:
+        if others() + min(widths[description], 20) <= console.width:
+            break
+        keep.remove(list(headers).index(name))
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", show_edge=False, pad_edge=False)
+    for i in keep:
+        table.add_column(
+            headers[i],
+            no_wrap=True,
+            overflow="ellipsis",
+            justify="right" if headers[i] in ("PRIO", "TRY", "DONE") else "left",
+            max_width=max(len(headers[i]), console.width - others()) if i == description else None,
+        )
+    state = list(headers).index("STATE")
+    for row in rows:
+        cells = [
+            Text(row[i], style=_STATE_STYLES.get(row[i], "") if i == state else "") for i in keep
+        ]
+        table.add_row(*cells)
+    console.print(table)
+    stream.flush()
+
+
+def _print_task(stream: TextIO, task: Task) -> None:
     fields: list[tuple[str, str]] = [
         ("task", task.task_id),
         ("state", _state_name(task.state)),
@@ -740,6 +915,80 @@ def _describe_bytes(data: bytes) -> str:
 
 
 # -- entry points -------------------------------------------------------------------------
+
+
+def add_agents_parser(subparsers: _SubParsers) -> None:
+    """Add ``agents`` (``aether agents list``) to the ``aether`` command line."""
+    agents = subparsers.add_parser(
+        "agents",
+        help="show the agents connected to a Hub",
+        description="Show the agents connected to a running Aether Hub (its ListAgents call).",
+    )
+    commands = agents.add_subparsers(dest="agents_command", metavar="COMMAND")
+    commands.required = True
+    listing = commands.add_parser(
+        "list",
+        parents=[_common_options()],
+        help="connected agents, what they serve and their last heartbeat",
+        description="The agents connected to the Hub now, ordered by id.",
+    )
+    listing.add_argument(
+        "--type", dest="task_type", metavar="TYPE", default="", help="only agents serving TYPE"
+    )
+    listing.set_defaults(handler=_handler(_list_agents), cli_name="aether agents")
+
+
+async def _list_agents(ctx: _Context, args: argparse.Namespace) -> int:
+    agents = await ctx.client.list_agents(task_type=args.task_type)
+    if ctx.json:
+        _print_json(ctx.out, [agent_json(agent) for agent in agents])
+        return EXIT_OK
+    if not agents:
+        print(f"no agents connected to the Hub at {ctx.client.address.authority}", file=ctx.err)
+        return EXIT_OK
+    headers = ["AGENT ID", "NAME", "STATE", "TASK TYPES", "RUNNING", "LAST HEARTBEAT"]
+    rows = [
+        [
+            a.agent_id,
+            a.agent_name or "-",
+            a.state.name.lower(),
+            ",".join(a.task_types) or "-",
+            f"{a.running_tasks}/{a.max_concurrent_tasks}",
+            _short_time(a.last_heartbeat),
+        ]
+        for a in agents
+    ]
+    if _isatty(ctx.out):
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=box.SIMPLE_HEAD, header_style="bold", show_edge=False, pad_edge=False)
+        for header in headers:
+            table.add_column(header, no_wrap=True, overflow="ellipsis")
+        for row in rows:
+            table.add_row(*row)
+        Console(file=ctx.out, force_terminal=True, highlight=False).print(table)
+    else:
+        _print_table(ctx.out, headers, rows)
+    return EXIT_OK
+
+
+def agent_json(agent: AgentInfo) -> dict[str, object]:
+    """A connected agent as a JSON-ready dict (times in ISO 8601)."""
+    return {
+        "agent_id": agent.agent_id,
+        "agent_name": agent.agent_name,
+        "version": agent.version,
+        "state": agent.state.name.lower(),
+        "task_types": list(agent.task_types),
+        "running_tasks": agent.running_tasks,
+        "max_concurrent_tasks": agent.max_concurrent_tasks,
+        "trust_level": agent.trust_level.name.lower(),
+        "capabilities": dict(agent.capabilities),
+        "connected_at": _iso(agent.connected_at),
+        "last_heartbeat": _iso(agent.last_heartbeat),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:

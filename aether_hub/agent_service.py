@@ -10,17 +10,15 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from aether_hub._wire import pb, runtime, server
-from aether_hub.auth import AgentRegistry, Session, SessionRegistry, hash_secret, verify_secret
+from aether_hub.auth import AgentRegistry, hash_secret, verify_secret
 from aether_hub.clock import Clock, SystemClock
+from aether_hub.sessions import Session, SessionRegistry, SessionState
 from aether_hub.taskrecord import to_datetime
-from aether_hub.tasks import SessionSlot, TaskQueue, invalid
+from aether_hub.tasks import TaskQueue, invalid
 
 __all__ = ("AgentService",)
 
 log = logging.getLogger("aether_hub.agent_service")
-
-# Heartbeats an agent may miss before its session (and its leases) end.
-MISSED_HEARTBEATS = 3
 
 
 def _connection_lost(context: runtime.ServerContext) -> bool:
@@ -99,12 +97,11 @@ class AgentService(server.AgentServiceBase):
             if not await asyncio.to_thread(verify_secret, secret, record.secret_hash):
                 raise GRPCError(Status.UNAUTHENTICATED, f"wrong secret for agent {agent_id!r}")
         for old in self._sessions.for_agent(agent_id):
-            self.end_session(
+            self._sessions.end(
                 old,
-                count_attempt=True,
+                SessionState.REPLACED,
                 reason=f"agent {agent_id!r} registered again",
-                state="replaced",
-                stream_error="session replaced by a newer registration of the same agent",
+                error="session replaced by a newer registration of the same agent",
             )
         trust = record.trust_level
         if trust == pb.TrustLevel.UNSPECIFIED:
@@ -138,11 +135,8 @@ class AgentService(server.AgentServiceBase):
     ) -> pb.UnregisterResponse:
         """End the session; its leased tasks go back without counting an attempt."""
         session = self._caller(context, request.agent_id)
-        requeued = self.end_session(
-            session,
-            count_attempt=False,
-            reason=f"agent {session.agent_id!r} unregistered",
-            state="closed",
+        requeued = self._sessions.end(
+            session, SessionState.CLOSED, reason=f"agent {session.agent_id!r} unregistered"
         )
         log.info(
             "agent %r unregistered (%s); %d task(s) requeued",
@@ -159,10 +153,8 @@ class AgentService(server.AgentServiceBase):
         session = self._caller(context, request.agent_id)
         if request.active_tasks < 0:
             raise invalid("active_tasks", "must not be negative")
-        self._sessions.touch(session.session_id, active_tasks=request.active_tasks)
-        slot = self._queue.slot(session.session_id)
-        if slot is not None:
-            self._queue.heartbeat(slot, request.running_task_ids, request.active_tasks)
+        self._sessions.touch(session, active_tasks=request.active_tasks)
+        self._queue.heartbeat(session, request.running_task_ids, request.active_tasks)
         return pb.HeartbeatResponse(
             success=True,
             heartbeat_interval_seconds=self.heartbeat_interval,
@@ -178,39 +170,38 @@ class AgentService(server.AgentServiceBase):
         session = self._caller(context, request.agent_id)
         if request.max_concurrent_tasks < 0:
             raise invalid("max_concurrent_tasks", "must not be negative (0 keeps the default)")
-        slot, gen = self._queue.open_stream(session.session_id, request.max_concurrent_tasks)
-        self._sessions.touch(session.session_id)
-        outbox = slot.outbox
-        wake = slot.wake
+        gen = self._queue.open_stream(session, request.max_concurrent_tasks)
+        self._sessions.touch(session)
+        unsent = session.unsent
+        wake = session.wake
         try:
             while True:
-                # Check ownership before touching the outbox: a newer stream of the same
+                # Check ownership before taking from `unsent`: a newer stream of the same
                 # session owns it once `stream_gen` moved on.
-                if slot.stream_gen != gen or not slot.streaming:
-                    if slot.ended and slot.closed_error:
-                        raise GRPCError(Status.UNAUTHENTICATED, slot.closed_error)
+                if session.stream_gen != gen or not session.streaming:
+                    if not session.live and session.end_error:
+                        raise GRPCError(Status.UNAUTHENTICATED, session.end_error)
                     return
-                if outbox:
-                    yield outbox.popleft()
+                if unsent:
+                    yield unsent.popleft()
                     continue
                 wake.clear()
                 await wake.wait()
         finally:
-            self._queue.close_stream(slot, gen, connection_lost=_connection_lost(context))
+            self._queue.close_stream(session, gen, connection_lost=_connection_lost(context))
 
     async def report_status(
         self, request: pb.TaskStatus, context: runtime.ServerContext
     ) -> pb.ReportStatusResponse:
         """Record progress of a task leased to this session."""
-        slot = self._slot(context)
-        return pb.ReportStatusResponse(accepted=self._queue.report_status(slot, request))
+        session = self._sessions.require(context)
+        return pb.ReportStatusResponse(accepted=self._queue.report_status(session, request))
 
     async def submit_result(
         self, request: pb.TaskResult, context: runtime.ServerContext
     ) -> pb.SubmitResultResponse:
         """Record the result of a task leased to this session (idempotent by task_id)."""
-        slot = self._slot(context)
-        return self._queue.submit_result(slot, request)
+        return self._queue.record_result(self._sessions.require(context), request)
 
     async def submit_results(
         self, requests: AsyncIterator[pb.TaskResult], context: runtime.ServerContext
@@ -220,11 +211,11 @@ class AgentService(server.AgentServiceBase):
         A refused result does not end the stream: its acknowledgement has
         accepted=false and says why (the unary form would fail with that status).
         """
-        slot = self._slot(context)
+        session = self._sessions.require(context)
         queue = self._queue
         async for result in requests:
             try:
-                ack = queue.submit_result(slot, result)
+                ack = queue.record_result(session, result)
             except GRPCError as exc:
                 ack = pb.SubmitResultResponse(
                     task_id=result.task_id,
@@ -245,49 +236,3 @@ class AgentService(server.AgentServiceBase):
                 f"agent_id {agent_id!r} does not match the session's agent",
             )
         return session
-
-    def _slot(self, context: runtime.ServerContext) -> SessionSlot:
-        session = self._sessions.require(context)
-        slot = self._queue.slot(session.session_id)
-        if slot is None:
-            raise GRPCError(Status.UNAUTHENTICATED, "session ended; register again")
-        return slot
-
-    def end_session(
-        self,
-        session: Session,
-        *,
-        count_attempt: bool,
-        reason: str,
-        state: str,
-        stream_error: str = "",
-    ) -> int:
-        """End a session everywhere; how many of its tasks went back to the queue."""
-        self._sessions.close(session.session_id, state=state)
-        return self._queue.end_session(
-            session.session_id,
-            count_attempt=count_attempt,
-            reason=reason,
-            stream_error=stream_error,
-        )
-
-    def expire_stale(self) -> int:
-        """End the sessions that missed too many heartbeats; how many ended."""
-        interval = self._sessions.heartbeat_interval
-        stale = self._sessions.stale(misses=MISSED_HEARTBEATS)
-        for session in stale:
-            silence = MISSED_HEARTBEATS * interval
-            log.warning(
-                "agent %r missed heartbeats for %g s; its session %s ends",
-                session.agent_id,
-                silence,
-                session.session_id,
-            )
-            self.end_session(
-                session,
-                count_attempt=True,
-                reason=f"agent {session.agent_id!r} missed heartbeats for {silence:g} s",
-                state="expired",
-                stream_error=f"session expired: no heartbeat for {silence:g} s; register again",
-            )
-        return len(stale)

@@ -1,12 +1,12 @@
-"""Command line of the dev Hub: `aether hub ...` and `aether agents list`.
+"""Command line of the Hub: `aether hub ...`.
 
 - `aether hub [options]` (or `python -m aether_hub`) runs the Hub until SIGINT/SIGTERM.
 - `aether hub agents add ID --secret-env VAR [--trust-level L] [--db FILE]` enrols a fixed
   agent (the secret is read from the variable and stored as a salted hash).
 - `aether hub agents list|remove ... --db FILE` shows or removes enrolled agents.
-- `aether agents list --db FILE [--json] [--all]` shows the agents connected to a Hub that
-  runs with that `--db` file, with their last heartbeat (the wire API has no admin call,
-  so this reads the `sessions` table the Hub keeps up to date).
+
+Who is connected to a running Hub is the SDK's `aether agents list --hub-url URL` (the
+`ListAgents` call).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from aether_hub.settings import DEFAULT_HOST, DEFAULT_PORT, ConfigError, HubConf
 if TYPE_CHECKING:
     from aether_hub.db import Database
 
-__all__ = ("add_agents_parser", "add_hub_parser", "main", "register_agents", "register_hub")
+__all__ = ("add_hub_parser", "main", "register_hub")
 
 # The Hub database when no --db is given (for `aether hub` and the agents commands).
 DB_ENV = "AETHER_HUB_DB"
@@ -180,31 +180,6 @@ def configure_hub_parser(parser: argparse.ArgumentParser) -> None:
     rm.add_argument("--db", dest="agents_db", metavar="FILE", help=_DB_HELP)
 
 
-def add_agents_parser(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    """Add `agents` (`aether agents list`) to a parent parser's subcommands."""
-    parser = subparsers.add_parser(
-        "agents",
-        help="show the agents connected to a Hub",
-        description="Show the agents connected to a Hub started with --db FILE.",
-    )
-    sub = parser.add_subparsers(dest="agents_command", metavar="{list}")
-    sub.required = True
-    lst = sub.add_parser(
-        "list",
-        help="connected agents and their last heartbeat",
-        description=(
-            "Show the agents connected to a Hub started with --db FILE, read from that"
-            " database (the Hub keeps its sessions table up to date)."
-        ),
-    )
-    lst.add_argument("--db", metavar="FILE", help=_DB_HELP)
-    lst.add_argument("--json", action="store_true", help="print JSON")
-    lst.add_argument("--all", action="store_true", help="include ended sessions")
-    return parser
-
-
 # -- running --------------------------------------------------------------------------
 
 
@@ -344,54 +319,6 @@ def run_hub_agents(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_agents_list(args: argparse.Namespace) -> int:
-    """`aether agents list --db FILE`: the connected agents and their last heartbeat."""
-    from aether_hub.auth import SessionRegistry, trust_level_name
-
-    try:
-        db = _open_db(args.db, must_exist=True)
-    except ConfigError as exc:
-        print(f"aether agents: error: {exc}", file=sys.stderr)
-        return 2
-    except sqlite3.Error as exc:
-        print(f"aether agents: error: database {args.db}: {exc}", file=sys.stderr)
-        return 1
-    try:
-        infos = SessionRegistry.read_sessions(db, include_ended=args.all)
-    except sqlite3.Error as exc:
-        print(f"aether agents: error: database {args.db}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        db.close()
-    now = time.time()
-    rows = [
-        {
-            "agent_id": info.agent_id,
-            "agent_name": info.agent_name,
-            "version": info.version,
-            "session_id": info.session_id,
-            "state": info.state,
-            "trust_level": trust_level_name(info.trust_level),
-            "task_types": info.capabilities.get("task_types", ""),
-            "active_tasks": info.active_tasks,
-            "connected_at": _iso(info.connected_at),
-            "last_heartbeat": _iso(info.last_heartbeat),
-            "last_heartbeat_age_s": round(max(0.0, now - info.last_heartbeat), 1),
-        }
-        for info in infos
-    ]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    elif not rows:
-        print("no agents connected")
-    else:
-        _print_table(
-            rows,
-            ("agent_id", "state", "task_types", "active_tasks", "last_heartbeat_age_s"),
-        )
-    return 0
-
-
 def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
@@ -416,11 +343,6 @@ def dispatch_hub(args: argparse.Namespace) -> int:
 def register_hub(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`aether hub ...` (the `aether.commands` entry point `hub`)."""
     add_hub_parser(subparsers).set_defaults(handler=dispatch_hub)
-
-
-def register_agents(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`aether agents ...` (the `aether.commands` entry point `agents`)."""
-    add_agents_parser(subparsers).set_defaults(handler=run_agents_list)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,7 +28,6 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from aether_hub._wire import pb, runtime, server
-from aether_hub.auth import SessionRegistry
 from aether_hub.llm_providers import (
     ROLES,
     ChatTurn,
@@ -37,6 +36,7 @@ from aether_hub.llm_providers import (
     ProviderError,
     TokenUsage,
 )
+from aether_hub.sessions import SessionRegistry
 
 __all__ = ("DEFAULT_MODEL", "DEFAULT_STANDARD_MODELS", "LLMService", "ModelPolicy")
 

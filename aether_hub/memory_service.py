@@ -38,8 +38,8 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from aether_hub._wire import pb, runtime, server
-from aether_hub.auth import SessionRegistry
 from aether_hub.db import Database
+from aether_hub.sessions import SessionRegistry
 
 __all__ = (
     "MemoryEntry",

@@ -25,8 +25,8 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from aether_hub._wire import pb, runtime, server
-from aether_hub.auth import SessionRegistry
 from aether_hub.bus import BusError, MessageBus, headers_error, subject_error
+from aether_hub.sessions import SessionRegistry
 
 __all__ = ("DEFAULT_REQUEST_TIMEOUT_MS", "MAX_REQUEST_TIMEOUT_MS", "MessagingService")
 

@@ -165,7 +165,7 @@ class NatsBus:
         """A NATS subscription for the lifetime of the context."""
         if self._nc.is_closed:
             raise BusClosedError()
-        # One extra slot so that close() can always post the end marker.
+        # One place more than the limit, so that close() can always post the end marker.
         queue: asyncio.Queue[BusMessageData | None] = asyncio.Queue(self._pending_limit + 1)
         dropped = 0
 

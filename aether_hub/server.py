@@ -34,7 +34,6 @@ from aether_hub.auth import (
     AgentRegistry,
     ClientAuth,
     EnrolmentError,
-    SessionRegistry,
     hash_secret,
     parse_trust_level,
     verify_secret,
@@ -50,6 +49,7 @@ from aether_hub.memory_service import MemoryService
 from aether_hub.messaging_service import MessagingService
 from aether_hub.nats_bus import create_bus
 from aether_hub.reflection import ReflectionIndex, ReflectionV1, ReflectionV1Alpha
+from aether_hub.sessions import SessionRegistry
 from aether_hub.settings import ConfigError, HubConfig
 from aether_hub.tasks import TaskQueue, TaskService
 from aether_hub.taskstore import TaskStore
@@ -228,6 +228,7 @@ class HubServer:
             terminal_retention=config.terminal_task_retention,
         )
         self._queue = queue
+        sessions.on_end(queue.session_ended)
         self._agent_service = AgentService(
             agents=agents,
             sessions=sessions,
@@ -236,7 +237,7 @@ class HubServer:
             default_max_concurrent_tasks=config.default_max_concurrent_tasks,
             clock=clock,
         )
-        self._task_service = TaskService(queue, ClientAuth(client_token, sessions))
+        self._task_service = TaskService(queue, ClientAuth(client_token, sessions), sessions)
         self._memory = MemoryService(db, sessions, clock=clock.time)
         try:
             self._bus = await create_bus(config.nats_url)
@@ -390,7 +391,7 @@ class HubServer:
 
     def sweep(self) -> None:
         """End sessions that missed heartbeats and time out overdue tasks, now."""
-        self.agent_service.expire_stale()
+        self.sessions.expire_stale()
         self.queue.sweep()
 
     async def _sweep_loop(self) -> None:

@@ -24,7 +24,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -238,11 +238,3 @@ def is_loopback_host(host: str) -> bool:
     return bool(infos) and all(
         ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
     )
-
-
-def parse_args_tools(values: Sequence[str] | None) -> tuple[str, ...]:
-    """`--tools a b --tools c` (and `a,b`) → ("a", "b", "c")."""
-    out: list[str] = []
-    for value in values or ():
-        out.extend(part.strip() for part in value.split(",") if part.strip())
-    return tuple(out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
+from aether import TERMINAL_TASK_STATES
 from aether_hub._wire import pb
 
 __all__ = (
@@ -25,14 +26,8 @@ __all__ = (
 RoutingKey = tuple[str, str]
 ANY_KEY: RoutingKey = ("any", "")
 
-TERMINAL_STATES = frozenset(
-    {
-        pb.TaskState.SUCCEEDED,
-        pb.TaskState.FAILED,
-        pb.TaskState.CANCELLED,
-        pb.TaskState.TIMED_OUT,
-    }
-)
+#: The states a task never leaves (the SDK's one definition).
+TERMINAL_STATES = TERMINAL_TASK_STATES
 
 
 def routing_key(target_agent_id: str, task_type: str) -> RoutingKey:

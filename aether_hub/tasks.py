@@ -1,4 +1,4 @@
-"""The dev Hub's task queue (DESIGN.md §3) and its `TaskService`.
+"""The dev Hub's task queue and its `TaskService` (docs/architecture.md#delivery-semantics).
 
 The queue lives in memory: one heap per routing key (target agent, task type, or any),
 ordered by priority then submission order. A session's stream is fed by `_fill`, which
@@ -11,9 +11,12 @@ await and a slow agent only slows its own stream.
 Leases: a task is leased when it is put on a session's stream. A lease ends with a
 result, with the session's end (missed heartbeats, broken stream: attempt counted; an
 Unregister or a released result: not counted) or with a cancellation/timeout. A task
-that was cancelled or timed out while leased keeps its slot in the session ("zombie")
-until the agent reports back or a heartbeat shows it is no longer running, so the agent
-never runs more than its max_concurrent_tasks handlers.
+that was cancelled or timed out while leased keeps its concurrency slot in the session
+("zombie") until the agent reports back or a heartbeat shows it is no longer running, so
+the agent never runs more than its max_concurrent_tasks handlers.
+
+The sessions themselves (`Session`, their states, ending) belong to `aether_hub.sessions`;
+the queue writes only their dispatch fields (capacity, leases, unsent events, stream).
 """
 
 from __future__ import annotations
@@ -24,25 +27,22 @@ import itertools
 import logging
 import math
 import secrets
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from aether_hub import inspection
 from aether_hub._wire import pb, runtime, server
-from aether_hub.auth import ClientAuth, Session
+from aether_hub.auth import ClientAuth
 from aether_hub.clock import Clock, SystemClock
-from aether_hub.taskrecord import (
-    ANY_KEY,
-    RoutingKey,
-    TaskRecord,
-    state_name,
-)
+from aether_hub.sessions import Session, SessionRegistry, StreamState
+from aether_hub.taskrecord import RoutingKey, TaskRecord, state_name
 from aether_hub.taskstore import TaskStore
 
-__all__ = ("SessionSlot", "TaskQueue", "TaskService", "TaskSubmission")
+__all__ = ("TaskQueue", "TaskService", "TaskSubmission")
 
 log = logging.getLogger("aether_hub.tasks")
 
@@ -105,54 +105,6 @@ class TaskSubmission:
         )
 
 
-class SessionSlot:
-    """The queue's side of one agent session: its leases and its stream's outbox."""
-
-    __slots__ = (
-        "capacity",
-        "closed_error",
-        "closed_reason",
-        "draining",
-        "ended",
-        "keys",
-        "leases",
-        "outbox",
-        "session",
-        "stream_gen",
-        "streaming",
-        "wake",
-    )
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.capacity = session.max_concurrent_tasks
-        # task_id -> record; includes cancelled/timed-out tasks the agent may still run.
-        self.leases: dict[str, TaskRecord] = {}
-        self.outbox: deque[pb.TaskStreamEvent] = deque()
-        self.wake = asyncio.Event()
-        self.stream_gen = 0
-        self.streaming = False
-        self.draining = False
-        self.ended = False
-        # Why the session ended; a non-empty closed_error ends its stream with that error.
-        self.closed_reason = ""
-        self.closed_error = ""
-        keys: list[RoutingKey] = [("agent", session.agent_id)]
-        keys.extend(("type", t) for t in sorted(session.task_types))
-        keys.append(ANY_KEY)
-        self.keys: tuple[RoutingKey, ...] = tuple(keys)
-
-    @property
-    def has_room(self) -> bool:
-        """Whether the session can take another task now."""
-        return self.streaming and not self.draining and len(self.leases) < self.capacity
-
-    @property
-    def active_leases(self) -> int:
-        """Leased tasks that are not finished yet."""
-        return sum(1 for rec in self.leases.values() if not rec.terminal)
-
-
 class TaskQueue:
     """Tasks, their routing and leases, in memory; optionally written behind to SQLite."""
 
@@ -170,9 +122,11 @@ class TaskQueue:
         self._retention = terminal_retention
         self._tasks: dict[str, TaskRecord] = {}
         self._heaps: dict[RoutingKey, list[_HeapEntry]] = {}
-        self._slots: dict[str, SessionSlot] = {}
+        # The live sessions, by id, to find a task's lease holder (SessionRegistry owns
+        # them; `session_ended` drops them here).
+        self._sessions: dict[str, Session] = {}
         # Streaming sessions per routing key they are eligible for, and a round-robin cursor.
-        self._by_key: dict[RoutingKey, list[SessionSlot]] = {}
+        self._by_key: dict[RoutingKey, list[Session]] = {}
         self._rr: dict[RoutingKey, int] = {}
         self._deadlines: list[tuple[float, int, TaskRecord]] = []
         self._terminal_order: OrderedDict[str, None] = OrderedDict()
@@ -227,14 +181,6 @@ class TaskQueue:
 
     def __len__(self) -> int:
         return len(self._tasks)
-
-    def pending_count(self) -> int:
-        """How many tasks wait for an agent."""
-        return sum(1 for rec in self._tasks.values() if rec.state == _PENDING)
-
-    def slot(self, session_id: str) -> SessionSlot | None:
-        """The queue's state of a session, or None."""
-        return self._slots.get(session_id)
 
     def records(self) -> list[TaskRecord]:
         """Every task held in memory, oldest first (for tests and tooling)."""
@@ -291,19 +237,19 @@ class TaskQueue:
         n = len(sessions)
         start = self._rr.get(key, 0) % n
         for i in range(n):
-            slot = sessions[(start + i) % n]
-            if slot.has_room:
+            session = sessions[(start + i) % n]
+            if session.has_room:
                 self._rr[key] = (start + i + 1) % n
-                self._fill(slot)
+                self._fill(session)
                 return
 
-    def _fill(self, slot: SessionSlot) -> None:
-        """Lease the best waiting tasks to `slot` while it has room."""
+    def _fill(self, session: Session) -> None:
+        """Lease the best waiting tasks to `session` while it has room."""
         heaps = self._heaps
-        while slot.has_room:
+        while session.has_room:
             best: _HeapEntry | None = None
             best_heap: list[_HeapEntry] | None = None
-            for key in slot.keys:
+            for key in session.routing_keys:
                 heap = heaps.get(key)
                 if not heap:
                     continue
@@ -316,52 +262,46 @@ class TaskQueue:
             if best is None or best_heap is None:
                 return
             heapq.heappop(best_heap)
-            self._lease(best[2], slot)
+            self._lease(best[2], session)
 
-    def _lease(self, rec: TaskRecord, slot: SessionSlot) -> None:
+    def _lease(self, rec: TaskRecord, session: Session) -> None:
         rec.state = _LEASED
         rec.attempt += 1
-        rec.session_id = slot.session.session_id
-        rec.assigned_agent_id = slot.session.agent_id
+        rec.session_id = session.session_id
+        rec.assigned_agent_id = session.agent_id
         rec.updated_at = self._clock.time()
-        slot.leases[rec.task_id] = rec
-        slot.outbox.append(pb.TaskStreamEvent(assignment=rec.assignment()))
-        slot.wake.set()
+        session.leases[rec.task_id] = rec
+        session.unsent.append(pb.TaskStreamEvent(assignment=rec.assignment()))
+        session.wake.set()
         self._changed(rec)
 
     # -- sessions and streams -------------------------------------------------------------
 
-    def add_session(self, session: Session) -> SessionSlot:
-        """Make room for a newly registered session (it takes tasks once it streams)."""
-        slot = SessionSlot(session)
-        self._slots[session.session_id] = slot
-        return slot
+    def add_session(self, session: Session) -> None:
+        """Take on a newly registered session (it takes tasks once it streams)."""
+        self._sessions[session.session_id] = session
 
-    def open_stream(
-        self, session_id: str, max_concurrent_tasks: int = 0
-    ) -> tuple[SessionSlot, int]:
-        """Start feeding the session's task stream; returns the slot and the stream's number.
+    def open_stream(self, session: Session, max_concurrent_tasks: int = 0) -> int:
+        """Start feeding the session's task stream; returns the stream's number.
 
         A session has one stream: a second one replaces the first, and the tasks leased
         through the first go back to the queue (the agent may never have seen them).
         """
-        slot = self._slots.get(session_id)
-        if slot is None or slot.ended:
+        if not session.live or self._sessions.get(session.session_id) is not session:
             raise GRPCError(Status.UNAUTHENTICATED, "session ended; register again")
-        if slot.streaming:
-            self._stop_streaming(slot, "task stream replaced by a newer one")
+        if session.streaming:
+            self._stop_streaming(session, "task stream replaced by a newer one")
         if max_concurrent_tasks > 0:
-            slot.capacity = max_concurrent_tasks
-        slot.stream_gen += 1
-        slot.streaming = True
-        slot.draining = False
-        for key in slot.keys:
-            self._by_key.setdefault(key, []).append(slot)
-        self._fill(slot)
-        return slot, slot.stream_gen
+            session.capacity = max_concurrent_tasks
+        session.stream_gen += 1
+        session.stream = StreamState.OPEN
+        for key in session.routing_keys:
+            self._by_key.setdefault(key, []).append(session)
+        self._fill(session)
+        return session.stream_gen
 
-    def close_stream(self, slot: SessionSlot, gen: int, *, connection_lost: bool = True) -> int:
-        """The stream number `gen` of `slot` ended; how many tasks went back to the queue.
+    def close_stream(self, session: Session, gen: int, *, connection_lost: bool = True) -> int:
+        """The stream number `gen` of `session` ended; how many tasks went back to the queue.
 
         With `connection_lost` (the agent's connection died: a crash, a network failure) its
         leases go back at once, attempt counted. Otherwise the agent cancelled the call on
@@ -370,73 +310,69 @@ class TaskQueue:
         results, releases or the Unregister follow), and only assignments that were never
         sent go back, uncounted.
         """
-        if slot.ended or slot.stream_gen != gen or not slot.streaming:
+        if not session.live or session.stream_gen != gen or not session.streaming:
             return 0
         if connection_lost and not self.shutting_down:
-            return self._stop_streaming(
-                slot, f"task stream of agent {slot.session.agent_id!r} broke"
-            )
-        return self._pause_streaming(slot)
+            return self._stop_streaming(session, f"task stream of agent {session.agent_id!r} broke")
+        return self._pause_streaming(session)
 
-    def _unlist(self, slot: SessionSlot) -> None:
-        slot.streaming = False
-        for key in slot.keys:
+    def _unlist(self, session: Session) -> None:
+        session.stream = StreamState.NONE
+        for key in session.routing_keys:
             sessions = self._by_key.get(key)
-            if sessions is not None and slot in sessions:
-                sessions.remove(slot)
+            if sessions is not None and session in sessions:
+                sessions.remove(session)
                 if not sessions:
                     del self._by_key[key]
 
-    def _stop_streaming(self, slot: SessionSlot, reason: str) -> int:
-        self._unlist(slot)
-        slot.outbox.clear()
+    def _stop_streaming(self, session: Session, reason: str) -> int:
+        self._unlist(session)
+        session.unsent.clear()
         # A Hub that shuts down breaks every stream; that is not the tasks' fault.
-        return self._release_leases(slot, count_attempt=not self.shutting_down, reason=reason)
+        return self._release_leases(session, count_attempt=not self.shutting_down, reason=reason)
 
-    def _pause_streaming(self, slot: SessionSlot) -> int:
-        self._unlist(slot)
-        unsent = [ev.assignment.task_id for ev in slot.outbox if ev.assignment is not None]
+    def _pause_streaming(self, session: Session) -> int:
+        self._unlist(session)
+        unsent = [ev.assignment.task_id for ev in session.unsent if ev.assignment is not None]
         # Cancellations still matter to the agent: they wait for its next stream.
-        kept = [ev for ev in slot.outbox if ev.cancel is not None]
-        slot.outbox.clear()
-        slot.outbox.extend(kept)
+        kept = [ev for ev in session.unsent if ev.cancel is not None]
+        session.unsent.clear()
+        session.unsent.extend(kept)
         requeued = 0
-        sid = slot.session.session_id
+        sid = session.session_id
         for task_id in unsent:
-            rec = slot.leases.pop(task_id, None)
+            rec = session.leases.pop(task_id, None)
             if rec is None or rec.terminal or rec.session_id != sid:
                 continue
             if self._requeue(rec, count_attempt=False, reason="never sent"):
                 requeued += 1
         return requeued
 
-    def end_session(
-        self, session_id: str, *, count_attempt: bool, reason: str, stream_error: str = ""
-    ) -> int:
-        """The session ended: its stream stops and its leases go back to the queue.
+    def session_ended(self, session: Session) -> int:
+        """`SessionRegistry.end` ended `session`: its stream stops, its leases go back.
 
-        `count_attempt` is True for a lost session (missed heartbeats, replaced) and False
-        for an orderly Unregister. Returns how many tasks were requeued.
+        The attempt counts when the session was lost (`session.state.counts_attempt`:
+        missed heartbeats, replaced), not for an orderly Unregister. Returns how many
+        tasks were requeued.
         """
-        slot = self._slots.pop(session_id, None)
-        if slot is None:
+        if self._sessions.pop(session.session_id, None) is None:
             return 0
-        if slot.streaming:
-            self._unlist(slot)
-        slot.ended = True
-        slot.closed_reason = reason
-        slot.closed_error = stream_error
-        slot.outbox.clear()
-        requeued = self._release_leases(slot, count_attempt=count_attempt, reason=reason)
-        slot.wake.set()
+        if session.streaming:
+            self._unlist(session)
+        session.unsent.clear()
+        requeued = self._release_leases(
+            session, count_attempt=session.state.counts_attempt, reason=session.end_reason
+        )
+        # Wake the stream handler so it sees the end (and the end_error to fail with).
+        session.wake.set()
         return requeued
 
-    def _release_leases(self, slot: SessionSlot, *, count_attempt: bool, reason: str) -> int:
-        leases = list(slot.leases.values())
-        slot.leases.clear()
+    def _release_leases(self, session: Session, *, count_attempt: bool, reason: str) -> int:
+        leases = list(session.leases.values())
+        session.leases.clear()
         requeued = 0
         for rec in leases:
-            if rec.terminal or rec.session_id != slot.session.session_id:
+            if rec.terminal or rec.session_id != session.session_id:
                 continue
             if self._requeue(rec, count_attempt=count_attempt, reason=reason):
                 requeued += 1
@@ -467,9 +403,9 @@ class TaskQueue:
 
     # -- agent reports ------------------------------------------------------------------
 
-    def _owned(self, slot: SessionSlot, task_id: str) -> TaskRecord:
-        """The task, if `slot`'s agent may report on it; else PERMISSION_DENIED/NOT_FOUND."""
-        rec = slot.leases.get(task_id)
+    def _owned(self, session: Session, task_id: str) -> TaskRecord:
+        """The task, if `session`'s agent may report on it; else PERMISSION_DENIED/NOT_FOUND."""
+        rec = session.leases.get(task_id)
         if rec is not None:
             return rec
         rec = self.get(task_id)
@@ -478,9 +414,9 @@ class TaskQueue:
         # A result that outlived its session (the agent re-registered, its outbox flushes)
         # still counts when nobody else holds the task now.
         if (
-            rec.assigned_agent_id == slot.session.agent_id
+            rec.assigned_agent_id == session.agent_id
             and not rec.terminal
-            and (rec.state == _PENDING or self._lease_agent(rec) == slot.session.agent_id)
+            and (rec.state == _PENDING or self._lease_agent(rec) == session.agent_id)
         ):
             return rec
         if rec.terminal:
@@ -489,21 +425,21 @@ class TaskQueue:
             return rec
         raise GRPCError(
             Status.PERMISSION_DENIED,
-            f"task {task_id!r} is not leased to this session (agent {slot.session.agent_id!r})",
+            f"task {task_id!r} is not leased to this session (agent {session.agent_id!r})",
         )
 
     def _lease_agent(self, rec: TaskRecord) -> str:
-        holder = self._slots.get(rec.session_id) if rec.session_id else None
-        return holder.session.agent_id if holder is not None else ""
+        holder = self._sessions.get(rec.session_id) if rec.session_id else None
+        return holder.agent_id if holder is not None else ""
 
-    def report_status(self, slot: SessionSlot, status: pb.TaskStatus) -> bool:
+    def report_status(self, session: Session, status: pb.TaskStatus) -> bool:
         """Record progress of a leased task; whether it was recorded (False once finished)."""
         if not status.task_id:
             raise invalid("task_id", "is required")
         progress = float(status.progress)
         if math.isnan(progress) or not 0.0 <= progress <= 1.0:
             raise invalid("progress", f"must be between 0.0 and 1.0, not {status.progress!r}")
-        rec = self._owned(slot, status.task_id)
+        rec = self._owned(session, status.task_id)
         if rec.terminal or rec.state == _PENDING:
             # Finished, or back in the queue after its lease ended: nothing runs it now.
             return False
@@ -514,18 +450,18 @@ class TaskQueue:
         self._changed(rec)
         return True
 
-    def submit_result(self, slot: SessionSlot, result: pb.TaskResult) -> pb.SubmitResultResponse:
+    def record_result(self, session: Session, result: pb.TaskResult) -> pb.SubmitResultResponse:
         """Apply a result: first terminal result wins, repeats are duplicates."""
         task_id = result.task_id
         if not task_id:
             raise invalid("task_id", "is required")
-        rec = slot.leases.get(task_id)
-        if rec is None or rec.session_id != slot.session.session_id:
-            rec = self._owned(slot, task_id)
+        rec = session.leases.get(task_id)
+        if rec is None or rec.session_id != session.session_id:
+            rec = self._owned(session, task_id)
         if rec.terminal:
             # A zombie slot (cancelled or timed out while running) is free now.
-            if slot.leases.pop(task_id, None) is not None:
-                self._fill(slot)
+            if session.leases.pop(task_id, None) is not None:
+                self._fill(session)
             return pb.SubmitResultResponse(
                 task_id=task_id,
                 accepted=True,
@@ -535,7 +471,8 @@ class TaskQueue:
         if result.released:
             # Graceful shutdown: the agent hands the task back unfinished and takes no more
             # (set before the lease is dropped, or the freed slot would be refilled).
-            slot.draining = True
+            if session.stream is StreamState.OPEN:
+                session.stream = StreamState.DRAINING
             if rec.state == _PENDING:
                 return pb.SubmitResultResponse(
                     task_id=task_id, accepted=True, message="already back in the queue"
@@ -543,7 +480,7 @@ class TaskQueue:
         self._detach(rec)
         if result.released:
             self._requeue(rec, count_attempt=False, reason="released by the agent")
-            self._fill(slot)
+            self._fill(session)
             return pb.SubmitResultResponse(
                 task_id=task_id, accepted=True, message="released; requeued"
             )
@@ -559,31 +496,31 @@ class TaskQueue:
             result=result.result,
             error_message=result.error_message,
             metrics=dict(result.metrics),
-            agent_id=slot.session.agent_id,
+            agent_id=session.agent_id,
         )
-        self._fill(slot)
+        self._fill(session)
         return pb.SubmitResultResponse(task_id=task_id, accepted=True)
 
     def _detach(self, rec: TaskRecord) -> None:
         """Drop the task's lease from whichever session holds it."""
         if rec.session_id:
-            holder = self._slots.get(rec.session_id)
+            holder = self._sessions.get(rec.session_id)
             if holder is not None and holder.leases.pop(rec.task_id, None) is not None:
                 self._fill(holder)
             rec.session_id = ""
 
-    def heartbeat(self, slot: SessionSlot, running_task_ids: Iterable[str], active: int) -> None:
+    def heartbeat(self, session: Session, running_task_ids: Iterable[str], active: int) -> None:
         """Free slots of finished tasks the agent says it no longer runs."""
         running = set(running_task_ids)
         if len(running) != active:
             return  # an agent that does not list its tasks: keep every slot
         freed = False
-        for task_id, rec in list(slot.leases.items()):
+        for task_id, rec in list(session.leases.items()):
             if rec.terminal and task_id not in running:
-                del slot.leases[task_id]
+                del session.leases[task_id]
                 freed = True
         if freed:
-            self._fill(slot)
+            self._fill(session)
 
     # -- client actions -----------------------------------------------------------------
 
@@ -615,10 +552,10 @@ class TaskQueue:
     ) -> None:
         """Make `rec` terminal. With `notify_reason`, a leasing session is told to stop."""
         if rec.session_id:
-            holder = self._slots.get(rec.session_id)
+            holder = self._sessions.get(rec.session_id)
             if holder is not None and notify_reason:
                 # Keep the slot: the handler runs until the agent reports back.
-                holder.outbox.append(
+                holder.unsent.append(
                     pb.TaskStreamEvent(
                         cancel=pb.TaskCancellation(task_id=rec.task_id, reason=notify_reason)
                     )
@@ -762,9 +699,10 @@ class TaskQueue:
 class TaskService(server.TaskServiceBase):
     """`aether.v1.TaskService`: clients submit, follow, cancel and list tasks."""
 
-    def __init__(self, queue: TaskQueue, auth: ClientAuth) -> None:
+    def __init__(self, queue: TaskQueue, auth: ClientAuth, sessions: SessionRegistry) -> None:
         self._queue = queue
         self._auth = auth
+        self._sessions = sessions
 
     async def submit_task(
         self, request: pb.SubmitTaskRequest, context: runtime.ServerContext
@@ -818,6 +756,20 @@ class TaskService(server.TaskServiceBase):
             page_token=request.page_token,
         )
         return pb.ListTasksResponse(tasks=[rec.to_pb() for rec in records], next_page_token=token)
+
+    async def list_agents(
+        self, request: pb.ListAgentsRequest, context: runtime.ServerContext
+    ) -> pb.ListAgentsResponse:
+        """The agents with a live session (aether_hub/inspection.py)."""
+        self._auth.check(context)
+        return inspection.agent_infos(self._sessions.live(), request)
+
+    async def get_queue_stats(
+        self, request: pb.GetQueueStatsRequest, context: runtime.ServerContext
+    ) -> pb.QueueStats:
+        """Queued and running tasks per type (aether_hub/inspection.py)."""
+        self._auth.check(context)
+        return inspection.queue_stats(self._sessions.live(), self._queue.records())
 
     def _require(self, task_id: str) -> TaskRecord:
         if not task_id:

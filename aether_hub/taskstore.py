@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from aether import TERMINAL_TASK_STATES
 from aether_hub._wire import pb
 from aether_hub.db import Database
 from aether_hub.taskrecord import TaskRecord
@@ -156,11 +157,6 @@ class TaskStore:
         self._dirty: dict[str, TaskRecord] = {}
         db.ensure_schema(_SCHEMA)
 
-    @property
-    def pending_writes(self) -> int:
-        """How many changed tasks wait for the next flush."""
-        return len(self._dirty)
-
     def mark(self, rec: TaskRecord) -> None:
         """Remember that `rec` changed; it is written on the next flush."""
         self._dirty[rec.task_id] = rec
@@ -222,9 +218,5 @@ class TaskStore:
 
 
 def _terminal_states() -> tuple[pb.TaskState, ...]:
-    return (
-        pb.TaskState.SUCCEEDED,
-        pb.TaskState.FAILED,
-        pb.TaskState.CANCELLED,
-        pb.TaskState.TIMED_OUT,
-    )
+    # Sorted: the SQL parameters come out the same on every run.
+    return tuple(sorted(TERMINAL_TASK_STATES))

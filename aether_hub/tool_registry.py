@@ -51,7 +51,8 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from aether_hub._wire import pb, runtime, server
-from aether_hub.auth import SessionRegistry, trust_level_name
+from aether_hub.auth import trust_level_name
+from aether_hub.sessions import SessionRegistry
 
 __all__ = (
     "Tool",

@@ -21,7 +21,7 @@ from typing import TextIO
 
 from benchmarks import codec, e2e
 
-# DESIGN.md §7.
+# docs/architecture.md#performance-budget.
 CODEC_MAX_RATIO_TO_UPB = 10.0
 MIN_TASKS_PER_S = 10_000.0
 MAX_DISPATCH_P50_MS = 1.0
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Measure the codec, end-to-end throughput, dispatch latency and memory"
-        " against the performance budget of DESIGN.md §7.",
+        " against the performance budget (docs/architecture.md#performance-budget).",
     )
     parser.add_argument("--tasks", type=_positive_int, default=20_000, help="end-to-end tasks")
     parser.add_argument(

@@ -113,6 +113,148 @@ def _comments(fdp: descriptor_pb2.FileDescriptorProto) -> dict[tuple[int, ...], 
     return result
 
 
+@dataclass(frozen=True)
+class _FieldShape:
+    """How a field is laid out on the wire and in the model."""
+
+    is_map: bool
+    repeated: bool
+    optional: bool
+    """Singular with presence: proto3 `optional`, a oneof member or a message."""
+    required: bool
+    """A plain string field whose comment says "(required)": the model wants it non-empty."""
+
+    @classmethod
+    def of(
+        cls,
+        fd: descriptor_pb2.FieldDescriptorProto,
+        doc: str,
+        group: str | None,
+        types: dict[str, _TypeInfo],
+    ) -> _FieldShape:
+        """The shape of `fd` (in oneof `group`, if any)."""
+        repeated = fd.label == _FDP.LABEL_REPEATED
+        entry = types.get(fd.type_name) if fd.type_name else None
+        optional = not repeated and (
+            fd.proto3_optional or group is not None or fd.type == _FDP.TYPE_MESSAGE
+        )
+        required = (
+            fd.type == _FDP.TYPE_STRING and not repeated and not optional and "(required)" in doc
+        )
+        return cls(
+            is_map=bool(entry and entry.map_entry),
+            repeated=repeated,
+            optional=optional,
+            required=required,
+        )
+
+
+@dataclass(frozen=True)
+class _FieldContext:
+    """One field being built, and where its text goes."""
+
+    fd: descriptor_pb2.FieldDescriptorProto
+    name: str
+    doc: str
+    group: str | None
+    parts: tuple[str, ...]
+    msg_imports: _Imports
+    model_imports: _Imports
+
+
+@dataclass(frozen=True)
+class _Elem:
+    """One element's types and conversions (`Builder._elem`); templates take `{}`."""
+
+    wire: str
+    model: str
+    to_wire: str
+    from_wire: str
+
+
+@dataclass
+class _FieldText:
+    """The generated text of one field, before it becomes a `model.Field`."""
+
+    kwargs: list[str]
+    """Extra `betterproto2.field(...)` arguments, in order."""
+    codec: wirecode.FieldCode
+    wire_ann: str
+    model_ann: str
+    default: str
+    """The `pydantic.Field` default argument ("" for none)."""
+    to_wire: str
+    from_wire: str
+
+
+def _repeated_text(
+    name: str, elem: _Elem, kwargs: list[str], codec: wirecode.FieldCode
+) -> _FieldText:
+    """A repeated field: lists on both sides, converted element by element."""
+    kwargs.append("repeated=True")
+    return _FieldText(
+        kwargs=kwargs,
+        codec=codec,
+        wire_ann=f"list[{elem.wire}]",
+        model_ann=f"list[{elem.model}]",
+        default="default_factory=list",
+        to_wire=(
+            f"list(self.{name})"
+            if elem.to_wire == "{}"
+            else f"[{elem.to_wire.format('v')} for v in self.{name}]"
+        ),
+        from_wire=(
+            f"list(wire.{name})"
+            if elem.from_wire == "{}"
+            else f"[{elem.from_wire.format('v')} for v in wire.{name}]"
+        ),
+    )
+
+
+def _empty_if_unset_text(
+    name: str, elem: _Elem, kwargs: list[str], codec: wirecode.FieldCode
+) -> _FieldText:
+    """A message field marked `EMPTY_IF_UNSET`: optional on the wire, never None in the model."""
+    # Read as protobuf's own getters do: an unset message is the empty message.
+    kwargs.append("optional=True")
+    return _FieldText(
+        kwargs=kwargs,
+        codec=codec,
+        wire_ann=f"{elem.wire} | None",
+        model_ann=elem.model,
+        default=f"default_factory=lambda: {elem.model}()",
+        # An empty one is written unset, as proto3 writes a zero scalar.
+        to_wire=f"_mb.unless_empty({elem.to_wire.format('self.' + name)})",
+        from_wire=(
+            f"{elem.model}() if wire.{name} is None else {elem.from_wire.format('wire.' + name)}"
+        ),
+    )
+
+
+def _optional_text(
+    name: str, elem: _Elem, kwargs: list[str], codec: wirecode.FieldCode
+) -> _FieldText:
+    """A singular field with presence: None when unset, on both sides."""
+    kwargs.append("optional=True")
+    return _FieldText(
+        kwargs=kwargs,
+        codec=codec,
+        wire_ann=f"{elem.wire} | None",
+        model_ann=f"{elem.model} | None",
+        default="default=None",
+        to_wire=(
+            f"self.{name}"
+            if elem.to_wire == "{}"
+            else f"None if self.{name} is None else {elem.to_wire.format('self.' + name)}"
+        ),
+        from_wire=(
+            f"wire.{name}"
+            if elem.from_wire == "{}"
+            else f"None if wire.{name} is None else {elem.from_wire.format('wire.' + name)}"
+        ),
+    )
+
+
 class Builder:
     """Turns a FileDescriptorSet into the IR packages."""
 
@@ -364,6 +506,7 @@ class Builder:
             doc = comments.get((*path, 2, i), "")
             fields.append(self._field(fd, doc, group, parts, msg_imports, model_imports))
         self._check_unique(full, [f.py_name for f in fields])
+        accessors = _json_accessors(msg, fields)
         messages.append(
             model.Message(
                 py_name=naming.class_name(names),
@@ -376,6 +519,7 @@ class Builder:
                     for k, v in sorted(real_oneofs.items())
                 ),
                 wrapped=WRAPPED.get(full),
+                json_accessors=accessors,
             )
         )
 
@@ -407,131 +551,133 @@ class Builder:
         msg_imports: _Imports,
         model_imports: _Imports,
     ) -> model.Field:
-        name = naming.field_name(fd.name)
+        """The generated text of one message field: wire class, model class and codec."""
         if fd.type not in _TYPE_NAMES:
             raise BuildError(f"field {fd.name}: proto2 groups are not supported")
-        repeated = fd.label == _FDP.LABEL_REPEATED
-        entry = self.types.get(fd.type_name) if fd.type_name else None
-        is_map = bool(entry and entry.map_entry)
-        optional = not repeated and (
-            fd.proto3_optional or group is not None or fd.type == _FDP.TYPE_MESSAGE
+        shape = _FieldShape.of(fd, doc, group, self.types)
+        ctx = _FieldContext(
+            fd, naming.field_name(fd.name), doc, group, parts, msg_imports, model_imports
         )
-        required = (
-            fd.type == _FDP.TYPE_STRING and not repeated and not optional and "(required)" in doc
+        text = self._map_text(ctx) if shape.is_map else self._value_text(ctx, shape)
+        return self._field_record(ctx, shape, text)
+
+    def _map_text(self, ctx: _FieldContext) -> _FieldText:
+        """A `map<K, V>` field: a dict on both sides, values converted one by one."""
+        name, parts, msg_imports = ctx.name, ctx.parts, ctx.msg_imports
+        entry = self.types.get(ctx.fd.type_name)
+        assert entry is not None and entry.proto is not None
+        key_fd, value_fd = entry.proto.field[0], entry.proto.field[1]
+        kw, mk, _, _ = self._elem(key_fd, parts, msg_imports, ctx.model_imports)
+        vw, mv, v_to, v_from = self._elem(value_fd, parts, msg_imports, ctx.model_imports)
+        key_type, value_type = _TYPE_NAMES[key_fd.type], _TYPE_NAMES[value_fd.type]
+        meta = f"betterproto2.{key_type}, betterproto2.{value_type}"
+        if WRAPPED.get(value_fd.type_name):
+            meta += f", unwrap_2=lambda: {self._wrapped_ref(value_fd, parts, msg_imports)}"
+        codec = wirecode.mapping(
+            name,
+            ctx.fd.number,
+            self._element(key_fd, parts, msg_imports),
+            self._element(value_fd, parts, msg_imports),
+            f"dict[{kw}, {vw}]",
         )
-        kwargs: list[str] = []
-        if is_map:
-            assert entry is not None and entry.proto is not None
-            key_fd, value_fd = entry.proto.field[0], entry.proto.field[1]
-            kw, mk, _, _ = self._elem(key_fd, parts, msg_imports, model_imports)
-            vw, mv, v_to, v_from = self._elem(value_fd, parts, msg_imports, model_imports)
-            key_type, value_type = _TYPE_NAMES[key_fd.type], _TYPE_NAMES[value_fd.type]
-            meta = f"betterproto2.{key_type}, betterproto2.{value_type}"
-            unwrap = WRAPPED.get(value_fd.type_name)
-            if unwrap:
-                meta += f", unwrap_2=lambda: {self._wrapped_ref(value_fd, parts, msg_imports)}"
-            kwargs.append(f"map_meta=betterproto2.map_meta({meta})")
-            codec = wirecode.mapping(
-                name,
-                fd.number,
-                self._element(key_fd, parts, msg_imports),
-                self._element(value_fd, parts, msg_imports),
-                f"dict[{kw}, {vw}]",
-            )
-            wire_ann = f"dict[{kw}, {vw}]"
-            model_ann = f"dict[{mk}, {mv}]"
-            default = "default_factory=dict"
-            to_wire = (
+        return _FieldText(
+            kwargs=[f"map_meta=betterproto2.map_meta({meta})"],
+            codec=codec,
+            wire_ann=f"dict[{kw}, {vw}]",
+            model_ann=f"dict[{mk}, {mv}]",
+            default="default_factory=dict",
+            to_wire=(
                 f"dict(self.{name})"
                 if v_to == "{}"
-                else (f"{{k: {v_to.format('v')} for k, v in self.{name}.items()}}")
-            )
-            from_wire = (
+                else f"{{k: {v_to.format('v')} for k, v in self.{name}.items()}}"
+            ),
+            from_wire=(
                 f"dict(wire.{name})"
                 if v_from == "{}"
-                else (f"{{k: {v_from.format('v')} for k, v in wire.{name}.items()}}")
-            )
-            proto_type = "TYPE_MAP"
+                else f"{{k: {v_from.format('v')} for k, v in wire.{name}.items()}}"
+            ),
+        )
+
+    def _value_text(self, ctx: _FieldContext, shape: _FieldShape) -> _FieldText:
+        """A scalar, enum or message field: repeated, presence-tracked or plain."""
+        fd, name, parts, msg_imports = ctx.fd, ctx.name, ctx.parts, ctx.msg_imports
+        elem = _Elem(*self._elem(fd, parts, msg_imports, ctx.model_imports))
+        kwargs: list[str] = []
+        if fd.type_name in WRAPPED:
+            kwargs.append(f"unwrap=lambda: {self._wrapped_ref(fd, parts, msg_imports)}")
+        element = self._element(fd, parts, msg_imports)
+        if shape.repeated:
+            packed = not (fd.options.HasField("packed") and not fd.options.packed)
+            codec = wirecode.repeated(name, fd.number, element, f"list[{elem.wire}]", packed)
         else:
-            wire_t, model_t, e_to, e_from = self._elem(fd, parts, msg_imports, model_imports)
-            proto_type = _TYPE_NAMES[fd.type]
-            if fd.type_name in WRAPPED:
-                kwargs.append(f"unwrap=lambda: {self._wrapped_ref(fd, parts, msg_imports)}")
-            element = self._element(fd, parts, msg_imports)
-            if repeated:
-                packed = not (fd.options.HasField("packed") and not fd.options.packed)
-                codec = wirecode.repeated(name, fd.number, element, f"list[{wire_t}]", packed)
-            else:
-                codec = wirecode.singular(
-                    name, fd.number, element, f"{wire_t} | None" if optional else wire_t, optional
-                )
-            if repeated:
-                kwargs.append("repeated=True")
-                wire_ann = f"list[{wire_t}]"
-                model_ann = f"list[{model_t}]"
-                default = "default_factory=list"
-                to_wire = (
-                    f"list(self.{name})"
-                    if e_to == "{}"
-                    else (f"[{e_to.format('v')} for v in self.{name}]")
-                )
-                from_wire = (
-                    f"list(wire.{name})"
-                    if e_from == "{}"
-                    else (f"[{e_from.format('v')} for v in wire.{name}]")
-                )
-            elif optional:
-                kwargs.append("optional=True")
-                wire_ann = f"{wire_t} | None"
-                model_ann = f"{model_t} | None"
-                default = "default=None"
-                to_wire = (
-                    f"self.{name}"
-                    if e_to == "{}"
-                    else (f"None if self.{name} is None else {e_to.format('self.' + name)}")
-                )
-                from_wire = (
-                    f"wire.{name}"
-                    if e_from == "{}"
-                    else (f"None if wire.{name} is None else {e_from.format('wire.' + name)}")
-                )
-            else:
-                info = self.types.get(fd.type_name) if fd.type_name else None
-                wire_ann, model_ann = wire_t, model_t
-                if info is not None and info.is_enum:
-                    zero = f"{wire_t}.{info.enum_zero}"
-                    kwargs.append(f"default_factory=lambda: {zero}")
-                    model_zero = (
-                        f"{self._ref(info, parts, model_imports, '_pb', '_pb')}.{info.enum_zero}"
-                    )
-                    default = f"default={model_zero}"
-                else:
-                    base = _WIRE_SCALARS.get(fd.type, "int")
-                    default = "" if required else f"default={_ZEROS[base]}"
-                to_wire = f"self.{name}"
-                from_wire = f"wire.{name}"
-            if group is not None:
-                kwargs.append(f"group={group!r}".replace("'", '"'))
-        call_args = ", ".join([str(fd.number), f"betterproto2.{proto_type}", *kwargs])
-        model_args = [default] if default else []
-        if required:
+            wire_t = f"{elem.wire} | None" if shape.optional else elem.wire
+            codec = wirecode.singular(name, fd.number, element, wire_t, shape.optional)
+        if shape.repeated:
+            text = _repeated_text(name, elem, kwargs, codec)
+        elif _empty_if_unset(fd, ctx.doc, ctx.group):
+            text = _empty_if_unset_text(name, elem, kwargs, codec)
+        elif shape.optional:
+            text = _optional_text(name, elem, kwargs, codec)
+        else:
+            text = self._plain_text(ctx, shape, elem, kwargs, codec)
+        if ctx.group is not None:
+            text.kwargs.append(f"group={ctx.group!r}".replace("'", '"'))
+        return text
+
+    def _plain_text(
+        self,
+        ctx: _FieldContext,
+        shape: _FieldShape,
+        elem: _Elem,
+        kwargs: list[str],
+        codec: wirecode.FieldCode,
+    ) -> _FieldText:
+        """A singular field without presence: the type's zero value is its default."""
+        fd = ctx.fd
+        info = self.types.get(fd.type_name) if fd.type_name else None
+        if info is not None and info.is_enum:
+            zero = f"{elem.wire}.{info.enum_zero}"
+            kwargs.append(f"default_factory=lambda: {zero}")
+            enum_ref = self._ref(info, ctx.parts, ctx.model_imports, "_pb", "_pb")
+            default = f"default={enum_ref}.{info.enum_zero}"
+        else:
+            base = _WIRE_SCALARS.get(fd.type, "int")
+            default = "" if shape.required else f"default={_ZEROS[base]}"
+        return _FieldText(
+            kwargs=kwargs,
+            codec=codec,
+            wire_ann=elem.wire,
+            model_ann=elem.model,
+            default=default,
+            to_wire=f"self.{ctx.name}",
+            from_wire=f"wire.{ctx.name}",
+        )
+
+    @staticmethod
+    def _field_record(ctx: _FieldContext, shape: _FieldShape, text: _FieldText) -> model.Field:
+        """Assemble the `model.Field` from the field's prepared text."""
+        fd = ctx.fd
+        proto_type = "TYPE_MAP" if shape.is_map else _TYPE_NAMES[fd.type]
+        call_args = ", ".join([str(fd.number), f"betterproto2.{proto_type}", *text.kwargs])
+        model_args = [text.default] if text.default else []
+        if shape.required:
             model_args.append("min_length=1")
-        description = " ".join(doc.split())
+        description = " ".join(ctx.doc.split())
         if description:
             model_args.append(f"description={_py_str(description)}")
         return model.Field(
-            py_name=name,
+            py_name=ctx.name,
             proto_name=fd.name,
             number=fd.number,
-            doc=doc,
-            wire_annotation=wire_ann,
+            doc=ctx.doc,
+            wire_annotation=text.wire_ann,
             wire_call=f"betterproto2.field({call_args})",
-            model_annotation=model_ann,
+            model_annotation=text.model_ann,
             model_default=f"pydantic.Field({', '.join(model_args)})",
-            to_wire=to_wire,
-            from_wire=from_wire,
-            oneof=group,
-            codec=codec,
+            to_wire=text.to_wire,
+            from_wire=text.from_wire,
+            oneof=ctx.group,
+            codec=text.codec,
         )
 
     def _element(
@@ -617,6 +763,53 @@ class Builder:
             doc=comments.get(path, "") or f"The `{full}` service.",
             methods=tuple(methods),
         )
+
+
+EMPTY_IF_UNSET = "(empty if unset)"
+"""In a message field's comment: the model's field is never None (unset reads as empty)."""
+
+JSON_SUFFIX = "_json"
+"""A plain ``string x_json`` field gets the model method ``x()``: the field parsed as JSON."""
+
+
+def _empty_if_unset(fd: descriptor_pb2.FieldDescriptorProto, doc: str, group: str | None) -> bool:
+    """Whether a singular message field's model drops presence (`EMPTY_IF_UNSET`)."""
+    return (
+        EMPTY_IF_UNSET in doc
+        and fd.type == _FDP.TYPE_MESSAGE
+        and fd.label != _FDP.LABEL_REPEATED
+        and group is None
+        and not fd.proto3_optional
+        and fd.type_name not in WRAPPED
+    )
+
+
+def _json_accessors(
+    msg: descriptor_pb2.DescriptorProto, fields: list[model.Field]
+) -> tuple[model.JsonAccessor, ...]:
+    """The ``x()`` method of each plain (not repeated, optional or oneof) ``string x_json``.
+
+    The name is escaped as a field name is, then gets a trailing ``_`` while a field or
+    another accessor of the message has it.
+    """
+    taken = {f.py_name for f in fields}
+    accessors: list[model.JsonAccessor] = []
+    for fd, built in zip(msg.field, fields, strict=True):
+        stem = fd.name.removesuffix(JSON_SUFFIX)
+        if (
+            not stem
+            or stem == fd.name
+            or fd.type != _FDP.TYPE_STRING
+            or fd.label == _FDP.LABEL_REPEATED
+            or fd.HasField("oneof_index")
+        ):
+            continue
+        name = naming.field_name(stem)
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        accessors.append(model.JsonAccessor(py_name=name, field=built.py_name))
+    return tuple(accessors)
 
 
 def _py_str(text: str, width: int = 70) -> str:

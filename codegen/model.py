@@ -30,14 +30,6 @@ class Enum:
     doc: str
     values: tuple[EnumValue, ...]
 
-    @property
-    def zero_member(self) -> str:
-        """The member with value 0 (proto3 enums always have one)."""
-        for value in self.values:
-            if value.number == 0:
-                return value.py_name
-        return self.values[0].py_name
-
 
 @dataclass(frozen=True)
 class Field:
@@ -62,6 +54,24 @@ class Field:
 
 
 @dataclass(frozen=True)
+class JsonAccessor:
+    """The parsed accessor of a ``string x_json`` field: the model method ``x()``."""
+
+    py_name: str
+    """The method's name: the field's proto name without ``_json`` (escaped if taken)."""
+    field: str
+    """The Python name of the string field it parses."""
+
+    @property
+    def doc(self) -> str:
+        """The method's docstring."""
+        return (
+            f"`{self.field}` parsed: its JSON value, or None when it is empty.\n\n"
+            f"Raises `JsonFieldError` (a `ValueError`) when it is not valid JSON."
+        )
+
+
+@dataclass(frozen=True)
 class Oneof:
     """A real (non-synthetic) oneof group."""
 
@@ -82,6 +92,8 @@ class Message:
     oneofs: tuple[Oneof, ...]
     wrapped: str | None
     """``"timestamp"`` or ``"duration"`` for the WKT that betterproto2 unwraps."""
+    json_accessors: tuple[JsonAccessor, ...] = ()
+    """The model's parsed accessors of its ``string x_json`` fields."""
 
     @property
     def class_doc(self) -> str:

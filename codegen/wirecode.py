@@ -76,13 +76,29 @@ class Element:
 
     @property
     def reader(self) -> str:
+        """A ``_codec.Reader`` (scalars, enums, wrapped WKTs)."""
         if self.kind == "scalar":
             return f"_codec.{_SCALARS[self.type][2]}"
         if self.kind == "enum":
             return f"_codec.enum_reader({self.ref})"
         if self.kind == "wrapped":
             return f"_codec.read_{self.wkt}"
-        return f"_codec.message_reader({self.parse})"
+        raise ValueError("a message is read with parse (or merger), not a Reader")
+
+    @property
+    def merger(self) -> str:
+        """A ``_codec.Merger`` (messages and wrapped WKTs): reads one occurrence merged into
+        the value so far."""
+        if self.kind == "wrapped":
+            return f"_codec.read_{self.wkt}"
+        if self.kind == "message":
+            return f"_codec.message_merger({self.parse})"
+        raise ValueError(f"a {self.kind} value is not merged")
+
+    @property
+    def merges(self) -> bool:
+        """Whether a repeated occurrence merges into the value (messages, wrapped WKTs)."""
+        return self.kind in ("message", "wrapped")
 
     @property
     def default_factory(self) -> str:
@@ -222,14 +238,24 @@ def mapping(name: str, number: int, key: Element, value: Element, annotation: st
             encode=(f"if {attr}:", f"    _codec.put_str_map(out, {tag(number, 2)}, {attr})"),
             decode=((tag_int(number, 2), _read_str_entries(var, number)),),
         )
+    # The readers put an entry with other fields than key and value among the unknown
+    # fields, under the map's tag (see `_codec.read_entry_into`).
+    map_tag = tag(number, 2)
     put = (
-        f"_codec.put_map(out, {tag(number, 2)}, {attr}, {key.writer}, {tag(1, key.wire)}, "
+        f"_codec.put_map(out, {map_tag}, {attr}, {key.writer}, {tag(1, key.wire)}, "
         f"{value.writer}, {tag(2, value.wire)})"
     )
-    read = (
-        f"pos = _codec.read_entry_into({var}, data, pos, {key.reader}, {key.wire}, {key.zero}, "
-        f"{value.reader}, {value.wire}, {value.default_factory})"
-    )
+    if value.merges:
+        read = (
+            f"pos = _codec.read_merged_entry_into({var}, data, pos, {key.reader}, {key.wire}, "
+            f"{key.zero}, {value.merger}, {value.default_factory}, unknown, {map_tag})"
+        )
+    else:
+        read = (
+            f"pos = _codec.read_entry_into({var}, data, pos, {key.reader}, {key.wire}, "
+            f"{key.zero}, {value.reader}, {value.wire}, {value.default_factory}, unknown, "
+            f"{map_tag})"
+        )
     return FieldCode(
         decl=f"{var}: {annotation} = {{}}",
         encode=(f"if {attr}:", f"    {put}"),
@@ -245,5 +271,5 @@ def _read_str_entries(var: str, number: int) -> str:
     tag_value = tag_int(number, 2)
     if tag_value < 0x80:
         # Entries come in a run: read all of them in one call (one pass of parse's loop).
-        return f"pos = _codec.read_str_entries_into({var}, data, pos, {tag_value})"
-    return f"pos = _codec.read_str_entry_into({var}, data, pos)"
+        return f"pos = _codec.read_str_entries_into({var}, data, pos, {tag_value}, unknown)"
+    return f"pos = _codec.read_str_entry_into({var}, data, pos, unknown, {tag(number, 2)})"

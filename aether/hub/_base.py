@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-
 from aether.client import AgentClient
 
-__all__ = ("Facade", "HubResponse")
-
-
-class HubResponse(BaseModel):
-    """Base of the facades' typed responses (immutable)."""
-
-    model_config = ConfigDict(frozen=True)
+__all__ = ("Facade",)
 
 
 class Facade:
-    """A Hub service bound to an agent's client (and so to its current session)."""
+    """A Hub service bound to an agent's client (and so to its current session).
+
+    Facades build the wire request from their keyword arguments, call the session's stub
+    and return the reply as its generated model (`Model.from_wire`, one conversion per
+    reply): the public API has one kind of model.
+    """
 
     def __init__(self, client: AgentClient) -> None:
         self._client = client

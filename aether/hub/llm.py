@@ -4,61 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 
-from aether._wire import pb
-from aether.hub._base import Facade, HubResponse
+from aether._wire import models, pb
+from aether.hub._base import Facade
 
 __all__ = ("LLM", "ChatChunk", "ChatResponse", "Usage")
 
-
-class Usage(HubResponse):
-    """Token counts of one completion."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-
-class ChatResponse(HubResponse):
-    """A complete chat answer; check `success` before using `content`."""
-
-    success: bool = False
-    content: str = ""
-    model: str = ""
-    usage: Usage = Usage()
-    error_message: str = ""
-    finish_reason: str = ""
-
-    @classmethod
-    def from_wire(cls, msg: pb.ChatResponse) -> ChatResponse:
-        """Build from the wire message without re-validating it."""
-        return cls.model_construct(
-            success=msg.success,
-            content=msg.content,
-            model=msg.model,
-            usage=_usage(msg.usage) or Usage(),
-            error_message=msg.error_message,
-            finish_reason=msg.finish_reason,
-        )
-
-
-class ChatChunk(HubResponse):
-    """A piece of a streamed answer; the last one carries `finish_reason` and `usage`."""
-
-    delta: str = ""
-    model: str = ""
-    finish_reason: str = ""
-    usage: Usage | None = None
-    error_message: str = ""
-
-
-def _usage(usage: pb.Usage | None) -> Usage | None:
-    if usage is None:
-        return None
-    return Usage.model_construct(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        total_tokens=usage.total_tokens,
-    )
+#: A complete chat answer (the generated model); check `success` before using `content`.
+#: `usage` is never None: zero counts when the Hub sent none.
+ChatResponse = models.ChatResponse
+#: A piece of a streamed answer (the generated model); the last one carries
+#: `finish_reason` and `usage` (None on the others).
+ChatChunk = models.ChatChunk
+#: Token counts of one completion (the generated model).
+Usage = models.Usage
 
 
 def _message(item: Mapping[str, str] | pb.ChatMessage) -> pb.ChatMessage:
@@ -90,10 +48,10 @@ class LLM(Facade):
         request = _request(messages, model, temperature, max_tokens)
         timeout = await self._client.wait_for_session(timeout)
         try:
-            reply = await self._client.llm_stub().chat(request, timeout=timeout)
+            reply = await self._client._llm_stub().chat(request, timeout=timeout)
         except Exception as exc:
             raise self._client.map_error(exc, "LLM chat") from None
-        return ChatResponse.from_wire(reply)
+        return models.ChatResponse.from_wire(reply)
 
     async def chat_stream(
         self,
@@ -106,14 +64,8 @@ class LLM(Facade):
         request = _request(messages, model, temperature, max_tokens)
         await self._client.wait_for_session()
         try:
-            async for chunk in self._client.llm_stub().chat_stream(request):
-                yield ChatChunk.model_construct(
-                    delta=chunk.delta,
-                    model=chunk.model,
-                    finish_reason=chunk.finish_reason,
-                    usage=_usage(chunk.usage),
-                    error_message=chunk.error_message,
-                )
+            async for chunk in self._client._llm_stub().chat_stream(request):
+                yield models.ChatChunk.from_wire(chunk)
         except Exception as exc:
             raise self._client.map_error(exc, "LLM chat stream") from None
 

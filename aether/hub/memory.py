@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
 from typing import Literal
 
-from pydantic import Field
-
 from aether._context import current_task
-from aether._json import JsonValue, dumps, loads
-from aether._wire import pb
-from aether.hub._base import Facade, HubResponse
+from aether._json import JsonValue, dumps
+from aether._wire import models, pb
+from aether.hub._base import Facade
 
 __all__ = (
     "DeleteResponse",
@@ -47,41 +44,15 @@ def _scope(scope: MemoryScopeName) -> tuple[pb.MemoryScope, str]:
     return wire, ""
 
 
-class StoreResponse(HubResponse):
-    """The Hub's answer to store()."""
-
-    success: bool = False
-    error_message: str = ""
-
-
-class RetrieveResponse(HubResponse):
-    """A looked-up value; `value_json` is a JSON string, `.value()` parses it."""
-
-    success: bool = False
-    found: bool = False
-    value_json: str = ""
-    error_message: str = ""
-    expires_at: datetime.datetime | None = None
-
-    def value(self) -> JsonValue:
-        """The parsed value (None when not found)."""
-        return loads(self.value_json) if self.found and self.value_json else None
-
-
-class DeleteResponse(HubResponse):
-    """The Hub's answer to delete()."""
-
-    success: bool = False
-    deleted: bool = False
-    error_message: str = ""
-
-
-class ListKeysResponse(HubResponse):
-    """The keys of a scope, sorted."""
-
-    success: bool = False
-    keys: list[str] = Field(default_factory=list)
-    error_message: str = ""
+#: The Hub's answer to store() (the generated model).
+StoreResponse = models.StoreResponse
+#: A looked-up value (the generated model): `found` says whether there is one,
+#: `value_json` is its JSON text and `.value()` the value parsed (None when not found).
+RetrieveResponse = models.RetrieveResponse
+#: The Hub's answer to delete() (the generated model); `deleted` says whether there was a value.
+DeleteResponse = models.DeleteResponse
+#: The keys of a scope, sorted (the generated model).
+ListKeysResponse = models.ListKeysResponse
 
 
 class Memory(Facade):
@@ -109,12 +80,10 @@ class Memory(Facade):
         )
         timeout = await self._client.wait_for_session(timeout)
         try:
-            reply = await self._client.memory_stub().store(request, timeout=timeout)
+            reply = await self._client._memory_stub().store(request, timeout=timeout)
         except Exception as exc:
             raise self._client.map_error(exc, "Memory store") from None
-        return StoreResponse.model_construct(
-            success=reply.success, error_message=reply.error_message
-        )
+        return models.StoreResponse.from_wire(reply)
 
     async def retrieve(
         self, key: str, scope: MemoryScopeName = "agent", *, timeout: float | None = None
@@ -124,16 +93,10 @@ class Memory(Facade):
         request = pb.RetrieveRequest(key=key, scope=wire_scope, scope_id=scope_id)
         timeout = await self._client.wait_for_session(timeout)
         try:
-            reply = await self._client.memory_stub().retrieve(request, timeout=timeout)
+            reply = await self._client._memory_stub().retrieve(request, timeout=timeout)
         except Exception as exc:
             raise self._client.map_error(exc, "Memory retrieve") from None
-        return RetrieveResponse.model_construct(
-            success=reply.success,
-            found=reply.found,
-            value_json=reply.value_json,
-            error_message=reply.error_message,
-            expires_at=reply.expires_at,
-        )
+        return models.RetrieveResponse.from_wire(reply)
 
     async def delete(
         self, key: str, scope: MemoryScopeName = "agent", *, timeout: float | None = None
@@ -143,12 +106,10 @@ class Memory(Facade):
         request = pb.DeleteRequest(key=key, scope=wire_scope, scope_id=scope_id)
         timeout = await self._client.wait_for_session(timeout)
         try:
-            reply = await self._client.memory_stub().delete(request, timeout=timeout)
+            reply = await self._client._memory_stub().delete(request, timeout=timeout)
         except Exception as exc:
             raise self._client.map_error(exc, "Memory delete") from None
-        return DeleteResponse.model_construct(
-            success=reply.success, deleted=reply.deleted, error_message=reply.error_message
-        )
+        return models.DeleteResponse.from_wire(reply)
 
     async def list(
         self,
@@ -165,9 +126,7 @@ class Memory(Facade):
         )
         timeout = await self._client.wait_for_session(timeout)
         try:
-            reply = await self._client.memory_stub().list(request, timeout=timeout)
+            reply = await self._client._memory_stub().list(request, timeout=timeout)
         except Exception as exc:
             raise self._client.map_error(exc, "Memory list") from None
-        return ListKeysResponse.model_construct(
-            success=reply.success, keys=list(reply.keys), error_message=reply.error_message
-        )
+        return models.ListKeysResponse.from_wire(reply)

@@ -6,14 +6,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 
-from pydantic import Field
-
 from aether._backoff import backoff_delay
-from aether._json import JsonValue, dumps, loads
-from aether._wire import pb
+from aether._json import JsonValue, dumps
+from aether._wire import models, pb
 from aether.client import AgentClient
 from aether.errors import AetherConnectionError
-from aether.hub._base import Facade, HubResponse
+from aether.hub._base import Facade
 
 __all__ = ("BusMessage", "Messaging", "PublishResponse", "RequestResponse")
 
@@ -29,37 +27,14 @@ def _payload(payload: JsonValue | bytes) -> bytes:
     return dumps(payload, what="payload").encode()
 
 
-class PublishResponse(HubResponse):
-    """The Hub's answer to publish()."""
-
-    success: bool = False
-    error_message: str = ""
-
-
-class RequestResponse(HubResponse):
-    """The reply to request(); `.json()` parses the payload."""
-
-    success: bool = False
-    payload: bytes = b""
-    headers: dict[str, str] = Field(default_factory=dict)
-    error_message: str = ""
-
-    def json(self) -> JsonValue:  # type: ignore[override]  # BaseModel.json is deprecated
-        """The payload parsed as JSON."""
-        return loads(self.payload)
-
-
-class BusMessage(HubResponse):
-    """A message received on a subscription; `.json()` parses the payload."""
-
-    subject: str = ""
-    payload: bytes = b""
-    headers: dict[str, str] = Field(default_factory=dict)
-    reply_to: str = ""
-
-    def json(self) -> JsonValue:  # type: ignore[override]  # BaseModel.json is deprecated
-        """The payload parsed as JSON."""
-        return loads(self.payload)
+#: The Hub's answer to publish() (the generated model).
+PublishResponse = models.PublishResponse
+#: The reply to request() (the generated model); `aether.json_payload(reply)` parses its
+#: payload.
+RequestResponse = models.RequestResponse
+#: A message received on a subscription (the generated model);
+#: `aether.json_payload(message)` parses its payload.
+BusMessage = models.BusMessage
 
 
 class Messaging(Facade):
@@ -83,12 +58,10 @@ class Messaging(Facade):
         )
         timeout = await self._client.wait_for_session(timeout)
         try:
-            reply = await self._client.messaging_stub().publish(request, timeout=timeout)
+            reply = await self._client._messaging_stub().publish(request, timeout=timeout)
         except Exception as exc:
             raise self._client.map_error(exc, f"Publish to {subject!r}") from None
-        return PublishResponse.model_construct(
-            success=reply.success, error_message=reply.error_message
-        )
+        return models.PublishResponse.from_wire(reply)
 
     async def request(
         self,
@@ -108,17 +81,12 @@ class Messaging(Facade):
         )
         await self._client.wait_for_session(timeout)
         try:
-            reply = await self._client.messaging_stub().request(
+            reply = await self._client._messaging_stub().request(
                 request, timeout=timeout + _REQUEST_MARGIN
             )
         except Exception as exc:
             raise self._client.map_error(exc, f"Request on {subject!r}") from None
-        return RequestResponse.model_construct(
-            success=reply.success,
-            payload=reply.payload,
-            headers=dict(reply.headers),
-            error_message=reply.error_message,
-        )
+        return models.RequestResponse.from_wire(reply)
 
     async def subscribe(self, subject: str, queue_group: str = "") -> AsyncIterator[BusMessage]:
         """Messages published on `subject` (a pattern), until the iteration stops.
@@ -138,14 +106,9 @@ class Messaging(Facade):
         while True:
             generation = client.session_generation
             try:
-                async for msg in client.messaging_stub().subscribe(request):
+                async for msg in client._messaging_stub().subscribe(request):
                     failures = 0
-                    yield BusMessage.model_construct(
-                        subject=msg.subject,
-                        payload=msg.payload,
-                        headers=dict(msg.headers),
-                        reply_to=msg.reply_to,
-                    )
+                    yield models.BusMessage.from_wire(msg)
             except Exception as exc:
                 error = client.map_error(exc, f"Subscribe to {subject!r}")
                 if client.is_closed:  # stopped while subscribed: end quietly

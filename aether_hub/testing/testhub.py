@@ -24,8 +24,14 @@ from typing import Protocol, runtime_checkable
 
 from grpclib.client import Channel
 
-from aether import AetherAgent, ConnectionState
-from aether_hub._wire import client as wire_client
+from aether import (
+    TERMINAL_TASK_STATES,
+    AetherAgent,
+    ConnectionState,
+    HubError,
+    TaskClient,
+    TaskWaitTimeoutError,
+)
 from aether_hub._wire import models, pb
 from aether_hub.bus import BusMessageData
 from aether_hub.llm_providers import ProviderCall
@@ -35,15 +41,8 @@ from aether_hub.testing.inmemory import open_in_memory_channel
 
 __all__ = ("LLMCall", "RecordedMessage", "TestHub", "TestHubError")
 
-#: States after which a task no longer changes.
-TERMINAL_STATES = frozenset(
-    {
-        pb.TaskState.SUCCEEDED,
-        pb.TaskState.FAILED,
-        pb.TaskState.CANCELLED,
-        pb.TaskState.TIMED_OUT,
-    }
-)
+#: States after which a task no longer changes (the SDK's one definition).
+TERMINAL_STATES = TERMINAL_TASK_STATES
 
 #: Default seconds a test waits for something that should happen quickly.
 DEFAULT_TIMEOUT = 30.0
@@ -120,8 +119,7 @@ class TestHub:
         self._in_memory = in_memory
         self._memory_channels: contextlib.AsyncExitStack | None = None
         self._services: tuple[Servable, ...] = ()
-        self._channel: Channel | None = None
-        self._tasks_stub: wire_client.TaskServiceStub | None = None
+        self._client: TaskClient | None = None
         self._recorder: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._recording = asyncio.Event()
@@ -133,17 +131,28 @@ class TestHub:
 
     async def start(self) -> None:
         """Start the Hub and the message recorder. Raises `OSError` if the port is taken."""
+        # The test's own client is the SDK's TaskClient, with the Hub's client token if it
+        # has one (an in-memory Hub is reached through an in-memory channel).
         if self._in_memory:
             self._services = await self._server.build_services()
+            token = self._config.client_token()
             self._memory_channels = contextlib.AsyncExitStack()
-            self._channel = await self._in_memory_channel()
+            self._client = TaskClient(
+                "in-memory",
+                token=token,
+                channel_factory=self._in_memory_channel,
+                timeout=DEFAULT_TIMEOUT,
+            )
             # What the listening Hub's own loop does: expire missed heartbeats and
             # overdue tasks.
             self._sweeper = asyncio.create_task(self._sweep(), name="aether-testhub-sweeper")
         else:
             await self._server.start()
-            self._channel = Channel("127.0.0.1", self._server.port)
-        self._tasks_stub = wire_client.TaskServiceStub(self._channel)
+            self._client = TaskClient(
+                f"127.0.0.1:{self._server.port}",
+                token=self._config.client_token(),
+                timeout=DEFAULT_TIMEOUT,
+            )
         recorder = asyncio.create_task(self._record(), name="aether-testhub-recorder")
         self._recorder = recorder
         recording = asyncio.ensure_future(self._recording.wait())
@@ -160,12 +169,12 @@ class TestHub:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         self._recorder = self._sweeper = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
         if self._memory_channels is not None:
             await self._memory_channels.aclose()
             self._memory_channels = None
-        elif self._channel is not None:
-            self._channel.close()
-        self._channel = None
         await self._server.stop()
 
     async def _in_memory_channel(self) -> Channel:
@@ -226,10 +235,12 @@ class TestHub:
         """The port the Hub listens on."""
         return self._server.port
 
-    def _stub(self) -> wire_client.TaskServiceStub:
-        if self._tasks_stub is None:
+    @property
+    def client(self) -> TaskClient:
+        """The `aether.TaskClient` the handles below use (for `list()` and the rest)."""
+        if self._client is None:
             raise RuntimeError("the TestHub is not started")
-        return self._tasks_stub
+        return self._client
 
     async def submit(
         self,
@@ -245,62 +256,46 @@ class TestHub:
         timeout_seconds: int = 0,
     ) -> str:
         """Submit a task through `TaskService.SubmitTask`; returns its id."""
-        reply = await self._stub().submit_task(
-            pb.SubmitTaskRequest(
-                description=description,
-                payload=payload,
-                task_type=task_type,
-                target_agent_id=target_agent_id,
-                metadata=dict(metadata or {}),
-                workflow_id=workflow_id,
-                priority=priority,
-                max_attempts=max_attempts,
-                timeout_seconds=timeout_seconds,
-            ),
-            timeout=DEFAULT_TIMEOUT,
+        submitted = await self.client.submit(
+            description,
+            payload=payload,
+            task_type=task_type,
+            target_agent_id=target_agent_id,
+            metadata=metadata,
+            workflow_id=workflow_id,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout_seconds=timeout_seconds,
         )
-        return reply.task_id
+        return submitted.task_id
 
     async def get_task(self, task_id: str) -> models.Task:
         """The task now (`TaskService.GetTask`)."""
-        return models.Task.from_wire(
-            await self._stub().get_task(pb.GetTaskRequest(task_id=task_id), timeout=DEFAULT_TIMEOUT)
-        )
+        return await self.client.get(task_id)
 
     async def cancel_task(self, task_id: str, *, reason: str = "") -> models.CancelTaskResponse:
         """Cancel a pending or running task (`TaskService.CancelTask`)."""
-        reply = await self._stub().cancel_task(
-            pb.CancelTaskRequest(task_id=task_id, reason=reason), timeout=DEFAULT_TIMEOUT
-        )
-        return models.CancelTaskResponse.from_wire(reply)
+        return await self.client.cancel(task_id, reason=reason)
 
     async def watch(self, task_id: str) -> AsyncIterator[models.Task]:
         """The task now and after every change, until it is terminal (`WatchTask`)."""
-        async for update in self._stub().watch_task(pb.WatchTaskRequest(task_id=task_id)):
-            if update.task is not None:
-                yield models.Task.from_wire(update.task)
+        async for task in self.client.watch(task_id):
+            yield task
 
     async def wait_for_task(self, task_id: str, *, timeout: float = DEFAULT_TIMEOUT) -> models.Task:
         """Wait until the task is terminal (succeeded, failed, cancelled, timed out)."""
-
-        async def _until_terminal() -> models.Task:
-            last: models.Task | None = None
-            async for task in self.watch(task_id):
-                last = task
-                if task.state in TERMINAL_STATES:
-                    return task
-            if last is None:
-                raise TestHubError(f"task {task_id}: the watch ended without any update")
-            return last
-
         try:
-            return await asyncio.wait_for(_until_terminal(), timeout)
-        except asyncio.TimeoutError:
-            task = await self.get_task(task_id)
+            return await self.client.wait(task_id, timeout=timeout)
+        except TaskWaitTimeoutError as exc:
+            task = exc.task or await self.get_task(task_id)
             raise TestHubError(
                 f"task {task_id} is still {task.state.name} after {timeout} s "
                 f"(assigned to {task.assigned_agent_id or 'no agent'})"
             ) from None
+        except HubError as exc:
+            if exc.status is not None:
+                raise
+            raise TestHubError(f"task {task_id}: {exc}") from None
 
     async def run_task(
         self,

@@ -198,14 +198,38 @@ FILE_DESCRIPTORS: dict[str, bytes] = {
         "Cgl0YXNrX3R5cGUYAyABKAlSCHRhc2tUeXBlEh8KC3dvcmtmbG93X2lkGAQgASgJUgp3b3JrZmxv"
         "d0lkEhQKBWxpbWl0GAUgASgFUgVsaW1pdBIdCgpwYWdlX3Rva2VuGAYgASgJUglwYWdlVG9rZW4i"
         "YgoRTGlzdFRhc2tzUmVzcG9uc2USJQoFdGFza3MYASADKAsyDy5hZXRoZXIudjEuVGFza1IFdGFz"
-        "a3MSJgoPbmV4dF9wYWdlX3Rva2VuGAIgASgJUg1uZXh0UGFnZVRva2VuMuUCCgtUYXNrU2Vydmlj"
-        "ZRJJCgpTdWJtaXRUYXNrEhwuYWV0aGVyLnYxLlN1Ym1pdFRhc2tSZXF1ZXN0Gh0uYWV0aGVyLnYx"
-        "LlN1Ym1pdFRhc2tSZXNwb25zZRI1CgdHZXRUYXNrEhkuYWV0aGVyLnYxLkdldFRhc2tSZXF1ZXN0"
-        "Gg8uYWV0aGVyLnYxLlRhc2sSQQoJV2F0Y2hUYXNrEhsuYWV0aGVyLnYxLldhdGNoVGFza1JlcXVl"
-        "c3QaFS5hZXRoZXIudjEuVGFza1VwZGF0ZTABEkkKCkNhbmNlbFRhc2sSHC5hZXRoZXIudjEuQ2Fu"
-        "Y2VsVGFza1JlcXVlc3QaHS5hZXRoZXIudjEuQ2FuY2VsVGFza1Jlc3BvbnNlEkYKCUxpc3RUYXNr"
-        "cxIbLmFldGhlci52MS5MaXN0VGFza3NSZXF1ZXN0GhwuYWV0aGVyLnYxLkxpc3RUYXNrc1Jlc3Bv"
-        "bnNlYgZwcm90bzM="
+        "a3MSJgoPbmV4dF9wYWdlX3Rva2VuGAIgASgJUg1uZXh0UGFnZVRva2VuIksKEUxpc3RBZ2VudHNS"
+        "ZXF1ZXN0EhsKCXRhc2tfdHlwZRgBIAEoCVIIdGFza1R5cGUSGQoIYWdlbnRfaWQYAiABKAlSB2Fn"
+        "ZW50SWQiyQQKCUFnZW50SW5mbxIZCghhZ2VudF9pZBgBIAEoCVIHYWdlbnRJZBIdCgphZ2VudF9u"
+        "YW1lGAIgASgJUglhZ2VudE5hbWUSGAoHdmVyc2lvbhgDIAEoCVIHdmVyc2lvbhIdCgp0YXNrX3R5"
+        "cGVzGAQgAygJUgl0YXNrVHlwZXMSKwoFc3RhdGUYBSABKA4yFS5hZXRoZXIudjEuQWdlbnRTdGF0"
+        "ZVIFc3RhdGUSIwoNcnVubmluZ190YXNrcxgGIAEoBVIMcnVubmluZ1Rhc2tzEjAKFG1heF9jb25j"
+        "dXJyZW50X3Rhc2tzGAcgASgFUhJtYXhDb25jdXJyZW50VGFza3MSQQoObGFzdF9oZWFydGJlYXQY"
+        "CCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wUg1sYXN0SGVhcnRiZWF0Ej0KDGNvbm5l"
+        "Y3RlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSC2Nvbm5lY3RlZEF0EkoK"
+        "DGNhcGFiaWxpdGllcxgKIAMoCzImLmFldGhlci52MS5BZ2VudEluZm8uQ2FwYWJpbGl0aWVzRW50"
+        "cnlSDGNhcGFiaWxpdGllcxI2Cgt0cnVzdF9sZXZlbBgLIAEoDjIVLmFldGhlci52MS5UcnVzdExl"
+        "dmVsUgp0cnVzdExldmVsGj8KEUNhcGFiaWxpdGllc0VudHJ5EhAKA2tleRgBIAEoCVIDa2V5EhQK"
+        "BXZhbHVlGAIgASgJUgV2YWx1ZToCOAEiQgoSTGlzdEFnZW50c1Jlc3BvbnNlEiwKBmFnZW50cxgB"
+        "IAMoCzIULmFldGhlci52MS5BZ2VudEluZm9SBmFnZW50cyIWChRHZXRRdWV1ZVN0YXRzUmVxdWVz"
+        "dCLFAQoNVGFza1R5cGVTdGF0cxIbCgl0YXNrX3R5cGUYASABKAlSCHRhc2tUeXBlEhgKB3BlbmRp"
+        "bmcYAiABKAVSB3BlbmRpbmcSGAoHcnVubmluZxgDIAEoBVIHcnVubmluZxIWCgZhZ2VudHMYBCAB"
+        "KAVSBmFnZW50cxIdCgpmcmVlX3Nsb3RzGAUgASgFUglmcmVlU2xvdHMSLAoSd2FpdGluZ19mb3Jf"
+        "dGFyZ2V0GAYgASgFUhB3YWl0aW5nRm9yVGFyZ2V0IqQBCgpRdWV1ZVN0YXRzEjcKCnRhc2tfdHlw"
+        "ZXMYASADKAsyGC5hZXRoZXIudjEuVGFza1R5cGVTdGF0c1IJdGFza1R5cGVzEikKEGNvbm5lY3Rl"
+        "ZF9hZ2VudHMYAiABKAVSD2Nvbm5lY3RlZEFnZW50cxIYCgdwZW5kaW5nGAMgASgFUgdwZW5kaW5n"
+        "EhgKB3J1bm5pbmcYBCABKAVSB3J1bm5pbmcqegoKQWdlbnRTdGF0ZRIbChdBR0VOVF9TVEFURV9V"
+        "TlNQRUNJRklFRBAAEhoKFkFHRU5UX1NUQVRFX1JFR0lTVEVSRUQQARIZChVBR0VOVF9TVEFURV9T"
+        "VFJFQU1JTkcQAhIYChRBR0VOVF9TVEFURV9EUkFJTklORxADMvkDCgtUYXNrU2VydmljZRJJCgpT"
+        "dWJtaXRUYXNrEhwuYWV0aGVyLnYxLlN1Ym1pdFRhc2tSZXF1ZXN0Gh0uYWV0aGVyLnYxLlN1Ym1p"
+        "dFRhc2tSZXNwb25zZRI1CgdHZXRUYXNrEhkuYWV0aGVyLnYxLkdldFRhc2tSZXF1ZXN0Gg8uYWV0"
+        "aGVyLnYxLlRhc2sSQQoJV2F0Y2hUYXNrEhsuYWV0aGVyLnYxLldhdGNoVGFza1JlcXVlc3QaFS5h"
+        "ZXRoZXIudjEuVGFza1VwZGF0ZTABEkkKCkNhbmNlbFRhc2sSHC5hZXRoZXIudjEuQ2FuY2VsVGFz"
+        "a1JlcXVlc3QaHS5hZXRoZXIudjEuQ2FuY2VsVGFza1Jlc3BvbnNlEkYKCUxpc3RUYXNrcxIbLmFl"
+        "dGhlci52MS5MaXN0VGFza3NSZXF1ZXN0GhwuYWV0aGVyLnYxLkxpc3RUYXNrc1Jlc3BvbnNlEkkK"
+        "Ckxpc3RBZ2VudHMSHC5hZXRoZXIudjEuTGlzdEFnZW50c1JlcXVlc3QaHS5hZXRoZXIudjEuTGlz"
+        "dEFnZW50c1Jlc3BvbnNlEkcKDUdldFF1ZXVlU3RhdHMSHy5hZXRoZXIudjEuR2V0UXVldWVTdGF0"
+        "c1JlcXVlc3QaFS5hZXRoZXIudjEuUXVldWVTdGF0c2IGcHJvdG8z"
     ),
     "aether/v1/tools.proto": _b64(
         "ChVhZXRoZXIvdjEvdG9vbHMucHJvdG8SCWFldGhlci52MSISChBMaXN0VG9vbHNSZXF1ZXN0Ip8B"
@@ -392,11 +416,18 @@ _SYMBOLS_BY_FILE: dict[str, tuple[str, ...]] = {
         "aether.v1.SubscribeRequest",
     ),
     "aether/v1/tasks.proto": (
+        "aether.v1.AgentInfo",
+        "aether.v1.AgentInfo.CapabilitiesEntry",
+        "aether.v1.AgentState",
         "aether.v1.CancelTaskRequest",
         "aether.v1.CancelTaskResponse",
+        "aether.v1.GetQueueStatsRequest",
         "aether.v1.GetTaskRequest",
+        "aether.v1.ListAgentsRequest",
+        "aether.v1.ListAgentsResponse",
         "aether.v1.ListTasksRequest",
         "aether.v1.ListTasksResponse",
+        "aether.v1.QueueStats",
         "aether.v1.SubmitTaskRequest",
         "aether.v1.SubmitTaskRequest.MetadataEntry",
         "aether.v1.SubmitTaskResponse",
@@ -405,10 +436,13 @@ _SYMBOLS_BY_FILE: dict[str, tuple[str, ...]] = {
         "aether.v1.Task.MetricsEntry",
         "aether.v1.TaskService",
         "aether.v1.TaskService.CancelTask",
+        "aether.v1.TaskService.GetQueueStats",
         "aether.v1.TaskService.GetTask",
+        "aether.v1.TaskService.ListAgents",
         "aether.v1.TaskService.ListTasks",
         "aether.v1.TaskService.SubmitTask",
         "aether.v1.TaskService.WatchTask",
+        "aether.v1.TaskTypeStats",
         "aether.v1.TaskUpdate",
         "aether.v1.WatchTaskRequest",
     ),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+import typing
+from collections.abc import AsyncIterator
+
 import pytest
 
 from aether import (
@@ -14,6 +18,7 @@ from aether import (
     TaskStatus,
     TrustLevel,
 )
+from aether._wire import models, pb
 from tests.aether.conftest import make_config
 from tests.aether.fake_hub import FakeHub
 
@@ -83,3 +88,58 @@ async def test_stale_token_is_authentication_error(hub: FakeHub) -> None:
         with pytest.raises(AuthenticationError) as info:
             await client.send_heartbeat()
         assert not info.value.retryable
+
+
+async def test_stream_events_and_submit_results_speak_models(hub: FakeHub) -> None:
+    async with AgentClient(make_config(hub)) as client:
+        await client.register()
+        await hub.state.submit("e-1", description="first")
+        seen: list[models.TaskStreamEvent] = []
+        async for event in client.stream_events():
+            seen.append(event)
+            if len(seen) == 2:
+                break
+            await hub.state.cancel("e-1")
+        assigned, cancelled = seen
+        assert type(assigned) is models.TaskStreamEvent
+        assert type(assigned.assignment) is models.TaskAssignment
+        assert assigned.assignment.task_id == "e-1" and assigned.cancel is None
+        assert type(cancelled.cancel) is models.TaskCancellation
+        assert cancelled.cancel.task_id == "e-1" and cancelled.assignment is None
+
+        async def results() -> AsyncIterator[TaskResult]:
+            yield TaskResult(task_id="e-1", success=True, result=b"one")
+            yield TaskResult(task_id="e-1", success=True, result=b"again")
+
+        acks = [ack async for ack in client.submit_results(results())]
+    assert all(type(ack) is models.SubmitResultResponse for ack in acks)
+    assert [(a.task_id, a.accepted, a.duplicate) for a in acks] == [
+        ("e-1", True, False),
+        ("e-1", True, True),
+    ]
+    assert hub.state.results["e-1"].result == b"one"
+
+
+def _wire_types_in(annotation: object) -> list[str]:
+    """The wire classes (`aether_api...messages`) an annotation mentions, at any depth."""
+    found: list[str] = []
+    if isinstance(annotation, type) and annotation.__module__.endswith(".messages"):
+        found.append(annotation.__qualname__)
+    for arg in typing.get_args(annotation):
+        found.extend(_wire_types_in(arg))
+    return found
+
+
+def test_public_methods_take_and_return_models_only() -> None:
+    """The wire messages are one step away (`to_wire`/`from_wire`), never in the API."""
+    checked = 0
+    for name, member in inspect.getmembers(AgentClient):
+        if name.startswith("_") or not callable(member):
+            continue
+        hints = typing.get_type_hints(member)
+        wire = [w for hint in hints.values() for w in _wire_types_in(hint)]
+        assert not wire, f"AgentClient.{name} mentions wire types {wire}"
+        checked += 1
+    assert checked >= 10
+    # The helper does see a wire type where there is one.
+    assert _wire_types_in(AsyncIterator[pb.TaskStreamEvent]) == ["TaskStreamEvent"]

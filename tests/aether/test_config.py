@@ -42,17 +42,30 @@ def test_agent_id_required_and_non_empty() -> None:
         ("grpc://hub:9090", "hub", 9090, False),
         ("grpcs://hub.example.com:443", "hub.example.com", 443, True),
         ("[::1]:7000", "::1", 7000, False),
+        # The one grammar of aether.address: a bare host, http:// and https:// too.
+        ("localhost", "localhost", 50051, False),
+        ("http://x:1", "x", 1, False),
+        ("https://hub.example.com", "hub.example.com", 50051, True),
     ],
 )
 def test_hub_url_forms(url: str, host: str, port: int, tls: bool) -> None:
     address = parse_hub_url(url)
     assert (address.host, address.port, address.tls) == (host, port, tls)
+    config = AgentConfig(agent_id="a", agent_name="A", hub_url=url)
+    assert config.hub_url == url  # kept as given; parsed on use
+    assert config.hub_address == address
 
 
-@pytest.mark.parametrize("url", ["localhost", "http://x:1", "x:notaport", "x:70000"])
+@pytest.mark.parametrize("url", ["ftp://x:1", ":1", "x:notaport", "x:70000", "x:0", "::1:1"])
 def test_bad_hub_url_rejected(url: str) -> None:
     with pytest.raises(ValidationError, match="hub_url"):
         AgentConfig(agent_id="a", agent_name="A", hub_url=url)
+
+
+def test_tls_settings_make_the_address_tls() -> None:
+    config = AgentConfig(agent_id="a", agent_name="A", hub_url="hub:1", tls_ca_file="/ca.pem")
+    assert config.uses_tls
+    assert str(config.hub_address) == "grpcs://hub:1"
 
 
 def test_metadata_secret_moves_out_of_metadata() -> None:
@@ -114,7 +127,7 @@ def test_from_env_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
         ("AETHER_MAX_RECONNECT_ATTEMPTS", "-5"),
         ("AETHER_CAPABILITIES", "=x"),
         ("AETHER_METADATA", "{not json"),
-        ("AETHER_HUB_URL", "nohostport"),
+        ("AETHER_HUB_URL", "host:notaport"),
     ],
 )
 def test_from_env_invalid_value_names_variable(

@@ -15,6 +15,7 @@ from aether import (
     HubError,
     MessageTooLargeError,
     PermissionDeniedError,
+    TaskNotFoundError,
 )
 from aether.errors import map_exception
 
@@ -83,3 +84,68 @@ def test_secret_echoed_by_peer_is_scrubbed() -> None:
 def test_sdk_errors_pass_through() -> None:
     original = HubError("x")
     assert mapped(original) is original
+
+
+def test_not_found_of_a_task_is_task_not_found() -> None:
+    exc = GRPCError(Status.NOT_FOUND, "unknown task 't-1'")
+    error = map_exception(exc, hub_url=URL, operation="GetTask", task_id="t-1")
+    assert isinstance(error, TaskNotFoundError) and isinstance(error, HubError)
+    assert (error.task_id, error.status, error.retryable) == ("t-1", Status.NOT_FOUND, False)
+    assert error.detail == "unknown task 't-1'"
+    # Not about a task (e.g. a tool): a plain HubError.
+    assert type(mapped(exc)) is HubError
+
+
+def test_auth_hint_replaces_the_agent_advice() -> None:
+    exc = GRPCError(Status.UNAUTHENTICATED, f"invalid client token {SECRET}")
+    error = map_exception(
+        exc, hub_url=URL, operation="ListTasks", secret=SECRET, auth_hint="wants a token."
+    )
+    assert isinstance(error, AuthenticationError)
+    assert str(error) == (
+        f"ListTasks failed: UNAUTHENTICATED (invalid client token ***). The Hub at {URL}"
+        " wants a token."
+    )
+    assert error.detail == "invalid client token ***"
+
+
+def test_tls_to_a_plaintext_hub_names_the_cause() -> None:
+    exc = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)")
+    exc.reason = "WRONG_VERSION_NUMBER"  # as the ssl module sets it
+    error = map_exception(exc, hub_url="grpcs://hub.example:50051", operation="Register")
+    assert isinstance(error, AetherConnectionError)
+    assert "the Hub at grpcs://hub.example:50051 does not speak TLS" in str(error)
+    assert "use grpc://hub.example:50051" in str(error)
+    assert (error.reason, error.retryable) == ("not-tls", False)
+
+
+@pytest.mark.parametrize(
+    ("hub_url", "fresh", "hinted"),
+    [
+        ("grpc://hub.example:50051", True, True),
+        ("grpc://hub.example:50051", False, False),  # it answered before: a plain loss
+        ("grpcs://hub.example:50051", True, False),  # already TLS
+    ],
+)
+def test_plaintext_connection_closed_at_once_hints_at_tls(
+    hub_url: str, fresh: bool, hinted: bool
+) -> None:
+    error = map_exception(
+        StreamTerminatedError("Connection lost"),
+        hub_url=hub_url,
+        operation="GetTask",
+        fresh_connection=fresh,
+    )
+    assert isinstance(error, AetherConnectionError)
+    assert error.reason == "lost" and error.retryable
+    assert ("use grpcs://hub.example:50051" in str(error)) is hinted
+
+
+def test_connection_reasons() -> None:
+    refused = mapped(ConnectionRefusedError(111, "refused"))
+    assert isinstance(refused, AetherConnectionError) and refused.reason == "refused"
+    timeout = mapped(TimeoutError())
+    assert isinstance(timeout, AetherConnectionError) and timeout.reason == "timeout"
+    unreachable = mapped(OSError(-2, "Name or service not known"))
+    assert isinstance(unreachable, AetherConnectionError)
+    assert unreachable.reason == "unreachable"

@@ -16,6 +16,7 @@ from aether import (
     TaskAssignment,
     TaskContextError,
     TaskResult,
+    json_payload,
 )
 from tests.aether.conftest import make_config
 from tests.aether.fake_hub import FakeHub
@@ -141,8 +142,8 @@ async def test_messaging(hub: FakeHub) -> None:
         "status": "processing",
     }
     assert hub.state.published[1].payload == b"\x00\x01"
-    assert received[0].json() == {"agent_id": "test-agent", "status": "processing"}
-    assert reply.success and reply.json() == {"workflow_id": "123"}
+    assert json_payload(received[0]) == {"agent_id": "test-agent", "status": "processing"}
+    assert reply.success and json_payload(reply) == {"workflow_id": "123"}
     assert reply.headers["timeout_ms"] == "10000"
     assert not nobody.success and nobody.error_message == "no responders"
 

@@ -9,40 +9,53 @@ import aether
 import aether_sdk
 
 PINNED = (
+    "TERMINAL_TASK_STATES",
     "AetherAgent",
     "AetherConfigError",
     "AetherConnectionError",
     "AetherError",
     "AgentClient",
     "AgentConfig",
+    "AgentInfo",
     "AgentRegistration",
+    "AgentState",
     "AgentStateError",
     "AuthenticationError",
     "BusMessage",
+    "CancelTaskResponse",
     "ChatChunk",
     "ChatResponse",
     "ConnectionState",
     "DeleteResponse",
     "HeartbeatResponse",
     "Hub",
+    "HubAddress",
     "HubError",
+    "JsonFieldError",
     "JsonValue",
     "ListKeysResponse",
     "MemoryScopeName",
     "MessageTooLargeError",
     "PermissionDeniedError",
     "PublishResponse",
+    "QueueStats",
     "RegistrationError",
     "RequestResponse",
     "RetrieveResponse",
     "StoreResponse",
     "SubmitResultResponse",
+    "SubmittedTask",
+    "Task",
     "TaskAssignment",
     "TaskCancellation",
+    "TaskClient",
     "TaskContextError",
+    "TaskNotFoundError",
     "TaskResult",
     "TaskState",
     "TaskStatus",
+    "TaskTypeStats",
+    "TaskWaitTimeoutError",
     "ToolInfo",
     "ToolResult",
     "TrustLevel",
@@ -50,6 +63,7 @@ PINNED = (
     "Usage",
     "__version__",
     "current_task",
+    "json_payload",
 )
 
 #: What the SDK guide imports or names in its API reference.
@@ -96,3 +110,29 @@ def test_guide_models_are_the_generated_models() -> None:
     assert aether.TaskResult is models.TaskResult
     assert aether.AgentRegistration is models.AgentRegistration
     assert aether.TaskStatus is models.TaskStatus
+    assert aether.Task is models.Task
+    assert aether.CancelTaskResponse is models.CancelTaskResponse
+    assert aether.AgentInfo is models.AgentInfo
+    assert aether.QueueStats is models.QueueStats
+
+
+def test_hub_responses_are_the_generated_models() -> None:
+    """One kind of model: the facades' response types are the generated classes."""
+    from aether._wire import model_base, models
+
+    for name in (
+        "BusMessage",
+        "ChatChunk",
+        "ChatResponse",
+        "DeleteResponse",
+        "ListKeysResponse",
+        "PublishResponse",
+        "RequestResponse",
+        "RetrieveResponse",
+        "StoreResponse",
+        "ToolInfo",
+        "Usage",
+    ):
+        assert getattr(aether, name) is getattr(models, name), name
+    assert aether.ToolResult is models.ExecuteToolResponse
+    assert aether.JsonFieldError is model_base.JsonFieldError

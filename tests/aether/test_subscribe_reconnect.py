@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aether import AetherAgent, BusMessage, ConnectionState
+from aether import AetherAgent, BusMessage, ConnectionState, json_payload
 from tests.aether.conftest import SECRET, make_config
 from tests.aether.fake_hub import FakeHub, HubState
 from tests.aether.test_agent import EchoAgent, until
@@ -26,7 +26,7 @@ async def test_subscription_resumes_after_hub_restart_and_ends_on_stop(hub: Fake
         await hub.state.wait_for(lambda: bool(hub.state.subscribers))
         await agent.hub.messaging.publish("news", {"n": 1})
         first = await asyncio.wait_for(received.get(), 30)
-        assert first.json() == {"n": 1}
+        assert json_payload(first) == {"n": 1}
 
         port = hub.port
         await hub.close()
@@ -37,7 +37,7 @@ async def test_subscription_resumes_after_hub_restart_and_ends_on_stop(hub: Fake
         assert not reader.done()
         await agent.hub.messaging.publish("news", {"n": 2})
         after = await asyncio.wait_for(received.get(), 30)
-        assert after.json() == {"n": 2}
+        assert json_payload(after) == {"n": 2}
         assert len(second.state.registrations) == 1
     finally:
         await agent.stop()

@@ -125,8 +125,11 @@ def test_config_errors_name_the_setting(clean_env: pytest.MonkeyPatch) -> None:
         build_config(_args())
     with pytest.raises(AetherConfigError, match="--capability expects KEY=VALUE"):
         build_config(_args("--agent-id", "a", "--capability", "novalue"))
-    with pytest.raises(AetherConfigError, match="hub_url"):
-        build_config(_args("--agent-id", "a", "--hub-url", "no-port"))
+    with pytest.raises(AetherConfigError, match="--hub-url: invalid Hub address 'h:no-port'"):
+        build_config(_args("--agent-id", "a", "--hub-url", "h:no-port"))
+    # The one address grammar: a host alone is fine (port 50051), and so is https://.
+    assert build_config(_args("--agent-id", "a", "--hub-url", "no-port")).hub_url == "no-port"
+    assert build_config(_args("--agent-id", "a", "--hub-url", "https://hub")).uses_tls
 
 
 def test_usage_errors_exit_2_with_a_message(

@@ -18,8 +18,8 @@ import grpclib.server
 from grpclib._typing import IServable
 
 from aether._wire import pb
-from aether_hub.auth import SessionRegistry
 from aether_hub.db import Database
+from aether_hub.sessions import SessionRegistry
 
 __all__ = ("ServiceHarness", "bearer", "serve_services")
 

@@ -109,8 +109,8 @@ def test_aether_cli_has_the_subcommands() -> None:
     parser = build_parser()
     args = parser.parse_args(["hub", "--port", "0", "--dev"])
     assert args.command == "hub" and args.port == 0 and args.dev is True
-    args = parser.parse_args(["agents", "list", "--db", "x.db", "--json"])
-    assert args.command == "agents" and args.db == "x.db" and args.json
+    args = parser.parse_args(["agents", "list", "--hub-url", "h:1", "--json"])
+    assert args.command == "agents" and args.hub_url == "h:1" and args.json
     args = parser.parse_args(["hub", "agents", "add", "a1", "--secret-env", "S"])
     assert args.hub_command == "agents" and args.agent_id == "a1"
     choices = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices

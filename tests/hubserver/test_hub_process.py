@@ -255,19 +255,21 @@ async def test_agents_add_then_list_connected_agents(tmp_path: Path) -> None:
                 ch, "pm", secret="pm-secret-value", task_types="planning"
             )
             await agent.heartbeat()
-            code, out, _ = await run_cli("agents", "list", "--db", str(db), "--json")
-            assert code == 0
+            # Who is connected comes from the running Hub (ListAgents), not from its file.
+            url = f"127.0.0.1:{hub.port}"
+            code, out, err = await run_cli("agents", "list", "--hub-url", url, "--json")
+            assert code == 0, err
             rows = json.loads(out)
             assert [r["agent_id"] for r in rows] == ["pm"]
-            assert rows[0]["state"] == "connected" and rows[0]["task_types"] == "planning"
+            assert rows[0]["state"] == "registered" and rows[0]["task_types"] == ["planning"]
             assert rows[0]["trust_level"] == "high"
             assert rows[0]["last_heartbeat"]
-            code, table, _ = await run_cli("agents", "list", "--db", str(db))
-            assert code == 0 and "pm" in table and "LAST_HEARTBEAT_AGE_S" in table
+            code, table, _ = await run_cli("agents", "list", "--hub-url", url)
+            assert code == 0 and "pm" in table and "LAST HEARTBEAT" in table
             await agent.stub.unregister(
                 pb.UnregisterRequest(agent_id="pm"), metadata=agent.metadata
             )
-            code, out, _ = await run_cli("agents", "list", "--db", str(db), "--json")
+            code, out, _ = await run_cli("agents", "list", "--hub-url", url, "--json")
             assert json.loads(out) == []
         finally:
             ch.close()
@@ -338,7 +340,6 @@ async def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) ->
     bad.write_text("this is not SQLite, but long enough to be read as a header" * 4)
     for argv in (
         ("hub", "--port", "0", "--db", str(bad)),
-        ("agents", "list", "--db", str(bad)),
         ("hub", "agents", "list", "--db", str(bad)),
     ):
         code, _, err = await run_cli(*argv)

@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aether._wire import pb
-from aether_hub.auth import Session
+from aether_hub.sessions import Session, SessionState
 from aether_hub.taskrecord import TERMINAL_STATES
-from aether_hub.tasks import SessionSlot, TaskQueue, TaskSubmission
+from aether_hub.tasks import TaskQueue, TaskSubmission
 from tests.conftest import fuzz_scale
 from tests.hubserver.hubkit import FakeClock
 
@@ -68,15 +68,15 @@ class Model:
     def __init__(self) -> None:
         self.clock = FakeClock()
         self.queue = TaskQueue(clock=self.clock, default_max_attempts=2)
-        self.slots: dict[str, tuple[SessionSlot, int]] = {}
+        self.sessions: dict[str, tuple[Session, int]] = {}
         self.ids: list[str] = []
         self.serial = 0
 
-    def session(self, which: int) -> SessionSlot | None:
-        live = sorted(self.slots)
+    def session(self, which: int) -> Session | None:
+        live = sorted(self.sessions)
         if not live:
             return None
-        return self.slots[live[which % len(live)]][0]
+        return self.sessions[live[which % len(live)]][0]
 
     def apply(self, op: Op) -> None:
         name, i, j, k = op
@@ -96,23 +96,23 @@ class Model:
         elif name == "open":
             agent = sorted(AGENTS)[i % len(AGENTS)]
             self.serial += 1
-            session = Session(
+            opened = Session(
                 session_id=f"s{self.serial}",
                 agent_id=agent,
                 trust_level=pb.TrustLevel.LOW,
                 capabilities={"task_types": AGENTS[agent]},
                 max_concurrent_tasks=1 + j % 3,
             )
-            q.add_session(session)
-            opened, gen = q.open_stream(session.session_id)
-            self.slots[session.session_id] = (opened, gen)
+            q.add_session(opened)
+            gen = q.open_stream(opened)
+            self.sessions[opened.session_id] = (opened, gen)
         elif name in ("result", "release"):
-            slot = self.session(i)
-            if slot is None or not slot.leases:
+            session = self.session(i)
+            if session is None or not session.leases:
                 return
-            task_id = sorted(slot.leases)[j % len(slot.leases)]
-            q.submit_result(
-                slot,
+            task_id = sorted(session.leases)[j % len(session.leases)]
+            q.record_result(
+                session,
                 pb.TaskResult(task_id=task_id, success=k % 2 == 0, released=name == "release"),
             )
         elif name == "cancel":
@@ -120,56 +120,59 @@ class Model:
                 q.cancel(self.ids[i * 7 % len(self.ids)])
         elif name in ("break", "pause"):
             # A lost connection, or a stream the agent cancelled on a live connection.
-            slot = self.session(i)
-            if slot is not None:
+            session = self.session(i)
+            if session is not None:
                 q.close_stream(
-                    slot,
-                    self.slots[slot.session.session_id][1],
+                    session,
+                    self.sessions[session.session_id][1],
                     connection_lost=name == "break",
                 )
-                _, gen = q.open_stream(slot.session.session_id)
-                self.slots[slot.session.session_id] = (slot, gen)
+                gen = q.open_stream(session)
+                self.sessions[session.session_id] = (session, gen)
         elif name in ("end", "unregister"):
-            slot = self.session(i)
-            if slot is not None:
-                del self.slots[slot.session.session_id]
-                q.end_session(slot.session.session_id, count_attempt=name == "end", reason="test")
+            session = self.session(i)
+            if session is not None:
+                del self.sessions[session.session_id]
+                # What SessionRegistry.end does before it tells the queue.
+                session.state = SessionState.EXPIRED if name == "end" else SessionState.CLOSED
+                session.end_reason = "test"
+                q.session_ended(session)
         elif name == "tick":
             self.clock.advance(7.0 * (i + 1))
             q.sweep()
         elif name == "stray":
             # Any session reporting on any task: late outbox results, statuses of tasks
             # that moved on, other agents' tasks. Refusals are fine; corruption is not.
-            if not self.slots or not self.ids:
+            if not self.sessions or not self.ids:
                 return
             task_id = self.ids[(i * 6 + j) % len(self.ids)]
             held = q.get(task_id)
             holder_agent = held.assigned_agent_id if held is not None else ""
-            same_agent = [s for s, _ in self.slots.values() if s.session.agent_id == holder_agent]
+            same_agent = [s for s, _ in self.sessions.values() if s.agent_id == holder_agent]
             # Mostly a session of the agent that last held the task (an outbox after a
             # reconnect), sometimes anyone.
-            slot = same_agent[0] if same_agent and i % 3 else self.session(i)
-            assert slot is not None
+            session = same_agent[0] if same_agent and i % 3 else self.session(i)
+            assert session is not None
             try:
                 if k == 0:
-                    q.report_status(slot, pb.TaskStatus(task_id=task_id, progress=0.5))
+                    q.report_status(session, pb.TaskStatus(task_id=task_id, progress=0.5))
                 else:
-                    q.submit_result(
-                        slot, pb.TaskResult(task_id=task_id, success=True, released=k == 2)
+                    q.record_result(
+                        session, pb.TaskResult(task_id=task_id, success=True, released=k == 2)
                     )
             except GRPCError as exc:
                 assert exc.status in (Status.PERMISSION_DENIED, Status.NOT_FOUND)
         elif name == "heartbeat":
-            slot = self.session(i)
-            if slot is not None:
-                running = [t for t, rec in slot.leases.items() if not rec.terminal]
-                q.heartbeat(slot, running, len(running))
+            session = self.session(i)
+            if session is not None:
+                running = [t for t, rec in session.leases.items() if not rec.terminal]
+                q.heartbeat(session, running, len(running))
 
     def check(self) -> None:
         q = self.queue
         records = {rec.task_id: rec for rec in q.records()}
         assert set(self.ids) == set(records), "a task was lost"
-        live = {sid: slot for sid, (slot, _) in self.slots.items()}
+        live = {sid: session for sid, (session, _) in self.sessions.items()}
         for rec in records.values():
             assert 0 <= rec.attempt <= rec.max_attempts
             if rec.state in TERMINAL_STATES:
@@ -184,15 +187,15 @@ class Model:
                 holder = live.get(rec.session_id)
                 assert holder is not None, "leased to a session that is gone"
                 assert holder.leases.get(rec.task_id) is rec
-        for slot in live.values():
-            assert len(slot.leases) <= slot.capacity, "more leases than max_concurrent_tasks"
-            if slot.has_room:
+        for session in live.values():
+            assert len(session.leases) <= session.capacity, "more leases than max_concurrent_tasks"
+            if session.has_room:
                 # Work-conserving: a session with room has nothing waiting for it.
-                for key in slot.keys:
+                for key in session.routing_keys:
                     heap = list(q._heaps.get(key, []))
                     heapq.heapify(heap)
                     assert all(entry[2].state != S.PENDING for entry in heap), (
-                        f"{slot.session.agent_id} has room but {key} has waiting tasks"
+                        f"{session.agent_id} has room but {key} has waiting tasks"
                     )
 
 

@@ -1,4 +1,7 @@
-"""Delivery semantics of the dev Hub (DESIGN.md §3), over loopback with the generated stubs."""
+"""Delivery semantics of the dev Hub over loopback, with the generated stubs.
+
+The rules: docs/architecture.md#delivery-semantics.
+"""
 
 from __future__ import annotations
 
@@ -133,14 +136,14 @@ async def test_concurrency_limit_is_honoured(
     ids = [await submit(tasks, description=str(i)) for i in range(5)]
     first = [(await agent.next_assignment()).task_id for _ in range(2)]
     assert first == ids[:2]
-    slot = hub.queue.slot(agent.session_id)
-    assert slot is not None and len(slot.leases) == 2 and not slot.outbox
+    session = hub.sessions.get(agent.session_id)
+    assert session is not None and len(session.leases) == 2 and not session.unsent
     states = [(await state_of(tasks, t)).state for t in ids]
     assert states == [S.LEASED, S.LEASED, S.PENDING, S.PENDING, S.PENDING]
     await agent.result(first[0])
     third = await agent.next_assignment()
     assert third.task_id == ids[2]
-    assert len(slot.leases) == 2
+    assert len(session.leases) == 2
     assert [(await state_of(tasks, t)).state for t in ids[3:]] == [S.PENDING, S.PENDING]
 
 
@@ -153,8 +156,8 @@ async def test_stream_override_of_max_concurrent_tasks(
         await submit(tasks, description=str(i))
     got = {(await agent.next_assignment()).description for _ in range(3)}
     assert got == {"0", "1", "2"}
-    slot = hub.queue.slot(agent.session_id)
-    assert slot is not None and len(slot.leases) == 3
+    session = hub.sessions.get(agent.session_id)
+    assert session is not None and len(session.leases) == 3
 
 
 async def test_lease_expiry_redelivers_with_next_attempt(
@@ -220,13 +223,13 @@ async def test_cancelled_stream_keeps_leases_for_an_orderly_shutdown(
     for _ in ids:
         await agent.next_assignment()
     await agent.close_stream()
-    slot = hub.queue.slot(agent.session_id)
-    assert slot is not None
+    session = hub.sessions.get(agent.session_id)
+    assert session is not None
     for _ in range(500):
-        if not slot.streaming:
+        if not session.streaming:
             break
         await asyncio.sleep(0.01)
-    assert not slot.streaming
+    assert not session.streaming
     assert [(await state_of(tasks, t)).state for t in ids] == [S.LEASED, S.LEASED]
     third = await submit(tasks)  # nobody streams: it waits
     assert (await state_of(tasks, third)).state == S.PENDING
@@ -294,8 +297,8 @@ async def test_released_task_is_requeued_without_counting_an_attempt(
     assert task.state == S.PENDING and task.attempt == 0
     # A releasing agent is draining: the freed slot is not refilled.
     assert (await state_of(tasks, waiting)).state == S.PENDING
-    slot = hub.queue.slot(leaving.session_id)
-    assert slot is not None and set(slot.leases) == {kept}
+    session = hub.sessions.get(leaving.session_id)
+    assert session is not None and set(session.leases) == {kept}
     fresh = await AgentConn.register(channel, "fresh")
     fresh.open_stream()
     redelivered = await fresh.next_assignment()

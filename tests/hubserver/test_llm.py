@@ -15,7 +15,6 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from aether._wire import client, pb
-from aether_hub.auth import SessionRegistry
 from aether_hub.db import Database
 from aether_hub.llm_providers import (
     ChatTurn,
@@ -28,6 +27,7 @@ from aether_hub.llm_providers import (
     make_llm_provider,
 )
 from aether_hub.llm_service import DEFAULT_MODEL, LLMService, ModelPolicy
+from aether_hub.sessions import SessionRegistry
 from tests.hubserver.fake_openai import (
     FakeOpenAI,
     Reply,

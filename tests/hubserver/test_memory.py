@@ -12,9 +12,9 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from aether._wire import client, pb
-from aether_hub.auth import SessionRegistry
 from aether_hub.db import Database
 from aether_hub.memory_service import MemoryLimits, MemoryService, MemoryStore
+from aether_hub.sessions import SessionRegistry
 from tests.hubserver.service_harness import ServiceHarness, bearer, serve_services
 
 START = 1_700_000_000.0
@@ -274,7 +274,7 @@ async def test_ended_session_is_unauthenticated(hub: MemoryHub) -> None:
         "agent-a", trust_level=pb.TrustLevel.LOW, capabilities={}
     )
     await store(hub, bearer(token), "k", 1)
-    hub.harness.sessions.close(session.session_id)
+    hub.harness.sessions.end(session)
     with pytest.raises(GRPCError) as caught:
         await retrieve(hub, bearer(token), "k")
     assert caught.value.status is Status.UNAUTHENTICATED

@@ -12,11 +12,11 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from aether._wire import client, pb
-from aether_hub.auth import SessionRegistry
 from aether_hub.bus import InProcessBus, MessageBus
 from aether_hub.db import Database
 from aether_hub.messaging_service import MessagingService
 from aether_hub.nats_bus import create_bus
+from aether_hub.sessions import SessionRegistry
 from tests.hubserver.nats_fixture import NatsServer, nats_server
 from tests.hubserver.service_harness import ServiceHarness, bearer, serve_services
 

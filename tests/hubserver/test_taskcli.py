@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -19,7 +20,8 @@ import grpclib.client
 import pytest
 
 from aether._wire import client, pb
-from aether.taskcli import amain, main, parse_hub_url
+from aether.address import parse_hub_url
+from aether.taskcli import amain, main
 from aether_hub.server import HubServer
 from aether_hub.settings import HubConfig
 
@@ -50,6 +52,13 @@ class Stream(io.StringIO):
         return event
 
 
+def plain(text: str) -> str:
+    """`text` without terminal control sequences (colours, cursor moves), frames on lines."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # colours and styles
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "\n", text.replace("\r", "\n"))  # moves
+    return "\n".join(line for line in text.splitlines() if line.strip())
+
+
 @dataclass
 class Result:
     code: int
@@ -75,7 +84,7 @@ class Cli:
         self.monkeypatch.setattr(sys, "stdout", self.stdout)
         self.monkeypatch.setattr(sys, "stderr", self.stderr)
         if hub:
-            argv = [*argv, "--hub", self.hub.address]
+            argv = [*argv, "--hub-url", self.hub.address]
         code = await amain(argv)
         return Result(code, self.stdout.getvalue(), self.stderr.getvalue())
 
@@ -273,17 +282,26 @@ async def test_submit_wait_prints_progress_lines_then_the_result(cli: Cli, agent
     assert "\r" not in result.err  # not a terminal: plain lines
 
 
-async def test_submit_wait_draws_a_progress_bar_on_a_terminal(cli: Cli, agent: Agent) -> None:
+async def test_submit_wait_draws_a_live_progress_bar_on_a_terminal(cli: Cli, agent: Agent) -> None:
     await agent.start(succeed)
     cli.stderr = Stream(tty=True)
     seen_progress = cli.stderr.when("halfway there")
     run = asyncio.create_task(cli.run(["submit", "draw me", "--wait"]))
     await asyncio.wait_for(seen_progress.wait(), WAIT)
+    running_frame = plain(cli.stderr.getvalue()).splitlines()[-1]
     agent.release.set()
     result = await asyncio.wait_for(run, WAIT)
     assert result.code == 0
-    assert "\r\x1b[2K[############------------]  50%  running" in result.err
-    assert result.out == "Processed: draw me\n"
+    assert result.out == "Processed: draw me\n"  # the result alone on stdout
+    # A live rich display: the cursor is hidden while it runs and shown again after.
+    assert "\x1b[?25l" in result.err and result.err.rstrip().endswith("\x1b[?25h")
+    assert "━" in result.err  # the bar
+    # While the agent works: state, the bar at 50 %, elapsed time and the status message.
+    assert re.search(r"running\s+[━╺╸]+\s+50%\s+\d:\d\d:\d\d\s+halfway there$", running_frame)
+    # The last frame stays on screen: the outcome's mark, the final state, 100 %.
+    final_frame = plain(result.err).rstrip().splitlines()[-1]
+    assert re.search(r"✓ succeeded\s+[━╺╸]+\s+100%", final_frame), final_frame
+    assert plain(result.err).startswith("submitted task ")
 
 
 async def test_submit_wait_on_a_failing_task(cli: Cli, agent: Agent) -> None:
@@ -337,12 +355,13 @@ async def test_submit_wait_json_prints_the_final_task(cli: Cli, agent: Agent) ->
         (["submit", "x", "--payload", "@/no/such/file"], "--payload @/no/such/file:"),
         (["list", "--state", "sleeping"], "unknown state 'sleeping'"),
         (["list", "--limit", "0"], "must be at least 1"),
-        (["get", "x", "--hub", "host:notaport"], "the port must be a number"),
+        (["get", "x", "--hub-url", "host:notaport"], "the port must be a number"),
+        (["get", "x", "--hub-url", "ftp://host:1"], "unknown scheme 'ftp://'"),
         (["frobnicate"], "invalid choice"),
     ],
 )
 async def test_usage_errors_exit_2(cli: Cli, argv: list[str], message: str) -> None:
-    result = await cli.run(argv, hub="--hub" not in argv)
+    result = await cli.run(argv, hub="--hub-url" not in argv)
     assert result.code == 2
     assert message in result.err
 
@@ -351,7 +370,7 @@ async def test_unreachable_hub_is_one_clear_line(cli: Cli) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    result = await cli("list", "--hub", f"127.0.0.1:{port}", hub=False)
+    result = await cli("list", "--hub-url", f"127.0.0.1:{port}", hub=False)
     assert result.code == 3
     assert result.err == (
         f"cannot reach the Aether Hub at 127.0.0.1:{port} — is `aether hub` running?\n"
@@ -365,14 +384,57 @@ async def test_hub_url_from_the_environment(cli: Cli, monkeypatch: pytest.Monkey
     assert result.json() == []
 
 
-def test_parse_hub_url() -> None:
-    assert str(parse_hub_url("localhost:50051")) == "localhost:50051"
-    assert parse_hub_url("hub.example").port == 50051
-    assert parse_hub_url("http://h:1/").host == "h"
-    tls = parse_hub_url("grpcs://secure:443")
-    assert (tls.host, tls.port, tls.tls) == ("secure", 443, True)
-    v6 = parse_hub_url("[::1]:7000")
-    assert (v6.host, v6.port, str(v6)) == ("::1", 7000, "[::1]:7000")
+async def test_hub_url_takes_the_sdk_address_grammar(cli: Cli) -> None:
+    port = cli.hub.port
+    for url in (f"127.0.0.1:{port}", f"grpc://127.0.0.1:{port}", f"http://127.0.0.1:{port}/"):
+        result = await cli("list", "--json", "--hub-url", url, hub=False)
+        assert (result.code, result.json()) == (0, []), result.err
+    assert parse_hub_url("[::1]:7000").authority == "[::1]:7000"
+
+
+async def test_tls_to_a_plaintext_hub_names_the_cause(cli: Cli) -> None:
+    result = await cli("list", "--hub-url", f"grpcs://{cli.hub.address}", hub=False)
+    assert result.code == 3
+    assert result.err.startswith("aether task: ")
+    assert "does not speak TLS" in result.err
+    assert f"use grpc://{cli.hub.address}" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+async def test_unreadable_tls_files_are_usage_errors(cli: Cli) -> None:
+    result = await cli("list", "--tls-ca-file", "/no/such/ca.pem")
+    assert result.code == 2
+    assert "cannot load the TLS files (tls_ca_file=/no/such/ca.pem)" in result.err
+
+
+def test_help_shows_hub_url_and_tls_flags_not_the_old_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["list", "--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--hub-url", "--token-env", "--tls-ca-file", "--tls-cert-file"):
+        assert flag in text
+    assert "--tls-key-file" in text and "--tls-server-name" in text
+    assert "--hub " not in text and "--hub\n" not in text
+
+
+async def test_list_on_a_terminal_is_a_rich_table(cli: Cli) -> None:
+    ids = [(await cli("submit", f"table row {i}", "--type", "t")).out.strip() for i in range(3)]
+    cli.monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: no column is squeezed
+    cli.stdout = Stream(tty=True)
+    cli.stderr = Stream()
+    result = await cli.run(["list", "--limit", "2"])
+    assert result.code == 0
+    assert "\x1b[" in result.out  # styled for the terminal
+    lines = plain(result.out).splitlines()
+    assert lines[0].split() == (
+        ["TASK", "ID", "STATE", "TYPE", "AGENT", "PRIO", "TRY", "DONE", "UPDATED", "DESCRIPTION"]
+    )
+    assert set(lines[1]) <= {"─", " "}  # the rule under the header
+    rows = [line.split() for line in lines[2:]]
+    assert [row[0] for row in rows] == [ids[2], ids[1]]  # newest first, --limit 2
+    assert all(row[1] == "pending" for row in rows)
+    assert result.err == "(more tasks: raise --limit above 2)\n"
 
 
 async def test_client_token(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -412,13 +474,13 @@ async def _console(*argv: str) -> tuple[int, str, str]:
 
 
 async def test_console_script_runs_task_commands(hub: HubServer) -> None:
-    code, out, err = await _console("task", "submit", "from a shell", "--hub", hub.address)
+    code, out, err = await _console("task", "submit", "from a shell", "--hub-url", hub.address)
     assert code == 0, err
     task_id = out.strip()
-    code, out, _ = await _console("task", "get", task_id, "--json", "--hub", hub.address)
+    code, out, _ = await _console("task", "get", task_id, "--json", "--hub-url", hub.address)
     assert code == 0
     assert json.loads(out)["description"] == "from a shell"
-    code, _, err = await _console("task", "get", "missing", "--hub", hub.address)
+    code, _, err = await _console("task", "get", "missing", "--hub-url", hub.address)
     assert code == 1
     assert "Traceback" not in err
 
@@ -427,7 +489,7 @@ async def test_console_script_without_a_hub_has_no_traceback() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    code, out, err = await _console("task", "list", "--hub", f"127.0.0.1:{port}")
+    code, out, err = await _console("task", "list", "--hub-url", f"127.0.0.1:{port}")
     assert code == 3
     assert out == ""
     assert err.strip() == (
@@ -438,7 +500,7 @@ async def test_console_script_without_a_hub_has_no_traceback() -> None:
 async def test_a_closed_stdout_is_not_blamed_on_the_hub(hub: HubServer) -> None:
     # `aether task get ID | head -1`: the reader goes away; the Hub is fine and must not be
     # reported unreachable, and no traceback or "Exception ignored" noise may follow.
-    code, out, err = await _console("task", "submit", "piped", "--hub", hub.address)
+    code, out, err = await _console("task", "submit", "piped", "--hub-url", hub.address)
     assert code == 0, err
     task_id = out.strip()
     read_end, write_end = os.pipe()
@@ -446,7 +508,7 @@ async def test_a_closed_stdout_is_not_blamed_on_the_hub(hub: HubServer) -> None:
     try:
         proc = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "aether"),
-            *("task", "get", task_id, "--hub", hub.address),
+            *("task", "get", task_id, "--hub-url", hub.address),
             stdout=write_end,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -476,9 +538,9 @@ def test_sync_main_against_a_hub_in_another_thread(
     thread.start()
     try:
         assert ready.wait(WAIT)
-        assert main(["submit", "sync path", "--hub", address[0]]) == 0
+        assert main(["submit", "sync path", "--hub-url", address[0]]) == 0
         task_id = capsys.readouterr().out.strip()
-        assert main(["list", "--json", "--hub", address[0]]) == 0
+        assert main(["list", "--json", "--hub", address[0]]) == 0  # the old, hidden flag
         listed = json.loads(capsys.readouterr().out)
         assert [t["task_id"] for t in listed] == [task_id]
         assert main(["get", "--help"]) == 0
@@ -503,3 +565,18 @@ async def test_interrupting_a_watch_exits_130_and_leaves_the_task(cli: Cli) -> N
     assert result.err.endswith("interrupted\n")
     state = (await cli("get", task_id, "--json")).json()
     assert isinstance(state, dict) and state["state"] == "pending"
+
+
+async def test_interrupting_a_live_display_restores_the_terminal(cli: Cli) -> None:
+    task_id = (await cli("submit", "long running")).out.strip()
+    cli.stdout, cli.stderr = Stream(), Stream(tty=True)
+    drawn = cli.stderr.when("pending")
+    run = asyncio.create_task(cli.run(["watch", task_id]))
+    await asyncio.wait_for(drawn.wait(), WAIT)
+    run.cancel()  # what asyncio.run does on Ctrl-C
+    result = await asyncio.wait_for(run, WAIT)
+    assert result.code == 130
+    assert "\x1b[?25l" in result.err  # the live display hid the cursor...
+    shown = result.err.rindex("\x1b[?25h")  # ...and showed it again before leaving
+    assert result.err[shown:].endswith("interrupted\n")
+    assert re.search(r"pending\s+[━╺╸]+\s+0%", plain(result.err))

@@ -15,9 +15,9 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from aether._wire import client, pb
-from aether_hub.auth import SessionRegistry
 from aether_hub.builtin_tools import registry_with_builtins
 from aether_hub.db import Database
+from aether_hub.sessions import SessionRegistry
 from aether_hub.tool_registry import (
     ToolDefinitionError,
     ToolPluginError,

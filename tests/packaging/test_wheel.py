@@ -1,4 +1,5 @@
-"""The wheel ships `aether`, `aether_hub`, `aether_sdk` and `aether_api`, and they import from it alone.
+"""The wheel ships `aether`, `aether_hub`, `aether_sdk` and `aether_api`; they import from it
+alone.
 
 Editable installs put the repo and `generated/` on sys.path, which would hide a package
 missing from the wheel; this test builds the real wheel, installs it into a fresh target
@@ -88,5 +89,5 @@ def test_installed_wheel_imports_without_the_source_tree(wheel: Path, tmp_path: 
         assert found[package]["typed"]
     assert found["dist"].startswith(str(target))
     assert found["scripts"] == ["aether"]
-    assert found["commands"] == ["agents", "hub"]
+    assert found["commands"] == ["hub"]
     assert found["pytest11"] == ["aether_hub.testing.plugin"]

@@ -58,6 +58,14 @@ MISUSES: dict[str, tuple[str, str]] = {
         '    r = await agent.hub.llm.chat(messages=[])\n    r.usage.total_tokens + "x"',
         "operator",
     ),
+    "memory_value_is_json_not_str": (
+        '    s: str = (await agent.hub.memory.retrieve(key="k")).value()',
+        "assignment",
+    ),
+    "chunk_usage_may_be_none": (
+        "    async for c in agent.hub.llm.chat_stream(messages=[]):\n        c.usage.total_tokens",
+        "union-attr",
+    ),
     "request_timeout_str": (
         '    await agent.hub.messaging.request(subject="s", payload={}, timeout="10")',
         "arg-type",
@@ -146,3 +154,13 @@ def test_misuse_fails_to_type_check(name: str, mypy_output: dict[str, list[str]]
 def test_three_guide_examples_present() -> None:
     names = {p.name for p in GUIDE_FILES if p.is_file()}
     assert {*GUIDE_EXAMPLES, "guide_snippets.py"} <= names
+
+
+def test_readme_snippet_is_verbatim() -> None:
+    """`guide_readme_hub_services.py` is the README's Hub services snippet, unchanged."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Hub services: `self.hub`") :]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S)
+    assert snippet is not None
+    checked = (HERE / "guide_readme_hub_services.py").read_text()
+    assert checked.endswith("\n\n" + snippet.group(1))

@@ -532,6 +532,46 @@ class TaskServiceStub(_runtime.StubBase):
             self._options(timeout, deadline, metadata),
         )
 
+    async def list_agents(
+        self,
+        request: _pb.ListAgentsRequest,
+        *,
+        timeout: float | None = None,
+        deadline: grpclib.metadata.Deadline | None = None,
+        metadata: _runtime.MetadataLike | None = None,
+    ) -> _pb.ListAgentsResponse:
+        """
+        The agents with a live session on this Hub: who is connected, what they
+        serve, how busy they are. For operators and for clients that want to know
+        whether anyone will run a task.
+        """
+        return await _runtime.unary_unary_call(
+            self.channel,
+            "/aether.v1.TaskService/ListAgents",
+            request,
+            _pb.ListAgentsRequest,
+            _pb.ListAgentsResponse,
+            self._options(timeout, deadline, metadata),
+        )
+
+    async def get_queue_stats(
+        self,
+        request: _pb.GetQueueStatsRequest,
+        *,
+        timeout: float | None = None,
+        deadline: grpclib.metadata.Deadline | None = None,
+        metadata: _runtime.MetadataLike | None = None,
+    ) -> _pb.QueueStats:
+        """Queued and running tasks per task type, with the agents that serve each."""
+        return await _runtime.unary_unary_call(
+            self.channel,
+            "/aether.v1.TaskService/GetQueueStats",
+            request,
+            _pb.GetQueueStatsRequest,
+            _pb.QueueStats,
+            self._options(timeout, deadline, metadata),
+        )
+
 
 class ToolServiceStub(_runtime.StubBase):
     """ToolService lists and runs the Hub's tools."""

@@ -16,7 +16,9 @@ from .. import message_pool as _message_pool
 from ..google.protobuf import messages as _google_protobuf_pb
 
 __all__ = (
+    "AgentInfo",
     "AgentRegistration",
+    "AgentState",
     "BusMessage",
     "CancelTaskRequest",
     "CancelTaskResponse",
@@ -28,9 +30,12 @@ __all__ = (
     "DeleteResponse",
     "ExecuteToolRequest",
     "ExecuteToolResponse",
+    "GetQueueStatsRequest",
     "GetTaskRequest",
     "HeartbeatRequest",
     "HeartbeatResponse",
+    "ListAgentsRequest",
+    "ListAgentsResponse",
     "ListKeysRequest",
     "ListKeysResponse",
     "ListTasksRequest",
@@ -40,6 +45,7 @@ __all__ = (
     "MemoryScope",
     "PublishRequest",
     "PublishResponse",
+    "QueueStats",
     "RegisterRequest",
     "ReportStatusResponse",
     "RequestRequest",
@@ -60,6 +66,7 @@ __all__ = (
     "TaskState",
     "TaskStatus",
     "TaskStreamEvent",
+    "TaskTypeStats",
     "TaskUpdate",
     "ToolInfo",
     "TrustLevel",
@@ -70,6 +77,40 @@ __all__ = (
 )
 
 betterproto2.check_compiler_version("0.10.0")
+
+
+class AgentState(betterproto2.Enum):
+    """What a connected agent is doing with its session."""
+
+    UNSPECIFIED = 0
+    """Not set."""
+
+    REGISTERED = 1
+    """Registered, with no open task stream: it is sent no tasks yet."""
+
+    STREAMING = 2
+    """Registered with an open task stream: it is sent tasks when it has room."""
+
+    DRAINING = 3
+    """Shutting down: it finishes what it runs and is sent no new tasks."""
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "AGENT_STATE_UNSPECIFIED",
+            1: "AGENT_STATE_REGISTERED",
+            2: "AGENT_STATE_STREAMING",
+            3: "AGENT_STATE_DRAINING",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "AGENT_STATE_UNSPECIFIED": 0,
+            "AGENT_STATE_REGISTERED": 1,
+            "AGENT_STATE_STREAMING": 2,
+            "AGENT_STATE_DRAINING": 3,
+        }
 
 
 class MemoryScope(betterproto2.Enum):
@@ -200,6 +241,237 @@ class TrustLevel(betterproto2.Enum):
             "TRUST_LEVEL_STANDARD": 2,
             "TRUST_LEVEL_HIGH": 3,
         }
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class AgentInfo(betterproto2.Message):
+    """One agent with a live session."""
+
+    agent_id: str = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """The agent's id (RegisterRequest.agent_id)."""
+
+    agent_name: str = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """Its human-readable name."""
+
+    version: str = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """Its version."""
+
+    task_types: list[str] = betterproto2.field(4, betterproto2.TYPE_STRING, repeated=True)
+    """
+    The task types it serves (capabilities["task_types"]). Besides these, every
+    agent takes tasks without a type and tasks addressed to it.
+    """
+
+    state: AgentState = betterproto2.field(
+        5, betterproto2.TYPE_ENUM, default_factory=lambda: AgentState.UNSPECIFIED
+    )
+    """What it is doing with its session."""
+
+    running_tasks: int = betterproto2.field(6, betterproto2.TYPE_INT32)
+    """Tasks leased to it now."""
+
+    max_concurrent_tasks: int = betterproto2.field(7, betterproto2.TYPE_INT32)
+    """The most tasks it is sent at once."""
+
+    last_heartbeat: datetime.datetime | None = betterproto2.field(
+        8, betterproto2.TYPE_MESSAGE, unwrap=lambda: _google_protobuf_pb.Timestamp, optional=True
+    )
+    """When its last heartbeat (or registration) arrived."""
+
+    connected_at: datetime.datetime | None = betterproto2.field(
+        9, betterproto2.TYPE_MESSAGE, unwrap=lambda: _google_protobuf_pb.Timestamp, optional=True
+    )
+    """When it registered this session."""
+
+    capabilities: dict[str, str] = betterproto2.field(
+        10,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
+    """Its capability flags (RegisterRequest.capabilities)."""
+
+    trust_level: TrustLevel = betterproto2.field(
+        11, betterproto2.TYPE_ENUM, default_factory=lambda: TrustLevel.UNSPECIFIED
+    )
+    """The trust level the Hub gave it."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.agent_id:
+            _codec.put_str(out, b"\n", self.agent_id)
+        if self.agent_name:
+            _codec.put_str(out, b"\x12", self.agent_name)
+        if self.version:
+            _codec.put_str(out, b"\x1a", self.version)
+        _codec.put_each(out, b'"', self.task_types, _codec.put_str)
+        if self.state:
+            _codec.put_int(out, b"(", self.state)
+        if self.running_tasks:
+            _codec.put_int(out, b"0", self.running_tasks)
+        if self.max_concurrent_tasks:
+            _codec.put_int(out, b"8", self.max_concurrent_tasks)
+        if self.last_heartbeat is not None:
+            _codec.put_timestamp(out, b"B", self.last_heartbeat)
+        if self.connected_at is not None:
+            _codec.put_timestamp(out, b"J", self.connected_at)
+        if self.capabilities:
+            _codec.put_str_map(out, b"R", self.capabilities)
+        if self.trust_level:
+            _codec.put_int(out, b"X", self.trust_level)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> AgentInfo:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_agent_id: str = ""
+        f_agent_name: str = ""
+        f_version: str = ""
+        f_task_types: list[str] = []
+        f_state: AgentState = AgentState.UNSPECIFIED
+        f_running_tasks: int = 0
+        f_max_concurrent_tasks: int = 0
+        f_last_heartbeat: datetime.datetime | None = None
+        f_connected_at: datetime.datetime | None = None
+        f_capabilities: dict[str, str] = {}
+        f_trust_level: TrustLevel = TrustLevel.UNSPECIFIED
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_agent_id = data[start:pos].decode()
+            else:
+                f_agent_id, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_agent_name = data[start:pos].decode()
+            else:
+                f_agent_name, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 26:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_version = data[start:pos].decode()
+            else:
+                f_version, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 34:
+            pos += 1
+            pos = _codec.append_one(f_task_types, data, pos, _codec.read_str)
+        if pos < end and data[pos] == 40:
+            pos += 1
+            f_state, pos = _codec.read_enum(data, pos, AgentState)
+        if pos < end and data[pos] == 48:
+            pos += 1
+            if pos < end and data[pos] < 0x80:
+                f_running_tasks = data[pos]
+                pos += 1
+            else:
+                f_running_tasks, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 56:
+            pos += 1
+            if pos < end and data[pos] < 0x80:
+                f_max_concurrent_tasks = data[pos]
+                pos += 1
+            else:
+                f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 66:
+            pos += 1
+            f_last_heartbeat, pos = _codec.read_timestamp(data, pos, f_last_heartbeat)
+        if pos < end and data[pos] == 74:
+            pos += 1
+            f_connected_at, pos = _codec.read_timestamp(data, pos, f_connected_at)
+        if pos < end and data[pos] == 82:
+            pos += 1
+            pos = _codec.read_str_entries_into(f_capabilities, data, pos, 82, unknown)
+        if pos < end and data[pos] == 88:
+            pos += 1
+            f_trust_level, pos = _codec.read_enum(data, pos, TrustLevel)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_agent_id = data[start:pos].decode()
+                else:
+                    f_agent_id, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_agent_name = data[start:pos].decode()
+                else:
+                    f_agent_name, pos = _codec.read_str(data, pos)
+            elif tag == 26:
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_version = data[start:pos].decode()
+                else:
+                    f_version, pos = _codec.read_str(data, pos)
+            elif tag == 34:
+                pos = _codec.append_one(f_task_types, data, pos, _codec.read_str)
+            elif tag == 40:
+                f_state, pos = _codec.read_enum(data, pos, AgentState)
+            elif tag == 48:
+                if pos < end and data[pos] < 0x80:
+                    f_running_tasks = data[pos]
+                    pos += 1
+                else:
+                    f_running_tasks, pos = _codec.read_int32(data, pos)
+            elif tag == 56:
+                if pos < end and data[pos] < 0x80:
+                    f_max_concurrent_tasks = data[pos]
+                    pos += 1
+                else:
+                    f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
+            elif tag == 66:
+                f_last_heartbeat, pos = _codec.read_timestamp(data, pos, f_last_heartbeat)
+            elif tag == 74:
+                f_connected_at, pos = _codec.read_timestamp(data, pos, f_connected_at)
+            elif tag == 82:
+                pos = _codec.read_str_entries_into(f_capabilities, data, pos, 82, unknown)
+            elif tag == 88:
+                f_trust_level, pos = _codec.read_enum(data, pos, TrustLevel)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            agent_id=f_agent_id,
+            agent_name=f_agent_name,
+            version=f_version,
+            task_types=f_task_types,
+            state=f_state,
+            running_tasks=f_running_tasks,
+            max_concurrent_tasks=f_max_concurrent_tasks,
+            last_heartbeat=f_last_heartbeat,
+            connected_at=f_connected_at,
+            capabilities=f_capabilities,
+            trust_level=f_trust_level,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
+
+_message_pool.default_message_pool.register_message("aether.v1", "AgentInfo", AgentInfo)
 
 
 @dataclasses.dataclass(eq=False, repr=False)
@@ -420,7 +692,7 @@ class BusMessage(betterproto2.Message):
                 f_payload, pos = _codec.read_bytes(data, pos)
         if pos < end and data[pos] == 26:
             pos += 1
-            pos = _codec.read_str_entries_into(f_headers, data, pos, 26)
+            pos = _codec.read_str_entries_into(f_headers, data, pos, 26, unknown)
         if pos < end and data[pos] == 34:
             pos += 1
             if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
@@ -451,7 +723,7 @@ class BusMessage(betterproto2.Message):
                 else:
                     f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 26:
-                pos = _codec.read_str_entries_into(f_headers, data, pos, 26)
+                pos = _codec.read_str_entries_into(f_headers, data, pos, 26, unknown)
             elif tag == 34:
                 if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
                     start = pos + 1
@@ -993,7 +1265,7 @@ class ChatResponse(betterproto2.Message):
     """The model that answered."""
 
     usage: Usage | None = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
-    """Token counts."""
+    """Token counts; zero when the Hub sent none (empty if unset)."""
 
     error_message: str = betterproto2.field(5, betterproto2.TYPE_STRING)
     """What went wrong, when success is false."""
@@ -1495,6 +1767,45 @@ _message_pool.default_message_pool.register_message(
 
 
 @dataclasses.dataclass(eq=False, repr=False)
+class GetQueueStatsRequest(betterproto2.Message):
+    """Asks for the queue's numbers (no filters yet)."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> GetQueueStatsRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            pos = _codec.skip_field(data, pos, tag)
+            unknown += data[start:pos]
+        message = cls()
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
+
+_message_pool.default_message_pool.register_message(
+    "aether.v1", "GetQueueStatsRequest", GetQueueStatsRequest
+)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
 class GetTaskRequest(betterproto2.Message):
     """Asks for one task."""
 
@@ -1733,6 +2044,146 @@ class HeartbeatResponse(betterproto2.Message):
 
 _message_pool.default_message_pool.register_message(
     "aether.v1", "HeartbeatResponse", HeartbeatResponse
+)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class ListAgentsRequest(betterproto2.Message):
+    """Filters for ListAgents; empty fields match everything."""
+
+    task_type: str = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    Only agents that would be sent a task of this type: agents that list it in
+    capabilities["task_types"]. Every agent takes tasks without a type.
+    """
+
+    agent_id: str = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """Only this agent."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.task_type:
+            _codec.put_str(out, b"\n", self.task_type)
+        if self.agent_id:
+            _codec.put_str(out, b"\x12", self.agent_id)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ListAgentsRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_task_type: str = ""
+        f_agent_id: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_task_type = data[start:pos].decode()
+            else:
+                f_task_type, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_agent_id = data[start:pos].decode()
+            else:
+                f_agent_id, pos = _codec.read_str(data, pos)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_task_type = data[start:pos].decode()
+                else:
+                    f_task_type, pos = _codec.read_str(data, pos)
+            elif tag == 18:
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_agent_id = data[start:pos].decode()
+                else:
+                    f_agent_id, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            task_type=f_task_type,
+            agent_id=f_agent_id,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
+
+_message_pool.default_message_pool.register_message(
+    "aether.v1", "ListAgentsRequest", ListAgentsRequest
+)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class ListAgentsResponse(betterproto2.Message):
+    """The agents with a live session, ordered by agent_id."""
+
+    agents: list[AgentInfo] = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """The agents."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        _codec.put_each(out, b"\n", self.agents, _codec.put_message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ListAgentsResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_agents: list[AgentInfo] = []
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            pos = _codec.append_message(f_agents, data, pos, AgentInfo.parse)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                pos = _codec.append_message(f_agents, data, pos, AgentInfo.parse)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            agents=f_agents,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
+
+_message_pool.default_message_pool.register_message(
+    "aether.v1", "ListAgentsResponse", ListAgentsResponse
 )
 
 
@@ -2332,7 +2783,7 @@ class PublishRequest(betterproto2.Message):
                 f_payload, pos = _codec.read_bytes(data, pos)
         if pos < end and data[pos] == 26:
             pos += 1
-            pos = _codec.read_str_entries_into(f_headers, data, pos, 26)
+            pos = _codec.read_str_entries_into(f_headers, data, pos, 26, unknown)
         if pos < end and data[pos] == 34:
             pos += 1
             if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
@@ -2363,7 +2814,7 @@ class PublishRequest(betterproto2.Message):
                 else:
                     f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 26:
-                pos = _codec.read_str_entries_into(f_headers, data, pos, 26)
+                pos = _codec.read_str_entries_into(f_headers, data, pos, 26, unknown)
             elif tag == 34:
                 if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
                     start = pos + 1
@@ -2459,6 +2910,118 @@ class PublishResponse(betterproto2.Message):
 
 
 _message_pool.default_message_pool.register_message("aether.v1", "PublishResponse", PublishResponse)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class QueueStats(betterproto2.Message):
+    """The queue's numbers per task type."""
+
+    task_types: list[TaskTypeStats] = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """One entry per task type with pending or running tasks, ordered by type."""
+
+    connected_agents: int = betterproto2.field(2, betterproto2.TYPE_INT32)
+    """Agents with a live session."""
+
+    pending: int = betterproto2.field(3, betterproto2.TYPE_INT32)
+    """Tasks waiting for an agent, over all types."""
+
+    running: int = betterproto2.field(4, betterproto2.TYPE_INT32)
+    """Tasks leased to an agent, over all types."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        _codec.put_each(out, b"\n", self.task_types, _codec.put_message)
+        if self.connected_agents:
+            _codec.put_int(out, b"\x10", self.connected_agents)
+        if self.pending:
+            _codec.put_int(out, b"\x18", self.pending)
+        if self.running:
+            _codec.put_int(out, b" ", self.running)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> QueueStats:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_task_types: list[TaskTypeStats] = []
+        f_connected_agents: int = 0
+        f_pending: int = 0
+        f_running: int = 0
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            pos = _codec.append_message(f_task_types, data, pos, TaskTypeStats.parse)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            if pos < end and data[pos] < 0x80:
+                f_connected_agents = data[pos]
+                pos += 1
+            else:
+                f_connected_agents, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 24:
+            pos += 1
+            if pos < end and data[pos] < 0x80:
+                f_pending = data[pos]
+                pos += 1
+            else:
+                f_pending, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 32:
+            pos += 1
+            if pos < end and data[pos] < 0x80:
+                f_running = data[pos]
+                pos += 1
+            else:
+                f_running, pos = _codec.read_int32(data, pos)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                pos = _codec.append_message(f_task_types, data, pos, TaskTypeStats.parse)
+            elif tag == 16:
+                if pos < end and data[pos] < 0x80:
+                    f_connected_agents = data[pos]
+                    pos += 1
+                else:
+                    f_connected_agents, pos = _codec.read_int32(data, pos)
+            elif tag == 24:
+                if pos < end and data[pos] < 0x80:
+                    f_pending = data[pos]
+                    pos += 1
+                else:
+                    f_pending, pos = _codec.read_int32(data, pos)
+            elif tag == 32:
+                if pos < end and data[pos] < 0x80:
+                    f_running = data[pos]
+                    pos += 1
+                else:
+                    f_running, pos = _codec.read_int32(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            task_types=f_task_types,
+            connected_agents=f_connected_agents,
+            pending=f_pending,
+            running=f_running,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
+
+_message_pool.default_message_pool.register_message("aether.v1", "QueueStats", QueueStats)
 
 
 @dataclasses.dataclass(eq=False, repr=False)
@@ -2568,10 +3131,10 @@ class RegisterRequest(betterproto2.Message):
                 f_version, pos = _codec.read_str(data, pos)
         if pos < end and data[pos] == 34:
             pos += 1
-            pos = _codec.read_str_entries_into(f_capabilities, data, pos, 34)
+            pos = _codec.read_str_entries_into(f_capabilities, data, pos, 34, unknown)
         if pos < end and data[pos] == 42:
             pos += 1
-            pos = _codec.read_str_entries_into(f_metadata, data, pos, 42)
+            pos = _codec.read_str_entries_into(f_metadata, data, pos, 42, unknown)
         if pos < end and data[pos] == 50:
             pos += 1
             if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
@@ -2624,9 +3187,9 @@ class RegisterRequest(betterproto2.Message):
                 else:
                     f_version, pos = _codec.read_str(data, pos)
             elif tag == 34:
-                pos = _codec.read_str_entries_into(f_capabilities, data, pos, 34)
+                pos = _codec.read_str_entries_into(f_capabilities, data, pos, 34, unknown)
             elif tag == 42:
-                pos = _codec.read_str_entries_into(f_metadata, data, pos, 42)
+                pos = _codec.read_str_entries_into(f_metadata, data, pos, 42, unknown)
             elif tag == 50:
                 if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
                     start = pos + 1
@@ -2793,7 +3356,7 @@ class RequestRequest(betterproto2.Message):
                 f_timeout_ms, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 34:
             pos += 1
-            pos = _codec.read_str_entries_into(f_headers, data, pos, 34)
+            pos = _codec.read_str_entries_into(f_headers, data, pos, 34, unknown)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -2822,7 +3385,7 @@ class RequestRequest(betterproto2.Message):
                 else:
                     f_timeout_ms, pos = _codec.read_int32(data, pos)
             elif tag == 34:
-                pos = _codec.read_str_entries_into(f_headers, data, pos, 34)
+                pos = _codec.read_str_entries_into(f_headers, data, pos, 34, unknown)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -2900,7 +3463,7 @@ class RequestResponse(betterproto2.Message):
                 f_payload, pos = _codec.read_bytes(data, pos)
         if pos < end and data[pos] == 26:
             pos += 1
-            pos = _codec.read_str_entries_into(f_headers, data, pos, 26)
+            pos = _codec.read_str_entries_into(f_headers, data, pos, 26, unknown)
         if pos < end and data[pos] == 34:
             pos += 1
             if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
@@ -2926,7 +3489,7 @@ class RequestResponse(betterproto2.Message):
                 else:
                     f_payload, pos = _codec.read_bytes(data, pos)
             elif tag == 26:
-                pos = _codec.read_str_entries_into(f_headers, data, pos, 26)
+                pos = _codec.read_str_entries_into(f_headers, data, pos, 26, unknown)
             elif tag == 34:
                 if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
                     start = pos + 1
@@ -3702,7 +4265,7 @@ class SubmitTaskRequest(betterproto2.Message):
                 f_priority, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 50:
             pos += 1
-            pos = _codec.read_str_entries_into(f_metadata, data, pos, 50)
+            pos = _codec.read_str_entries_into(f_metadata, data, pos, 50, unknown)
         if pos < end and data[pos] == 58:
             pos += 1
             if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
@@ -3775,7 +4338,7 @@ class SubmitTaskRequest(betterproto2.Message):
                 else:
                     f_priority, pos = _codec.read_int32(data, pos)
             elif tag == 50:
-                pos = _codec.read_str_entries_into(f_metadata, data, pos, 50)
+                pos = _codec.read_str_entries_into(f_metadata, data, pos, 50, unknown)
             elif tag == 58:
                 if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
                     start = pos + 1
@@ -4187,7 +4750,7 @@ class Task(betterproto2.Message):
                 f_priority, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 58:
             pos += 1
-            pos = _codec.read_str_entries_into(f_metadata, data, pos, 58)
+            pos = _codec.read_str_entries_into(f_metadata, data, pos, 58, unknown)
         if pos < end and data[pos] == 66:
             pos += 1
             if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
@@ -4289,7 +4852,7 @@ class Task(betterproto2.Message):
                 else:
                     f_priority, pos = _codec.read_int32(data, pos)
             elif tag == 58:
-                pos = _codec.read_str_entries_into(f_metadata, data, pos, 58)
+                pos = _codec.read_str_entries_into(f_metadata, data, pos, 58, unknown)
             elif tag == 66:
                 if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
                     start = pos + 1
@@ -4342,7 +4905,7 @@ class Task(betterproto2.Message):
                 else:
                     f_error_message, pos = _codec.read_str(data, pos)
             elif tag == 138:
-                pos = _codec.read_str_entry_into(f_metrics, data, pos)
+                pos = _codec.read_str_entry_into(f_metrics, data, pos, unknown, b"\x8a\x01")
             elif tag == 146:
                 f_created_at, pos = _codec.read_timestamp(data, pos, f_created_at)
             elif tag == 154:
@@ -4520,7 +5083,7 @@ class TaskAssignment(betterproto2.Message):
                 f_priority, pos = _codec.read_int32(data, pos)
         if pos < end and data[pos] == 58:
             pos += 1
-            pos = _codec.read_str_entries_into(f_metadata, data, pos, 58)
+            pos = _codec.read_str_entries_into(f_metadata, data, pos, 58, unknown)
         if pos < end and data[pos] == 66:
             pos += 1
             if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
@@ -4583,7 +5146,7 @@ class TaskAssignment(betterproto2.Message):
                 else:
                     f_priority, pos = _codec.read_int32(data, pos)
             elif tag == 58:
-                pos = _codec.read_str_entries_into(f_metadata, data, pos, 58)
+                pos = _codec.read_str_entries_into(f_metadata, data, pos, 58, unknown)
             elif tag == 66:
                 if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
                     start = pos + 1
@@ -4800,7 +5363,7 @@ class TaskResult(betterproto2.Message):
                 f_error_message, pos = _codec.read_str(data, pos)
         if pos < end and data[pos] == 42:
             pos += 1
-            pos = _codec.read_str_entries_into(f_metrics, data, pos, 42)
+            pos = _codec.read_str_entries_into(f_metrics, data, pos, 42, unknown)
         if pos < end and data[pos] == 48:
             pos += 1
             f_cancelled, pos = _codec.read_bool(data, pos)
@@ -4838,7 +5401,7 @@ class TaskResult(betterproto2.Message):
                 else:
                     f_error_message, pos = _codec.read_str(data, pos)
             elif tag == 42:
-                pos = _codec.read_str_entries_into(f_metrics, data, pos, 42)
+                pos = _codec.read_str_entries_into(f_metrics, data, pos, 42, unknown)
             elif tag == 48:
                 f_cancelled, pos = _codec.read_bool(data, pos)
             elif tag == 56:
@@ -5047,6 +5610,170 @@ class TaskStreamEvent(betterproto2.Message):
 
 
 _message_pool.default_message_pool.register_message("aether.v1", "TaskStreamEvent", TaskStreamEvent)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class TaskTypeStats(betterproto2.Message):
+    """The queue's numbers for one task type."""
+
+    task_type: str = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """The task type; empty for tasks without a type."""
+
+    pending: int = betterproto2.field(2, betterproto2.TYPE_INT32)
+    """Tasks waiting for an agent."""
+
+    running: int = betterproto2.field(3, betterproto2.TYPE_INT32)
+    """Tasks leased to an agent (sent, running)."""
+
+    agents: int = betterproto2.field(4, betterproto2.TYPE_INT32)
+    """Connected agents that serve this type (for tasks without a type: all)."""
+
+    free_slots: int = betterproto2.field(5, betterproto2.TYPE_INT32)
+    """Free task slots among those agents."""
+
+    waiting_for_target: int = betterproto2.field(6, betterproto2.TYPE_INT32)
+    """
+    Of the pending tasks, those addressed to an agent (target_agent_id) that
+    is not connected.
+    """
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.task_type:
+            _codec.put_str(out, b"\n", self.task_type)
+        if self.pending:
+            _codec.put_int(out, b"\x10", self.pending)
+        if self.running:
+            _codec.put_int(out, b"\x18", self.running)
+        if self.agents:
+            _codec.put_int(out, b" ", self.agents)
+        if self.free_slots:
+            _codec.put_int(out, b"(", self.free_slots)
+        if self.waiting_for_target:
+            _codec.put_int(out, b"0", self.waiting_for_target)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> TaskTypeStats:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_task_type: str = ""
+        f_pending: int = 0
+        f_running: int = 0
+        f_agents: int = 0
+        f_free_slots: int = 0
+        f_waiting_for_target: int = 0
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_task_type = data[start:pos].decode()
+            else:
+                f_task_type, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 16:
+            pos += 1
+            if pos < end and data[pos] < 0x80:
+                f_pending = data[pos]
+                pos += 1
+            else:
+                f_pending, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 24:
+            pos += 1
+            if pos < end and data[pos] < 0x80:
+                f_running = data[pos]
+                pos += 1
+            else:
+                f_running, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 32:
+            pos += 1
+            if pos < end and data[pos] < 0x80:
+                f_agents = data[pos]
+                pos += 1
+            else:
+                f_agents, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 40:
+            pos += 1
+            if pos < end and data[pos] < 0x80:
+                f_free_slots = data[pos]
+                pos += 1
+            else:
+                f_free_slots, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 48:
+            pos += 1
+            if pos < end and data[pos] < 0x80:
+                f_waiting_for_target = data[pos]
+                pos += 1
+            else:
+                f_waiting_for_target, pos = _codec.read_int32(data, pos)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_task_type = data[start:pos].decode()
+                else:
+                    f_task_type, pos = _codec.read_str(data, pos)
+            elif tag == 16:
+                if pos < end and data[pos] < 0x80:
+                    f_pending = data[pos]
+                    pos += 1
+                else:
+                    f_pending, pos = _codec.read_int32(data, pos)
+            elif tag == 24:
+                if pos < end and data[pos] < 0x80:
+                    f_running = data[pos]
+                    pos += 1
+                else:
+                    f_running, pos = _codec.read_int32(data, pos)
+            elif tag == 32:
+                if pos < end and data[pos] < 0x80:
+                    f_agents = data[pos]
+                    pos += 1
+                else:
+                    f_agents, pos = _codec.read_int32(data, pos)
+            elif tag == 40:
+                if pos < end and data[pos] < 0x80:
+                    f_free_slots = data[pos]
+                    pos += 1
+                else:
+                    f_free_slots, pos = _codec.read_int32(data, pos)
+            elif tag == 48:
+                if pos < end and data[pos] < 0x80:
+                    f_waiting_for_target = data[pos]
+                    pos += 1
+                else:
+                    f_waiting_for_target, pos = _codec.read_int32(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            task_type=f_task_type,
+            pending=f_pending,
+            running=f_running,
+            agents=f_agents,
+            free_slots=f_free_slots,
+            waiting_for_target=f_waiting_for_target,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
+
+_message_pool.default_message_pool.register_message("aether.v1", "TaskTypeStats", TaskTypeStats)
 
 
 @dataclasses.dataclass(eq=False, repr=False)

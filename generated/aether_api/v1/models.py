@@ -3,7 +3,8 @@
 # aether/v1/memory.proto, aether/v1/messaging.proto, aether/v1/tasks.proto, aether/v1/tools.proto.
 """Pydantic v2 models of proto package `aether.v1`.
 
-Each model converts to and from its wire message with `to_wire()` / `from_wire()`.
+Each model converts to and from its wire message with `to_wire()` / `from_wire()`; a
+`string x_json` field also has the method `x()`, which returns it parsed as JSON.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .. import model_base as _mb
 from . import messages as _pb
 
 __all__ = (
+    "AgentInfo",
     "AgentRegistration",
     "BusMessage",
     "CancelTaskRequest",
@@ -28,9 +30,12 @@ __all__ = (
     "DeleteResponse",
     "ExecuteToolRequest",
     "ExecuteToolResponse",
+    "GetQueueStatsRequest",
     "GetTaskRequest",
     "HeartbeatRequest",
     "HeartbeatResponse",
+    "ListAgentsRequest",
+    "ListAgentsResponse",
     "ListKeysRequest",
     "ListKeysResponse",
     "ListTasksRequest",
@@ -39,6 +44,7 @@ __all__ = (
     "ListToolsResponse",
     "PublishRequest",
     "PublishResponse",
+    "QueueStats",
     "RegisterRequest",
     "ReportStatusResponse",
     "RequestRequest",
@@ -58,6 +64,7 @@ __all__ = (
     "TaskResult",
     "TaskStatus",
     "TaskStreamEvent",
+    "TaskTypeStats",
     "TaskUpdate",
     "ToolInfo",
     "UnregisterRequest",
@@ -65,6 +72,85 @@ __all__ = (
     "Usage",
     "WatchTaskRequest",
 )
+
+
+class AgentInfo(_mb.WireModel):
+    """One agent with a live session."""
+
+    agent_id: str = pydantic.Field(
+        default="", description="The agent's id (RegisterRequest.agent_id)."
+    )
+
+    agent_name: str = pydantic.Field(default="", description="Its human-readable name.")
+
+    version: str = pydantic.Field(default="", description="Its version.")
+
+    task_types: list[str] = pydantic.Field(
+        default_factory=list,
+        description=(
+            'The task types it serves (capabilities["task_types"]). Besides these, '
+            "every agent takes tasks without a type and tasks addressed to it."
+        ),
+    )
+
+    state: Annotated[_pb.AgentState, _mb.KNOWN_ENUM] = pydantic.Field(
+        default=_pb.AgentState.UNSPECIFIED, description="What it is doing with its session."
+    )
+
+    running_tasks: _mb.Int32 = pydantic.Field(default=0, description="Tasks leased to it now.")
+
+    max_concurrent_tasks: _mb.Int32 = pydantic.Field(
+        default=0, description="The most tasks it is sent at once."
+    )
+
+    last_heartbeat: pydantic.AwareDatetime | None = pydantic.Field(
+        default=None, description="When its last heartbeat (or registration) arrived."
+    )
+
+    connected_at: pydantic.AwareDatetime | None = pydantic.Field(
+        default=None, description="When it registered this session."
+    )
+
+    capabilities: dict[str, str] = pydantic.Field(
+        default_factory=dict, description="Its capability flags (RegisterRequest.capabilities)."
+    )
+
+    trust_level: Annotated[_pb.TrustLevel, _mb.KNOWN_ENUM] = pydantic.Field(
+        default=_pb.TrustLevel.UNSPECIFIED, description="The trust level the Hub gave it."
+    )
+
+    def to_wire(self) -> _pb.AgentInfo:
+        """This model as the wire message."""
+        return _pb.AgentInfo(
+            agent_id=self.agent_id,
+            agent_name=self.agent_name,
+            version=self.version,
+            task_types=list(self.task_types),
+            state=self.state,
+            running_tasks=self.running_tasks,
+            max_concurrent_tasks=self.max_concurrent_tasks,
+            last_heartbeat=self.last_heartbeat,
+            connected_at=self.connected_at,
+            capabilities=dict(self.capabilities),
+            trust_level=self.trust_level,
+        )
+
+    @classmethod
+    def from_wire(cls, wire: _pb.AgentInfo) -> AgentInfo:
+        """The model of a wire message (trusted: built without re-validation)."""
+        return cls.model_construct(
+            agent_id=wire.agent_id,
+            agent_name=wire.agent_name,
+            version=wire.version,
+            task_types=list(wire.task_types),
+            state=wire.state,
+            running_tasks=wire.running_tasks,
+            max_concurrent_tasks=wire.max_concurrent_tasks,
+            last_heartbeat=wire.last_heartbeat,
+            connected_at=wire.connected_at,
+            capabilities=dict(wire.capabilities),
+            trust_level=wire.trust_level,
+        )
 
 
 class AgentRegistration(_mb.WireModel):
@@ -327,7 +413,10 @@ class ChatResponse(_mb.WireModel):
 
     model: str = pydantic.Field(default="", description="The model that answered.")
 
-    usage: Usage | None = pydantic.Field(default=None, description="Token counts.")
+    usage: Usage = pydantic.Field(
+        default_factory=lambda: Usage(),
+        description="Token counts; zero when the Hub sent none (empty if unset).",
+    )
 
     error_message: str = pydantic.Field(
         default="", description="What went wrong, when success is false."
@@ -343,7 +432,7 @@ class ChatResponse(_mb.WireModel):
             success=self.success,
             content=self.content,
             model=self.model,
-            usage=None if self.usage is None else self.usage.to_wire(),
+            usage=_mb.unless_empty(self.usage.to_wire()),
             error_message=self.error_message,
             finish_reason=self.finish_reason,
         )
@@ -355,7 +444,7 @@ class ChatResponse(_mb.WireModel):
             success=wire.success,
             content=wire.content,
             model=wire.model,
-            usage=None if wire.usage is None else Usage.from_wire(wire.usage),
+            usage=Usage() if wire.usage is None else Usage.from_wire(wire.usage),
             error_message=wire.error_message,
             finish_reason=wire.finish_reason,
         )
@@ -430,6 +519,14 @@ class ExecuteToolRequest(_mb.WireModel):
 
     input_json: str = pydantic.Field(default="", description="The tool's input: a JSON object.")
 
+    def input(self) -> _mb.JsonValue:
+        """
+        `input_json` parsed: its JSON value, or None when it is empty.
+
+        Raises `JsonFieldError` (a `ValueError`) when it is not valid JSON.
+        """
+        return _mb.parse_json(self.input_json, "ExecuteToolRequest.input_json")
+
     def to_wire(self) -> _pb.ExecuteToolRequest:
         """This model as the wire message."""
         return _pb.ExecuteToolRequest(
@@ -457,6 +554,14 @@ class ExecuteToolResponse(_mb.WireModel):
         default="", description="What went wrong, when success is false."
     )
 
+    def result(self) -> _mb.JsonValue:
+        """
+        `result_json` parsed: its JSON value, or None when it is empty.
+
+        Raises `JsonFieldError` (a `ValueError`) when it is not valid JSON.
+        """
+        return _mb.parse_json(self.result_json, "ExecuteToolResponse.result_json")
+
     def to_wire(self) -> _pb.ExecuteToolResponse:
         """This model as the wire message."""
         return _pb.ExecuteToolResponse(
@@ -473,6 +578,19 @@ class ExecuteToolResponse(_mb.WireModel):
             result_json=wire.result_json,
             error_message=wire.error_message,
         )
+
+
+class GetQueueStatsRequest(_mb.WireModel):
+    """Asks for the queue's numbers (no filters yet)."""
+
+    def to_wire(self) -> _pb.GetQueueStatsRequest:
+        """This model as the wire message."""
+        return _pb.GetQueueStatsRequest()
+
+    @classmethod
+    def from_wire(cls, wire: _pb.GetQueueStatsRequest) -> GetQueueStatsRequest:
+        """The model of a wire message (trusted: built without re-validation)."""
+        return cls.model_construct()
 
 
 class GetTaskRequest(_mb.WireModel):
@@ -556,6 +674,55 @@ class HeartbeatResponse(_mb.WireModel):
             success=wire.success,
             heartbeat_interval_seconds=wire.heartbeat_interval_seconds,
             server_time=wire.server_time,
+        )
+
+
+class ListAgentsRequest(_mb.WireModel):
+    """Filters for ListAgents; empty fields match everything."""
+
+    task_type: str = pydantic.Field(
+        default="",
+        description=(
+            "Only agents that would be sent a task of this type: agents that list "
+            'it in capabilities["task_types"]. Every agent takes tasks without a '
+            "type."
+        ),
+    )
+
+    agent_id: str = pydantic.Field(default="", description="Only this agent.")
+
+    def to_wire(self) -> _pb.ListAgentsRequest:
+        """This model as the wire message."""
+        return _pb.ListAgentsRequest(
+            task_type=self.task_type,
+            agent_id=self.agent_id,
+        )
+
+    @classmethod
+    def from_wire(cls, wire: _pb.ListAgentsRequest) -> ListAgentsRequest:
+        """The model of a wire message (trusted: built without re-validation)."""
+        return cls.model_construct(
+            task_type=wire.task_type,
+            agent_id=wire.agent_id,
+        )
+
+
+class ListAgentsResponse(_mb.WireModel):
+    """The agents with a live session, ordered by agent_id."""
+
+    agents: list[AgentInfo] = pydantic.Field(default_factory=list, description="The agents.")
+
+    def to_wire(self) -> _pb.ListAgentsResponse:
+        """This model as the wire message."""
+        return _pb.ListAgentsResponse(
+            agents=[v.to_wire() for v in self.agents],
+        )
+
+    @classmethod
+    def from_wire(cls, wire: _pb.ListAgentsResponse) -> ListAgentsResponse:
+        """The model of a wire message (trusted: built without re-validation)."""
+        return cls.model_construct(
+            agents=[AgentInfo.from_wire(v) for v in wire.agents],
         )
 
 
@@ -791,6 +958,46 @@ class PublishResponse(_mb.WireModel):
         )
 
 
+class QueueStats(_mb.WireModel):
+    """The queue's numbers per task type."""
+
+    task_types: list[TaskTypeStats] = pydantic.Field(
+        default_factory=list,
+        description=("One entry per task type with pending or running tasks, ordered by type."),
+    )
+
+    connected_agents: _mb.Int32 = pydantic.Field(
+        default=0, description="Agents with a live session."
+    )
+
+    pending: _mb.Int32 = pydantic.Field(
+        default=0, description="Tasks waiting for an agent, over all types."
+    )
+
+    running: _mb.Int32 = pydantic.Field(
+        default=0, description="Tasks leased to an agent, over all types."
+    )
+
+    def to_wire(self) -> _pb.QueueStats:
+        """This model as the wire message."""
+        return _pb.QueueStats(
+            task_types=[v.to_wire() for v in self.task_types],
+            connected_agents=self.connected_agents,
+            pending=self.pending,
+            running=self.running,
+        )
+
+    @classmethod
+    def from_wire(cls, wire: _pb.QueueStats) -> QueueStats:
+        """The model of a wire message (trusted: built without re-validation)."""
+        return cls.model_construct(
+            task_types=[TaskTypeStats.from_wire(v) for v in wire.task_types],
+            connected_agents=wire.connected_agents,
+            pending=wire.pending,
+            running=wire.running,
+        )
+
+
 class RegisterRequest(_mb.WireModel):
     """Sent once per session by an agent that wants tasks."""
 
@@ -1000,6 +1207,14 @@ class RetrieveResponse(_mb.WireModel):
         default=None, description="When the value expires, if it has a TTL."
     )
 
+    def value(self) -> _mb.JsonValue:
+        """
+        `value_json` parsed: its JSON value, or None when it is empty.
+
+        Raises `JsonFieldError` (a `ValueError`) when it is not valid JSON.
+        """
+        return _mb.parse_json(self.value_json, "RetrieveResponse.value_json")
+
     def to_wire(self) -> _pb.RetrieveResponse:
         """This model as the wire message."""
         return _pb.RetrieveResponse(
@@ -1040,6 +1255,14 @@ class StoreRequest(_mb.WireModel):
     scope_id: str = pydantic.Field(
         default="", description="The task or workflow id for those scopes."
     )
+
+    def value(self) -> _mb.JsonValue:
+        """
+        `value_json` parsed: its JSON value, or None when it is empty.
+
+        Raises `JsonFieldError` (a `ValueError`) when it is not valid JSON.
+        """
+        return _mb.parse_json(self.value_json, "StoreRequest.value_json")
 
     def to_wire(self) -> _pb.StoreRequest:
         """This model as the wire message."""
@@ -1620,6 +1843,60 @@ class TaskStreamEvent(_mb.WireModel):
         )
 
 
+class TaskTypeStats(_mb.WireModel):
+    """The queue's numbers for one task type."""
+
+    task_type: str = pydantic.Field(
+        default="", description="The task type; empty for tasks without a type."
+    )
+
+    pending: _mb.Int32 = pydantic.Field(default=0, description="Tasks waiting for an agent.")
+
+    running: _mb.Int32 = pydantic.Field(
+        default=0, description="Tasks leased to an agent (sent, running)."
+    )
+
+    agents: _mb.Int32 = pydantic.Field(
+        default=0,
+        description="Connected agents that serve this type (for tasks without a type: all).",
+    )
+
+    free_slots: _mb.Int32 = pydantic.Field(
+        default=0, description="Free task slots among those agents."
+    )
+
+    waiting_for_target: _mb.Int32 = pydantic.Field(
+        default=0,
+        description=(
+            "Of the pending tasks, those addressed to an agent (target_agent_id) "
+            "that is not connected."
+        ),
+    )
+
+    def to_wire(self) -> _pb.TaskTypeStats:
+        """This model as the wire message."""
+        return _pb.TaskTypeStats(
+            task_type=self.task_type,
+            pending=self.pending,
+            running=self.running,
+            agents=self.agents,
+            free_slots=self.free_slots,
+            waiting_for_target=self.waiting_for_target,
+        )
+
+    @classmethod
+    def from_wire(cls, wire: _pb.TaskTypeStats) -> TaskTypeStats:
+        """The model of a wire message (trusted: built without re-validation)."""
+        return cls.model_construct(
+            task_type=wire.task_type,
+            pending=wire.pending,
+            running=wire.running,
+            agents=wire.agents,
+            free_slots=wire.free_slots,
+            waiting_for_target=wire.waiting_for_target,
+        )
+
+
 class TaskUpdate(_mb.WireModel):
     """One change of a watched task."""
 
@@ -1655,6 +1932,22 @@ class ToolInfo(_mb.WireModel):
     output_schema_json: str = pydantic.Field(
         default="", description="JSON schema of the tool's result."
     )
+
+    def input_schema(self) -> _mb.JsonValue:
+        """
+        `input_schema_json` parsed: its JSON value, or None when it is empty.
+
+        Raises `JsonFieldError` (a `ValueError`) when it is not valid JSON.
+        """
+        return _mb.parse_json(self.input_schema_json, "ToolInfo.input_schema_json")
+
+    def output_schema(self) -> _mb.JsonValue:
+        """
+        `output_schema_json` parsed: its JSON value, or None when it is empty.
+
+        Raises `JsonFieldError` (a `ValueError`) when it is not valid JSON.
+        """
+        return _mb.parse_json(self.output_schema_json, "ToolInfo.output_schema_json")
 
     def to_wire(self) -> _pb.ToolInfo:
         """This model as the wire message."""
@@ -1776,6 +2069,7 @@ class WatchTaskRequest(_mb.WireModel):
         )
 
 
+AgentInfo.model_rebuild()
 AgentRegistration.model_rebuild()
 BusMessage.model_rebuild()
 CancelTaskRequest.model_rebuild()
@@ -1788,9 +2082,12 @@ DeleteRequest.model_rebuild()
 DeleteResponse.model_rebuild()
 ExecuteToolRequest.model_rebuild()
 ExecuteToolResponse.model_rebuild()
+GetQueueStatsRequest.model_rebuild()
 GetTaskRequest.model_rebuild()
 HeartbeatRequest.model_rebuild()
 HeartbeatResponse.model_rebuild()
+ListAgentsRequest.model_rebuild()
+ListAgentsResponse.model_rebuild()
 ListKeysRequest.model_rebuild()
 ListKeysResponse.model_rebuild()
 ListTasksRequest.model_rebuild()
@@ -1799,6 +2096,7 @@ ListToolsRequest.model_rebuild()
 ListToolsResponse.model_rebuild()
 PublishRequest.model_rebuild()
 PublishResponse.model_rebuild()
+QueueStats.model_rebuild()
 RegisterRequest.model_rebuild()
 ReportStatusResponse.model_rebuild()
 RequestRequest.model_rebuild()
@@ -1818,6 +2116,7 @@ TaskCancellation.model_rebuild()
 TaskResult.model_rebuild()
 TaskStatus.model_rebuild()
 TaskStreamEvent.model_rebuild()
+TaskTypeStats.model_rebuild()
 TaskUpdate.model_rebuild()
 ToolInfo.model_rebuild()
 UnregisterRequest.model_rebuild()

@@ -372,6 +372,26 @@ class TaskServiceBase(abc.ABC):
     ) -> _pb.ListTasksResponse:
         """Tasks matching a filter, newest first."""
 
+    @abc.abstractmethod
+    async def list_agents(
+        self,
+        request: _pb.ListAgentsRequest,
+        context: _runtime.ServerContext,
+    ) -> _pb.ListAgentsResponse:
+        """
+        The agents with a live session on this Hub: who is connected, what they
+        serve, how busy they are. For operators and for clients that want to know
+        whether anyone will run a task.
+        """
+
+    @abc.abstractmethod
+    async def get_queue_stats(
+        self,
+        request: _pb.GetQueueStatsRequest,
+        context: _runtime.ServerContext,
+    ) -> _pb.QueueStats:
+        """Queued and running tasks per task type, with the agents that serve each."""
+
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         """The grpclib handler table (grpclib's IServable interface)."""
         return {
@@ -404,6 +424,18 @@ class TaskServiceBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 _pb.ListTasksRequest,
                 _pb.ListTasksResponse,
+            ),
+            "/aether.v1.TaskService/ListAgents": grpclib.const.Handler(
+                _runtime.unary_unary_handler(self, self.list_agents, _pb.ListAgentsRequest),
+                grpclib.const.Cardinality.UNARY_UNARY,
+                _pb.ListAgentsRequest,
+                _pb.ListAgentsResponse,
+            ),
+            "/aether.v1.TaskService/GetQueueStats": grpclib.const.Handler(
+                _runtime.unary_unary_handler(self, self.get_queue_stats, _pb.GetQueueStatsRequest),
+                grpclib.const.Cardinality.UNARY_UNARY,
+                _pb.GetQueueStatsRequest,
+                _pb.QueueStats,
             ),
         }
 

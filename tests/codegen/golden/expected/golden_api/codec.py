@@ -21,6 +21,7 @@ from typing import SupportsBytes, TypeVar, cast
 
 __all__ = (
     "EPOCH",
+    "Merger",
     "Reader",
     "Writer",
     "append_message",
@@ -28,7 +29,7 @@ __all__ = (
     "enum_reader",
     "extend_packed",
     "is_negative_zero",
-    "message_reader",
+    "message_merger",
     "put_bool",
     "put_bytes",
     "put_double",
@@ -58,6 +59,7 @@ __all__ = (
     "read_float",
     "read_int32",
     "read_int64",
+    "read_merged_entry_into",
     "read_message",
     "read_sfixed32",
     "read_sfixed64",
@@ -84,6 +86,8 @@ Writer = Callable[[bytearray, bytes, _T], None]
 """Appends one field (tag bytes + value) to the buffer."""
 Reader = Callable[[bytes, int], tuple[_T, int]]
 """Reads one value at a position; returns it and the position after it."""
+Merger = Callable[[bytes, int, _T | None], tuple[_T, int]]
+"""A Reader of a message-like value that merges it into the value so far (if not None)."""
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 """The Unix epoch, the zero value of a Timestamp."""
@@ -593,11 +597,12 @@ def read_message(
     return parse(raw), pos
 
 
-def message_reader(parse: Callable[[bytes], _M]) -> Reader[_M]:
-    """A Reader of one message type (for map values: a repeated key replaces, not merges)."""
+def message_merger(parse: Callable[[bytes], _M]) -> Merger[_M]:
+    """A Merger of one message type (map values: within one entry a repeated value field
+    merges, as in any message; a repeated key across entries replaces the whole value)."""
 
-    def read(data: bytes, pos: int) -> tuple[_M, int]:
-        return read_message(data, pos, parse)
+    def read(data: bytes, pos: int, current: _M | None) -> tuple[_M, int]:
+        return read_message(data, pos, parse, current)
 
     return read
 
@@ -637,26 +642,81 @@ def read_entry_into(
     read_value: Reader[_V],
     value_wire: int,
     value_default: Callable[[], _V],
+    unknown: bytearray,
+    tag: bytes,
 ) -> int:
-    """Read one map entry into the dict; a missing key or value takes its default."""
+    """Read one map entry (the length-delimited value of the map field `tag`) into the dict.
+
+    A missing key or value takes its default; of a repeated key or value the last wins.
+    An entry with any other field (an unknown field number, or key or value with the wrong
+    wire type) is not put in the map: as Google's protobuf (upb) does, the entry is kept
+    among the message's unknown fields (here as received) and so written back.
+    """
+    start = pos
     body, pos = read_bytes(data, pos)
     key = key_default
     value: _V | None = None
+    other = False
     at = 0
     end = len(body)
     while at < end:
-        tag, at = read_varint(body, at)
-        if tag == 8 | key_wire:
+        field, at = read_varint(body, at)
+        if field == 8 | key_wire:
             key, at = read_key(body, at)
-        elif tag == 16 | value_wire:
+        elif field == 16 | value_wire:
             value, at = read_value(body, at)
         else:
-            at = skip_field(body, at, tag)
-    target[key] = value_default() if value is None else value
+            at = skip_field(body, at, field)
+            other = True
+    if other:
+        unknown += tag
+        unknown += data[start:pos]
+    else:
+        target[key] = value_default() if value is None else value
     return pos
 
 
-def read_str_entries_into(target: dict[str, str], data: bytes, pos: int, tag: int) -> int:
+def read_merged_entry_into(
+    target: dict[_K, _V],
+    data: bytes,
+    pos: int,
+    read_key: Reader[_K],
+    key_wire: int,
+    key_default: _K,
+    merge_value: Merger[_V],
+    value_default: Callable[[], _V],
+    unknown: bytearray,
+    tag: bytes,
+) -> int:
+    """`read_entry_into` for message values (and the WKTs coded as Python values): a value
+    field that occurs again in the entry is merged into the value so far, not replaced."""
+    start = pos
+    body, pos = read_bytes(data, pos)
+    key = key_default
+    value: _V | None = None
+    other = False
+    at = 0
+    end = len(body)
+    while at < end:
+        field, at = read_varint(body, at)
+        if field == 8 | key_wire:
+            key, at = read_key(body, at)
+        elif field == 18:
+            value, at = merge_value(body, at, value)
+        else:
+            at = skip_field(body, at, field)
+            other = True
+    if other:
+        unknown += tag
+        unknown += data[start:pos]
+    else:
+        target[key] = value_default() if value is None else value
+    return pos
+
+
+def read_str_entries_into(
+    target: dict[str, str], data: bytes, pos: int, tag: int, unknown: bytearray
+) -> int:
     """Read a run of map<string, string> entries into the dict: the one whose (one-byte)
     `tag` was just read, and every entry directly after it with the same tag.
 
@@ -679,16 +739,22 @@ def read_str_entries_into(target: dict[str, str], data: bytes, pos: int, tag: in
                 target[data[pos + 3 : key_end].decode()] = data[key_end + 2 : end].decode()
                 pos = end
             else:
-                pos = read_entry_into(target, data, pos, read_str, 2, "", read_str, 2, str)
+                pos = read_entry_into(
+                    target, data, pos, read_str, 2, "", read_str, 2, str, unknown, _SMALL[tag]
+                )
         else:
-            pos = read_entry_into(target, data, pos, read_str, 2, "", read_str, 2, str)
+            pos = read_entry_into(
+                target, data, pos, read_str, 2, "", read_str, 2, str, unknown, _SMALL[tag]
+            )
         if pos >= n or data[pos] != tag:
             return pos
         pos += 1
 
 
-def read_str_entry_into(target: dict[str, str], data: bytes, pos: int) -> int:
-    """Read one map<string, string> entry into the dict.
+def read_str_entry_into(
+    target: dict[str, str], data: bytes, pos: int, unknown: bytearray, tag: bytes
+) -> int:
+    """Read one map<string, string> entry (of the map field `tag`) into the dict.
 
     The entry as protobuf writes it (key, then value, all lengths < 128) is decoded in
     place; anything else (missing or repeated fields, unknown fields, long entries,
@@ -706,7 +772,7 @@ def read_str_entry_into(target: dict[str, str], data: bytes, pos: int) -> int:
             ):
                 target[data[pos + 3 : key_end].decode()] = data[key_end + 2 : end].decode()
                 return end
-    return read_entry_into(target, data, pos, read_str, 2, "", read_str, 2, str)
+    return read_entry_into(target, data, pos, read_str, 2, "", read_str, 2, str, unknown, tag)
 
 
 def _fast_seconds_nanos(data: bytes, pos: int) -> tuple[int, int, int] | None:

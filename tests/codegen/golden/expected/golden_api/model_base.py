@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+import json
+from collections.abc import Mapping, Sequence
+from typing import Annotated, TypeAlias, TypeVar
 
 import betterproto2
 import pydantic
@@ -13,11 +15,15 @@ __all__ = (
     "KNOWN_ENUM",
     "Int32",
     "Int64",
+    "JsonFieldError",
+    "JsonValue",
     "UInt32",
     "UInt64",
     "WireModel",
     "check_known_enum",
     "check_oneof",
+    "parse_json",
+    "unless_empty",
 )
 
 
@@ -25,7 +31,8 @@ class WireModel(pydantic.BaseModel):
     """Base of every generated model: strict about unknown fields, validated on assignment,
     bytes as base64 in JSON.
 
-    Subclasses add ``to_wire()`` and ``from_wire()`` for their wire message.
+    Subclasses add ``to_wire()`` and ``from_wire()`` for their wire message, and for each
+    ``string x_json`` field a method ``x()`` returning the field parsed (``parse_json``).
     """
 
     model_config = pydantic.ConfigDict(
@@ -52,6 +59,17 @@ def check_known_enum(value: _T) -> _T:
 KNOWN_ENUM = pydantic.AfterValidator(check_known_enum)
 """Annotation marker for enum fields: only the values the proto defines."""
 
+_M = TypeVar("_M", bound=betterproto2.Message)
+
+
+def unless_empty(wire: _M) -> _M | None:
+    """``wire``, or None when it is the empty message.
+
+    For message fields the model reads as empty when unset: an empty one is written unset,
+    as proto3 writes a zero scalar.
+    """
+    return None if wire == type(wire)() else wire
+
 
 def check_oneof(model: pydantic.BaseModel, group: str, fields: tuple[str, ...]) -> None:
     """Raise ValueError if more than one member of a oneof group is set."""
@@ -68,3 +86,39 @@ UInt32 = Annotated[int, pydantic.Field(ge=0, le=2**32 - 1)]
 """A proto uint32/fixed32."""
 UInt64 = Annotated[int, pydantic.Field(ge=0, le=2**64 - 1)]
 """A proto uint64/fixed64."""
+
+
+JsonValue: TypeAlias = (
+    Mapping[str, "JsonValue"] | Sequence["JsonValue"] | str | int | float | bool | None
+)
+"""A JSON value as the JSON accessors return it (read-only container types)."""
+
+
+class JsonFieldError(ValueError):
+    """A field that carries a JSON document does not hold valid JSON.
+
+    ``field`` names it (``"RetrieveResponse.value_json"``); ``reason`` is what the JSON
+    parser said. The message never repeats the field's content.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field} is not valid JSON: {reason}")
+        self.field = field
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[JsonFieldError], tuple[str, str]]:
+        return type(self), (self.field, self.reason)
+
+
+def parse_json(text: str | bytes, field: str) -> JsonValue:
+    """``text`` parsed as JSON, or None when it is empty (an unset proto3 field).
+
+    Raises ``JsonFieldError`` naming ``field`` when ``text`` is not JSON (or not UTF-8).
+    """
+    if not text:
+        return None
+    try:
+        value: JsonValue = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, depth
+        raise JsonFieldError(field, str(exc)) from None
+    return value

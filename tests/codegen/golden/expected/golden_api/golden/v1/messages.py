@@ -173,6 +173,9 @@ class Item(betterproto2.Message):
     parse_: str = betterproto2.field(12, betterproto2.TYPE_STRING)
     """Shadows betterproto2.Message.parse: gets a trailing underscore."""
 
+    attributes_json: str = betterproto2.field(13, betterproto2.TYPE_STRING)
+    """Free-form attributes, a JSON document: the model gets `attributes()`."""
+
     def __bytes__(self) -> bytes:
         """The wire encoding of this message (generated straight-line codec)."""
         out = bytearray()
@@ -199,6 +202,8 @@ class Item(betterproto2.Message):
             _codec.put_sint(out, b"X", self.number)
         if self.parse_:
             _codec.put_str(out, b"b", self.parse_)
+        if self.attributes_json:
+            _codec.put_str(out, b"j", self.attributes_json)
         out += self._unknown_fields
         return bytes(out)
 
@@ -220,6 +225,7 @@ class Item(betterproto2.Message):
         f_text: str | None = None
         f_number: int | None = None
         f_parse_: str = ""
+        f_attributes_json: str = ""
         unknown = bytearray()
         pos = 0
         end = len(data)
@@ -244,7 +250,7 @@ class Item(betterproto2.Message):
             f_storage, pos = _codec.read_enum(data, pos, Storage)
         if pos < end and data[pos] == 34:
             pos += 1
-            pos = _codec.read_str_entries_into(f_labels, data, pos, 34)
+            pos = _codec.read_str_entries_into(f_labels, data, pos, 34, unknown)
         if pos < end and data[pos] == 42:
             pos += 1
             pos = _codec.append_one(f_tags, data, pos, _codec.read_str)
@@ -281,6 +287,14 @@ class Item(betterproto2.Message):
                 f_parse_ = data[start:pos].decode()
             else:
                 f_parse_, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 106:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_attributes_json = data[start:pos].decode()
+            else:
+                f_attributes_json, pos = _codec.read_str(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -305,7 +319,7 @@ class Item(betterproto2.Message):
             elif tag == 24:
                 f_storage, pos = _codec.read_enum(data, pos, Storage)
             elif tag == 34:
-                pos = _codec.read_str_entries_into(f_labels, data, pos, 34)
+                pos = _codec.read_str_entries_into(f_labels, data, pos, 34, unknown)
             elif tag == 42:
                 pos = _codec.append_one(f_tags, data, pos, _codec.read_str)
             elif tag == 50:
@@ -334,6 +348,13 @@ class Item(betterproto2.Message):
                     f_parse_ = data[start:pos].decode()
                 else:
                     f_parse_, pos = _codec.read_str(data, pos)
+            elif tag == 106:
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_attributes_json = data[start:pos].decode()
+                else:
+                    f_attributes_json, pos = _codec.read_str(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -350,6 +371,7 @@ class Item(betterproto2.Message):
             text=f_text,
             number=f_number,
             parse_=f_parse_,
+            attributes_json=f_attributes_json,
         )
         if unknown:
             message._unknown_fields = bytes(unknown)
@@ -427,11 +449,16 @@ class UploadSummary(betterproto2.Message):
     count: int = betterproto2.field(1, betterproto2.TYPE_UINT32)
     """How many items arrived."""
 
+    last_origin: ItemOrigin | None = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
+    """Where the last item came from (empty if unset): never None in the model."""
+
     def __bytes__(self) -> bytes:
         """The wire encoding of this message (generated straight-line codec)."""
         out = bytearray()
         if self.count:
             _codec.put_int(out, b"\x08", self.count)
+        if self.last_origin is not None:
+            _codec.put_message(out, b"\x12", self.last_origin)
         out += self._unknown_fields
         return bytes(out)
 
@@ -442,6 +469,7 @@ class UploadSummary(betterproto2.Message):
         Raises ValueError on truncated or malformed input.
         """
         f_count: int = 0
+        f_last_origin: ItemOrigin | None = None
         unknown = bytearray()
         pos = 0
         end = len(data)
@@ -452,6 +480,9 @@ class UploadSummary(betterproto2.Message):
                 pos += 1
             else:
                 f_count, pos = _codec.read_uint32(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            f_last_origin, pos = _codec.read_message(data, pos, ItemOrigin.parse, f_last_origin)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -465,11 +496,14 @@ class UploadSummary(betterproto2.Message):
                     pos += 1
                 else:
                     f_count, pos = _codec.read_uint32(data, pos)
+            elif tag == 18:
+                f_last_origin, pos = _codec.read_message(data, pos, ItemOrigin.parse, f_last_origin)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
         message = cls(
             count=f_count,
+            last_origin=f_last_origin,
         )
         if unknown:
             message._unknown_fields = bytes(unknown)

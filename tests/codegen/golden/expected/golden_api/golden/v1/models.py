@@ -2,7 +2,8 @@
 # Sources: golden/v1/golden.proto.
 """Pydantic v2 models of proto package `golden.v1`.
 
-Each model converts to and from its wire message with `to_wire()` / `from_wire()`.
+Each model converts to and from its wire message with `to_wire()` / `from_wire()`; a
+`string x_json` field also has the method `x()`, which returns it parsed as JSON.
 """
 
 from __future__ import annotations
@@ -83,10 +84,23 @@ class Item(_mb.WireModel):
         default="", description="Shadows betterproto2.Message.parse: gets a trailing underscore."
     )
 
+    attributes_json: str = pydantic.Field(
+        default="",
+        description="Free-form attributes, a JSON document: the model gets `attributes()`.",
+    )
+
     @pydantic.model_validator(mode="after")
     def _check_oneofs(self) -> Item:
         _mb.check_oneof(self, "value", ("text", "number"))
         return self
+
+    def attributes(self) -> _mb.JsonValue:
+        """
+        `attributes_json` parsed: its JSON value, or None when it is empty.
+
+        Raises `JsonFieldError` (a `ValueError`) when it is not valid JSON.
+        """
+        return _mb.parse_json(self.attributes_json, "Item.attributes_json")
 
     def to_wire(self) -> _pb.Item:
         """This model as the wire message."""
@@ -103,6 +117,7 @@ class Item(_mb.WireModel):
             text=self.text,
             number=self.number,
             parse_=self.parse_,
+            attributes_json=self.attributes_json,
         )
 
     @classmethod
@@ -121,6 +136,7 @@ class Item(_mb.WireModel):
             text=wire.text,
             number=wire.number,
             parse_=wire.parse_,
+            attributes_json=wire.attributes_json,
         )
 
 
@@ -148,10 +164,16 @@ class UploadSummary(_mb.WireModel):
 
     count: _mb.UInt32 = pydantic.Field(default=0, description="How many items arrived.")
 
+    last_origin: ItemOrigin = pydantic.Field(
+        default_factory=lambda: ItemOrigin(),
+        description=("Where the last item came from (empty if unset): never None in the model."),
+    )
+
     def to_wire(self) -> _pb.UploadSummary:
         """This model as the wire message."""
         return _pb.UploadSummary(
             count=self.count,
+            last_origin=_mb.unless_empty(self.last_origin.to_wire()),
         )
 
     @classmethod
@@ -159,6 +181,9 @@ class UploadSummary(_mb.WireModel):
         """The model of a wire message (trusted: built without re-validation)."""
         return cls.model_construct(
             count=wire.count,
+            last_origin=ItemOrigin()
+            if wire.last_origin is None
+            else ItemOrigin.from_wire(wire.last_origin),
         )
 
 

@@ -2,7 +2,8 @@
 # Sources: google/protobuf/duration.proto, google/protobuf/timestamp.proto.
 """Pydantic v2 models of proto package `google.protobuf`.
 
-Each model converts to and from its wire message with `to_wire()` / `from_wire()`.
+Each model converts to and from its wire message with `to_wire()` / `from_wire()`; a
+`string x_json` field also has the method `x()`, which returns it parsed as JSON.
 """
 
 from __future__ import annotations
