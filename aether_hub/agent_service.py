@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -200,29 +201,63 @@ class AgentService(server.AgentServiceBase):
     async def submit_result(
         self, request: pb.TaskResult, context: runtime.ServerContext
     ) -> pb.SubmitResultResponse:
-        """Record the result of a task leased to this session (idempotent by task_id)."""
-        return self._queue.record_result(self._sessions.require(context), request)
+        """Record the result of a task leased to this session (idempotent by task_id);
+        acknowledged once stored."""
+        ack = self._queue.record_result(self._sessions.require(context), request)
+        await self._queue.durable()
+        return ack
 
     async def submit_results(
         self, requests: AsyncIterator[pb.TaskResult], context: runtime.ServerContext
     ) -> AsyncIterator[pb.SubmitResultResponse]:
-        """SubmitResult as a stream: one acknowledgement per result, in order.
+        """SubmitResult as a stream: one acknowledgement per result, in order, each sent
+        once the result is stored.
 
         A refused result does not end the stream: its acknowledgement has
-        accepted=false and says why (the unary form would fail with that status).
+        accepted=false and says why (the unary form would fail with that status). The
+        results that arrived while the previous ones were being stored share one commit.
+        A store that cannot write ends the stream with UNAVAILABLE: the agent keeps the
+        unacknowledged results and sends them again.
         """
         session = self._sessions.require(context)
-        queue = self._queue
-        async for result in requests:
+        acks: asyncio.Queue[pb.SubmitResultResponse | None] = asyncio.Queue()
+
+        async def read() -> None:
             try:
-                ack = queue.record_result(session, result)
-            except GRPCError as exc:
-                ack = pb.SubmitResultResponse(
-                    task_id=result.task_id,
-                    accepted=False,
-                    message=f"{exc.status.name}: {exc.message or ''}",
-                )
-            yield ack
+                async for result in requests:
+                    acks.put_nowait(self._record(session, result))
+            finally:
+                acks.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            ended = False
+            while not ended:
+                batch = [await acks.get()]
+                while not acks.empty():
+                    batch.append(acks.get_nowait())
+                ended = batch[-1] is None
+                ready = [ack for ack in batch if ack is not None]
+                if ready:
+                    await self._queue.durable()
+                    for ack in ready:
+                        yield ack
+            await reader  # the request stream's own error, if it ended with one
+        finally:
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+
+    def _record(self, session: Session, result: pb.TaskResult) -> pb.SubmitResultResponse:
+        try:
+            return self._queue.record_result(session, result)
+        except GRPCError as exc:
+            return pb.SubmitResultResponse(
+                task_id=result.task_id,
+                accepted=False,
+                message=f"{exc.status.name}: {exc.message or ''}",
+            )
 
     # -- helpers --------------------------------------------------------------------------
 

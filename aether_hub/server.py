@@ -42,6 +42,7 @@ from aether_hub.builtin_tools import registry_with_builtins
 from aether_hub.bus import BusError, MessageBus
 from aether_hub.clock import Clock, SystemClock
 from aether_hub.db import Database
+from aether_hub.guard import GuardedService
 from aether_hub.health import HealthService
 from aether_hub.llm_providers import LLMProvider, make_llm_provider
 from aether_hub.llm_service import LLMService, ModelPolicy
@@ -52,7 +53,7 @@ from aether_hub.reflection import ReflectionIndex, ReflectionV1, ReflectionV1Alp
 from aether_hub.sessions import SessionRegistry
 from aether_hub.settings import ConfigError, HubConfig
 from aether_hub.tasks import TaskQueue, TaskService
-from aether_hub.taskstore import TaskStore
+from aether_hub.taskstore import StoreUnavailableError, TaskStore
 from aether_hub.tool_registry import ToolDefinitionError, ToolPluginError, ToolRegistry, ToolService
 
 __all__ = ("HubServer", "Servable")
@@ -267,7 +268,7 @@ class HubServer:
         services += [self._health, ReflectionV1(index), ReflectionV1Alpha(index)]
         for service in services:
             service.max_message_bytes = config.max_message_bytes
-        self._services = services
+        self._services = [GuardedService(service) for service in services]
 
     async def _enrol_configured_agents(self, agents: AgentRegistry) -> None:
         for spec in self.config.agents:
@@ -412,6 +413,8 @@ class HubServer:
             await asyncio.sleep(interval)
             try:
                 self.queue.flush()
+            except StoreUnavailableError:
+                pass  # the store logs when writes start and stop failing; retried next pass
             except Exception:
                 log.exception("writing task changes to the database failed")
 

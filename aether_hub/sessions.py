@@ -27,6 +27,7 @@ import enum
 import json
 import logging
 import secrets
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -273,6 +274,7 @@ class SessionRegistry:
         self._token_of: dict[str, str] = {}
         self._by_id: dict[str, Session] = {}
         self._listeners: list[EndListener] = []
+        self._record_failing = False
         db.ensure_schema(_SCHEMA)
         # Sessions of an earlier Hub process are gone with its tokens; keep a bounded
         # history of ended ones.
@@ -352,23 +354,22 @@ class SessionRegistry:
         self._by_token[token] = session
         self._token_of[session.session_id] = token
         self._by_id[session.session_id] = session
-        with self._db.conn:
-            self._db.conn.execute(
-                "INSERT INTO sessions (session_id, agent_id, agent_name, version, capabilities,"
-                " trust_level, connected_at, last_heartbeat, active_tasks, state)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
-                (
-                    session.session_id,
-                    agent_id,
-                    agent_name,
-                    version,
-                    json.dumps(dict(capabilities), sort_keys=True),
-                    int(trust_level),
-                    session.connected_at,
-                    session.connected_at,
-                    SessionState.CONNECTED.value,
-                ),
-            )
+        self._record(
+            "INSERT INTO sessions (session_id, agent_id, agent_name, version, capabilities,"
+            " trust_level, connected_at, last_heartbeat, active_tasks, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+            (
+                session.session_id,
+                agent_id,
+                agent_name,
+                version,
+                json.dumps(dict(capabilities), sort_keys=True),
+                int(trust_level),
+                session.connected_at,
+                session.connected_at,
+                SessionState.CONNECTED.value,
+            ),
+        )
         return session, token
 
     def touch(self, session: Session, *, active_tasks: int | None = None) -> bool:
@@ -377,19 +378,34 @@ class SessionRegistry:
             return False
         session.last_seen = self._clock()
         session.last_heartbeat = self._wall_clock()
-        with self._db.conn:
-            if active_tasks is None:
-                self._db.conn.execute(
-                    "UPDATE sessions SET last_heartbeat = ? WHERE session_id = ?",
-                    (session.last_heartbeat, session.session_id),
-                )
-            else:
-                session.reported_active_tasks = active_tasks
-                self._db.conn.execute(
-                    "UPDATE sessions SET last_heartbeat = ?, active_tasks = ? WHERE session_id = ?",
-                    (session.last_heartbeat, active_tasks, session.session_id),
-                )
+        if active_tasks is None:
+            self._record(
+                "UPDATE sessions SET last_heartbeat = ? WHERE session_id = ?",
+                (session.last_heartbeat, session.session_id),
+            )
+        else:
+            session.reported_active_tasks = active_tasks
+            self._record(
+                "UPDATE sessions SET last_heartbeat = ?, active_tasks = ? WHERE session_id = ?",
+                (session.last_heartbeat, active_tasks, session.session_id),
+            )
         return True
+
+    def _record(self, sql: str, params: tuple[object, ...]) -> None:
+        """Write to the `sessions` table, a record for operators: a database that refuses
+        the write (a full disk) must not stop sessions from working or from ending, so the
+        failure is logged once, until a write succeeds again."""
+        try:
+            with self._db.conn:
+                self._db.conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            if not self._record_failing:
+                log.error("the sessions table cannot be written (%s); sessions go on", exc)
+                self._record_failing = True
+            return
+        if self._record_failing:
+            log.warning("the sessions table can be written again")
+            self._record_failing = False
 
     def end(
         self,
@@ -413,13 +429,13 @@ class SessionRegistry:
         session.state = state
         session.end_reason = reason or state.value
         session.end_error = error
-        with self._db.conn:
-            self._db.conn.execute(
-                "UPDATE sessions SET state = ?, ended_at = ?, active_tasks = 0"
-                " WHERE session_id = ?",
-                (state.value, self._wall_clock(), session.session_id),
-            )
-        return sum(listener(session) for listener in self._listeners)
+        # The leases go back first: nothing may leave a task leased to an ended session.
+        requeued = sum(listener(session) for listener in self._listeners)
+        self._record(
+            "UPDATE sessions SET state = ?, ended_at = ?, active_tasks = 0 WHERE session_id = ?",
+            (state.value, self._wall_clock(), session.session_id),
+        )
+        return requeued
 
     def expire_stale(self) -> int:
         """End the sessions silent for more than MISSED_HEARTBEATS intervals; how many."""

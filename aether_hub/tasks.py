@@ -40,7 +40,7 @@ from aether_hub.auth import ClientAuth
 from aether_hub.clock import Clock, SystemClock
 from aether_hub.sessions import Session, SessionRegistry, StreamState
 from aether_hub.taskrecord import RoutingKey, TaskRecord, state_name
-from aether_hub.taskstore import TaskStore
+from aether_hub.taskstore import StoreUnavailableError, TaskStore
 
 __all__ = ("TaskQueue", "TaskService", "TaskSubmission")
 
@@ -189,11 +189,45 @@ class TaskQueue:
     # -- submit -------------------------------------------------------------------------
 
     def submit(self, sub: TaskSubmission) -> TaskRecord:
-        """Queue a task (or return the earlier one with the same idempotency key)."""
+        """Queue a task (or return the earlier one with the same idempotency key).
+
+        Without waiting for the store: the in-memory Hub's path, and tests. `submit_durably`
+        is what `SubmitTask` uses.
+        """
+        rec, fresh = self._create(sub)
+        if fresh:
+            self._admit(rec)
+        return rec
+
+    async def submit_durably(self, sub: TaskSubmission) -> TaskRecord:
+        """Queue a task once it is stored: nobody runs it, and nobody is told it exists,
+        before the store committed it. Raises `StoreUnavailableError` (and forgets the
+        task) when the store cannot write it."""
+        if self._store is None:
+            return self.submit(sub)
+        rec, fresh = self._create(sub)
+        try:
+            await self._store.durable()
+        except StoreUnavailableError:
+            if fresh:
+                self._discard(rec)
+            raise
+        if fresh:
+            self._admit(rec)
+        return rec
+
+    async def durable(self) -> None:
+        """Return once every change made so far is stored (at once without `--db`)."""
+        if self._store is not None:
+            await self._store.durable()
+
+    def _create(self, sub: TaskSubmission) -> tuple[TaskRecord, bool]:
+        """The new task's record (marked for the store, not yet queued), and True; or the
+        earlier task with the same idempotency key, and False."""
         if sub.idempotency_key:
             earlier = self._by_idempotency_key(sub.idempotency_key)
             if earlier is not None:
-                return earlier
+                return earlier, False
         now = self._clock.time()
         rec = TaskRecord(
             task_id=secrets.token_hex(12),
@@ -214,11 +248,25 @@ class TaskQueue:
         self._tasks[rec.task_id] = rec
         if sub.idempotency_key:
             self._idempotency[sub.idempotency_key] = rec.task_id
+        self._changed(rec)
+        return rec, True
+
+    def _admit(self, rec: TaskRecord) -> None:
+        """Start the task's clock and offer it to the agents."""
+        if rec.terminal:
+            return  # cancelled while it was being stored
         if rec.deadline is not None:
             heapq.heappush(self._deadlines, (rec.deadline, rec.seq, rec))
-        self._changed(rec)
         self._enqueue(rec)
-        return rec
+
+    def _discard(self, rec: TaskRecord) -> None:
+        """Forget a task whose submission was refused (never acknowledged, never queued)."""
+        if self._tasks.get(rec.task_id) is rec:
+            del self._tasks[rec.task_id]
+        if rec.idempotency_key and self._idempotency.get(rec.idempotency_key) == rec.task_id:
+            del self._idempotency[rec.idempotency_key]
+        if self._store is not None:
+            self._store.forget(rec.task_id)
 
     def _by_idempotency_key(self, key: str) -> TaskRecord | None:
         task_id = self._idempotency.get(key)
@@ -709,7 +757,7 @@ class TaskService(server.TaskServiceBase):
     ) -> pb.SubmitTaskResponse:
         """Queue a task."""
         self._auth.check(context)
-        rec = self._queue.submit(TaskSubmission.from_request(request))
+        rec = await self._queue.submit_durably(TaskSubmission.from_request(request))
         return pb.SubmitTaskResponse(task_id=rec.task_id)
 
     async def get_task(self, request: pb.GetTaskRequest, context: runtime.ServerContext) -> pb.Task:
@@ -740,7 +788,9 @@ class TaskService(server.TaskServiceBase):
         self._auth.check(context)
         if not request.task_id:
             raise invalid("task_id", "is required")
-        return self._queue.cancel(request.task_id, request.reason)
+        reply = self._queue.cancel(request.task_id, request.reason)
+        await self._queue.durable()
+        return reply
 
     async def list_tasks(
         self, request: pb.ListTasksRequest, context: runtime.ServerContext

@@ -1,20 +1,38 @@
-"""Write-behind persistence of tasks in the Hub database (only with `--db FILE`).
+"""Persistence of tasks in the Hub database (only with `--db FILE`), by group commit.
 
-The queue marks a task dirty whenever it changes; `flush()` writes every dirty task in
-one transaction. The Hub flushes every few milliseconds and on a clean stop, so a busy
-queue costs one commit per flush, not one per task.
+The queue marks a task dirty whenever it changes. A call that acknowledges a change
+(SubmitTask, SubmitResult(s), CancelTask) then awaits `durable()`, which returns once every
+change marked before it is committed: the first such call of an event-loop pass schedules
+one flush, and every call of the same pass waits for that one transaction (group commit),
+so a busy Hub costs one commit per pass, not one per task. Changes nobody waits for
+(leases, progress) are written by the Hub's flush loop every few milliseconds.
+
+A flush that fails (disk full, read-only file, I/O error) keeps its changes for the next
+one and fails the calls that wait for it with `StoreUnavailableError`: they answer
+UNAVAILABLE, never OK. The store logs the failure once when it starts and once when writes
+succeed again (docs/devhub.md, "Durability").
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import sqlite3
 
 from aether import TERMINAL_TASK_STATES
 from aether_hub._wire import pb
 from aether_hub.db import Database
 from aether_hub.taskrecord import TaskRecord
 
-__all__ = ("TaskStore",)
+__all__ = ("StoreUnavailableError", "TaskStore", "describe_db_error")
+
+log = logging.getLogger("aether_hub.store")
+
+
+class StoreUnavailableError(Exception):
+    """The database refused a write; the change is not stored (yet). Retryable."""
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -150,19 +168,68 @@ def _str_map(text: str) -> dict[str, str]:
 
 
 class TaskStore:
-    """Tasks in the `tasks` table, written behind the in-memory queue."""
+    """Tasks in the `tasks` table: changes marked in memory, committed in groups."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._dirty: dict[str, TaskRecord] = {}
+        # Calls waiting for the next flush, and whether one is scheduled.
+        self._waiters: list[asyncio.Future[None]] = []
+        self._scheduled = False
+        # Why writes fail, while they do (None when the last flush succeeded).
+        self._failing: str | None = None
         db.ensure_schema(_SCHEMA)
+
+    @property
+    def failing(self) -> str | None:
+        """Why the last flush failed, or None when it succeeded."""
+        return self._failing
 
     def mark(self, rec: TaskRecord) -> None:
         """Remember that `rec` changed; it is written on the next flush."""
         self._dirty[rec.task_id] = rec
 
+    def forget(self, task_id: str) -> None:
+        """Drop a change that must not be written (a submission that was refused)."""
+        self._dirty.pop(task_id, None)
+
+    async def durable(self) -> None:
+        """Return once every change marked before this call is committed.
+
+        Raises `StoreUnavailableError` when the flush that should store them fails; the
+        changes stay marked for a later flush.
+        """
+        if not self._dirty:
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        if not self._scheduled:
+            self._scheduled = True
+            # After the callbacks already ready: the rest of this pass joins the group.
+            loop.call_soon(self._flush_for_waiters)
+        await waiter
+
+    def _flush_for_waiters(self) -> None:
+        self._scheduled = False
+        waiters, self._waiters = self._waiters, []
+        try:
+            self.flush()
+        except StoreUnavailableError as exc:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     def flush(self) -> int:
-        """Write every changed task in one transaction; how many were written."""
+        """Write every changed task in one transaction; how many were written.
+
+        Raises `StoreUnavailableError` when the database refuses the write; the changes
+        are kept for the next flush.
+        """
         if not self._dirty or self._db.closed:
             return 0
         batch = self._dirty
@@ -171,12 +238,34 @@ class TaskStore:
             rows = [_to_row(rec) for rec in batch.values()]
             with self._db.conn:
                 self._db.conn.executemany(_UPSERT, rows)
-        except Exception:
+        except sqlite3.Error as exc:
             # Keep the changes for the next flush (newer marks of the same task win).
             batch.update(self._dirty)
             self._dirty = batch
-            raise
+            raise self._failed(exc) from None
+        if self._failing is not None:
+            log.warning(
+                "the task database accepts writes again (%d changes stored); the Hub"
+                " acknowledges task changes again",
+                len(rows),
+            )
+            self._failing = None
         return len(rows)
+
+    def _failed(self, exc: sqlite3.Error) -> StoreUnavailableError:
+        reason = describe_db_error(exc)
+        if self._failing is None:
+            log.error(
+                "the task database cannot be written (%s): calls that change tasks answer"
+                " UNAVAILABLE until it can; %d changes wait",
+                reason,
+                len(self._dirty),
+            )
+        self._failing = reason
+        return StoreUnavailableError(
+            f"the Hub could not store the change: its database cannot be written ({reason});"
+            " nothing was acknowledged, retry later"
+        )
 
     def load(self, *, terminal_limit: int) -> list[TaskRecord]:
         """Every unfinished task and the newest `terminal_limit` finished ones, by seq."""
@@ -215,6 +304,16 @@ class TaskStore:
             "SELECT task_id FROM tasks WHERE idempotency_key = ? ORDER BY seq LIMIT 1", (key,)
         ).fetchone()
         return None if row is None else str(row[0])
+
+
+def describe_db_error(exc: sqlite3.Error) -> str:
+    """A short, user-facing reason for a failed database write."""
+    text = str(exc) or type(exc).__name__
+    if "disk is full" in text or "database or disk is full" in text:
+        return "the disk is full"
+    if "readonly" in text or "read-only" in text:
+        return "the database file is read-only"
+    return text
 
 
 def _terminal_states() -> tuple[pb.TaskState, ...]:
