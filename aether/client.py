@@ -239,7 +239,9 @@ class AgentClient:
         except Exception as exc:
             raise self._error(exc, "Connect") from None
         try:
-            await channel.__connect__()
+            # Bounded: after a network partition heals, an attempt must not wait out the
+            # kernel's SYN retries (minutes) before the next one can start.
+            await asyncio.wait_for(channel.__connect__(), self._config.connect_timeout)
         except BaseException as exc:
             channel.close()
             if isinstance(exc, Exception):

@@ -96,6 +96,9 @@ class AgentConfig(BaseModel):
     max_reconnect_delay: float = Field(
         default=120, gt=0, description="Upper bound of the reconnect backoff, in seconds."
     )
+    connect_timeout: float = Field(
+        default=10, gt=0, description="Seconds a connection attempt may take (TCP and TLS)."
+    )
     secret: SecretStr | None = Field(default=None, description="The agent's shared secret.")
     max_concurrent_tasks: int = Field(default=10, ge=1, description="Tasks run at once.")
     shutdown_grace_seconds: float = Field(
@@ -147,6 +150,7 @@ class AgentConfig(BaseModel):
             reconnect_delay: float = 5,
             max_reconnect_attempts: int = -1,
             max_reconnect_delay: float = 120,
+            connect_timeout: float = 10,
             secret: SecretStr | str | None = None,
             max_concurrent_tasks: int = 10,
             shutdown_grace_seconds: float = 30,
@@ -175,6 +179,7 @@ class AgentConfig(BaseModel):
         "reconnect_delay": "AETHER_RECONNECT_DELAY",
         "max_reconnect_attempts": "AETHER_MAX_RECONNECT_ATTEMPTS",
         "max_reconnect_delay": "AETHER_MAX_RECONNECT_DELAY",
+        "connect_timeout": "AETHER_CONNECT_TIMEOUT",
         "secret": "AETHER_AGENT_SECRET",
         "max_concurrent_tasks": "AETHER_MAX_CONCURRENT_TASKS",
         "shutdown_grace_seconds": "AETHER_SHUTDOWN_GRACE_SECONDS",
@@ -292,6 +297,7 @@ class _EnvValues(BaseSettings):
     reconnect_delay: str | None = _env_field("reconnect_delay")
     max_reconnect_attempts: str | None = _env_field("max_reconnect_attempts")
     max_reconnect_delay: str | None = _env_field("max_reconnect_delay")
+    connect_timeout: str | None = _env_field("connect_timeout")
     secret: str | None = _env_field("secret")
     max_concurrent_tasks: str | None = _env_field("max_concurrent_tasks")
     shutdown_grace_seconds: str | None = _env_field("shutdown_grace_seconds")

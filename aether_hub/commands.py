@@ -51,6 +51,7 @@ _HUB_OPTIONS = {
     "max_message_bytes": "max_message_bytes",
     "log_level": "log_level",
     "heartbeat_interval": "heartbeat_interval_seconds",
+    "session_grace": "session_grace_seconds",
     "max_attempts": "default_max_attempts",
 }
 
@@ -140,6 +141,14 @@ def configure_hub_parser(parser: argparse.ArgumentParser) -> None:
         default=s,
         metavar="SECONDS",
         help="heartbeat interval agents are told to keep (default 30)",
+    )
+    parser.add_argument(
+        "--session-grace",
+        type=float,
+        default=s,
+        metavar="SECONDS",
+        help="a session silent for 2 heartbeat intervals plus this long expires and its"
+        " tasks go back to the queue (default 5)",
     )
     parser.add_argument(
         "--max-attempts",

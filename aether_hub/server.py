@@ -218,6 +218,7 @@ class HubServer:
         sessions = SessionRegistry(
             db,
             heartbeat_interval=float(config.heartbeat_interval_seconds),
+            grace=float(config.session_grace_seconds),
             clock=clock.monotonic,
             wall_clock=clock.time,
         )

@@ -6,7 +6,8 @@ agent carries. It ends in exactly one way, `SessionRegistry.end`, whatever the c
 
 - the agent unregisters (`SessionState.CLOSED`; its leases go back uncounted),
 - the same agent registers again (`REPLACED`; attempts counted),
-- the agent misses `MISSED_HEARTBEATS` heartbeats (`EXPIRED`, by `expire_stale`; counted).
+- the agent is silent for `MISSED_HEARTBEATS` heartbeat intervals plus a grace period
+  (`EXPIRED`, by `expire_stale`; counted).
 
 Ending makes the token stale, stamps the `sessions` table and tells the listeners (the
 task queue, which hands the session's leases back and ends its task stream).
@@ -54,7 +55,11 @@ __all__ = (
 log = logging.getLogger("aether_hub.sessions")
 
 # Heartbeats an agent may miss before its session (and its leases) end.
-MISSED_HEARTBEATS = 3
+#: A session silent this many heartbeat intervals (plus the grace) expires: one missed
+#: heartbeat is tolerated, the second is not (docs/devhub.md, "Failure detection").
+MISSED_HEARTBEATS = 2
+#: Default slack on top, for a heartbeat delayed by a busy agent or network.
+DEFAULT_SESSION_GRACE = 5.0
 
 # Ended sessions kept in the `sessions` table across Hub restarts.
 _SESSION_HISTORY = 1000
@@ -263,6 +268,7 @@ class SessionRegistry:
         db: Database,
         *,
         heartbeat_interval: float = 30.0,
+        grace: float = DEFAULT_SESSION_GRACE,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -270,6 +276,7 @@ class SessionRegistry:
         self._clock = clock
         self._wall_clock = wall_clock
         self.heartbeat_interval = heartbeat_interval
+        self.grace = grace
         self._by_token: dict[str, Session] = {}
         self._token_of: dict[str, str] = {}
         self._by_id: dict[str, Session] = {}
@@ -437,9 +444,14 @@ class SessionRegistry:
         )
         return requeued
 
+    @property
+    def expiry_seconds(self) -> float:
+        """How long a session may be silent: MISSED_HEARTBEATS intervals plus the grace."""
+        return MISSED_HEARTBEATS * self.heartbeat_interval + self.grace
+
     def expire_stale(self) -> int:
-        """End the sessions silent for more than MISSED_HEARTBEATS intervals; how many."""
-        silence = MISSED_HEARTBEATS * self.heartbeat_interval
+        """End the sessions silent longer than `expiry_seconds`; how many."""
+        silence = self.expiry_seconds
         limit = self._clock() - silence
         stale = [s for s in self._by_id.values() if s.last_seen < limit]
         for session in stale:

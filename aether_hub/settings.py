@@ -72,6 +72,8 @@ class HubConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     log_level: str = "INFO"
     heartbeat_interval_seconds: int = 30
+    # A session silent for 2 heartbeat intervals plus this long expires (its leases requeue).
+    session_grace_seconds: float = 5.0
     default_max_attempts: int = 3
     default_max_concurrent_tasks: int = 1
     # Finished tasks kept in memory for GetTask/ListTasks/duplicate detection.
@@ -90,6 +92,8 @@ class HubConfig:
             )
         if self.heartbeat_interval_seconds < 1:
             raise ConfigError("heartbeat_interval_seconds must be at least 1")
+        if self.session_grace_seconds < 0:
+            raise ConfigError("session_grace_seconds must not be negative")
         if self.default_max_attempts < 1:
             raise ConfigError("default_max_attempts must be at least 1")
         if self.default_max_concurrent_tasks < 1:
@@ -150,6 +154,7 @@ def _check_types(config: HubConfig, path: str | os.PathLike[str]) -> None:
         "default_max_concurrent_tasks": (int,),
         "terminal_task_retention": (int,),
         "flush_interval_seconds": (int, float),
+        "session_grace_seconds": (int, float),
         "llm_provider": (str,),
         "log_level": (str,),
     }

@@ -10,6 +10,7 @@ import pytest
 from aether import (
     AetherAgent,
     AetherConnectionError,
+    AgentConfig,
     AuthenticationError,
     ConnectionState,
     TaskAssignment,
@@ -179,3 +180,34 @@ async def test_secret_never_logged(hub: FakeHub, caplog: pytest.LogCaptureFixtur
     assert SECRET not in caplog.text
     for text in texts:
         assert SECRET not in text
+
+
+async def test_a_connection_attempt_that_hangs_is_bounded_by_connect_timeout() -> None:
+    """A peer that accepts TCP but never answers (a half-healed partition, a wedged proxy):
+    each attempt gives up after `connect_timeout` instead of hanging, so the agent's retries
+    and its attempt limit still apply."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # hold the connection open, say nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        config = AgentConfig(
+            agent_id="hang",
+            agent_name="hang",
+            hub_url=f"grpcs://127.0.0.1:{port}",  # the TLS handshake never completes
+            connect_timeout=0.2,
+            reconnect_delay=0.01,
+            max_reconnect_attempts=1,
+        )
+        with pytest.raises(AetherConnectionError, match="max_reconnect_attempts=1") as caught:
+            await asyncio.wait_for(EchoAgent(config).run(), 60)
+        assert "timed out" in str(caught.value)
+        assert len(accepted) == 2  # the first try and one retry, each cut off
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()

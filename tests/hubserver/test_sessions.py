@@ -75,12 +75,13 @@ def test_silent_sessions_expire_and_live_lists_the_rest(tmp_path: Path) -> None:
     clock.now += 10
     chatty, _ = open_session(sessions, "chatty")
     assert sessions.live() == [quiet, chatty]  # oldest first
-    clock.now += 80
+    clock.now += 55
     assert sessions.touch(chatty, active_tasks=1)
     assert chatty.last_heartbeat == clock.now and chatty.reported_active_tasks == 1
-    clock.now += 1  # quiet: 91 s > 3 x 30 s; chatty: 1 s
+    assert sessions.expire_stale() == 0  # quiet: 65 s = 2 x 30 s + 5 s grace, not more
+    clock.now += 1  # quiet: 66 s; chatty: 1 s
     assert sessions.expire_stale() == 1
-    assert quiet.state is SessionState.EXPIRED and "no heartbeat for 90 s" in quiet.end_error
+    assert quiet.state is SessionState.EXPIRED and "no heartbeat for 65 s" in quiet.end_error
     assert sessions.live() == [chatty]
     assert not sessions.touch(quiet)
     db.close()

@@ -94,7 +94,10 @@ class AgentServiceStub(_runtime.StubBase):
         deadline: grpclib.metadata.Deadline | None = None,
         metadata: _runtime.MetadataLike | None = None,
     ) -> _pb.HeartbeatResponse:
-        """Keep the session alive; three missed intervals end its leases."""
+        """
+        Keep the session alive; silence for two intervals plus the Hub's grace
+        (5 s by default) ends the session and requeues its leases.
+        """
         return await _runtime.unary_unary_call(
             self.channel,
             "/aether.v1.AgentService/Heartbeat",

@@ -62,7 +62,10 @@ class AgentServiceBase(abc.ABC):
         request: _pb.HeartbeatRequest,
         context: _runtime.ServerContext,
     ) -> _pb.HeartbeatResponse:
-        """Keep the session alive; three missed intervals end its leases."""
+        """
+        Keep the session alive; silence for two intervals plus the Hub's grace
+        (5 s by default) ends the session and requeues its leases.
+        """
 
     @abc.abstractmethod
     def stream_tasks(
