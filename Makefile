@@ -93,7 +93,8 @@ demo: sync
 
 # Measure against the performance budget in docs/ (reports, does not gate; not in `make test`).
 bench: sync
-	$(PY) -m benchmarks
+	mkdir -p bench
+	$(PY) -m benchmarks --json bench/results.json
 
 clean:
 	rm -rf $(VENV) $(TOOLS) dist build .mypy_cache .ruff_cache .pytest_cache .coverage

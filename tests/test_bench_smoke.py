@@ -63,6 +63,8 @@ def test_benchmark_entry_writes_every_figure(tmp_path: Path) -> None:
             "20",
             "--codec-iterations",
             "200",
+            "--api-tasks",
+            "100",
             "--json",
             str(out),
         ],
@@ -84,7 +86,13 @@ def test_benchmark_entry_writes_every_figure(tmp_path: Path) -> None:
     assert doc["e2e"]["tasks"] == 200 and doc["e2e"]["latency_samples"] == 20
     assert doc["e2e"]["mode"] == "subprocess"
     verdicts = {c["verdict"] for c in doc["checks"]}
-    assert verdicts <= {"PASS", "FAIL", "info"} and len(doc["checks"]) == 7
+    assert verdicts <= {"PASS", "FAIL", "info"} and len(doc["checks"]) == 7 + 5
+    # The public-API runs: in memory and with --db, each through three processes.
+    runs = {run["store"]: run for run in doc["api_e2e"]}
+    assert set(runs) == {"memory", "sqlite (--db)"}
+    for run in runs.values():
+        assert run["tasks"] == 100 and run["tasks_per_s"] > 0
+        assert 0 < run["latency_p50_ms"] <= run["latency_p99_ms"]
     # The table printed to stdout names every check with its verdict.
     for check in doc["checks"]:
         assert check["name"] in done.stdout and check["verdict"] in done.stdout
