@@ -78,7 +78,7 @@ class HubConfig:
     default_max_concurrent_tasks: int = 1
     # Finished tasks kept in memory for GetTask/ListTasks/duplicate detection.
     terminal_task_retention: int = 100_000
-    # Seconds between write-behind flushes of task state to the database (with --db).
+    # Seconds between flushes of the task changes nobody waits for (leases, progress; --db).
     flush_interval_seconds: float = 0.05
     agents: tuple[AgentSpec, ...] = field(default=())
 
