@@ -17,7 +17,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_NO_PROGRESS := 1
 
 .PHONY: sync dev-install lock lock-upgrade codegen proto-gen codegen-check test test-cov pytest \
-	fuzz test-fresh lint fmt typecheck build demo bench clean
+	test-slow fuzz test-fresh lint fmt typecheck build demo bench clean
 
 $(UV): requirements/uv.txt
 	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -64,6 +64,10 @@ pytest: sync
 	$(PY) -m pytest -q
 
 test: codegen-check lint typecheck pytest
+
+# The long variants of tests/reliability (marked slow; `make test` leaves them out): minutes.
+test-slow: sync
+	$(PY) -m pytest -q -m slow
 
 # Coverage starts before pytest, so the `aether` pytest plugin (imported by pytest's entry
 # points, i.e. before pytest-cov would start) is measured like everything else.

@@ -10,6 +10,7 @@ from aether._context import current_task as current_task
 from aether._json import JsonFieldError as JsonFieldError
 from aether._json import JsonValue as JsonValue
 from aether._json import json_payload as json_payload
+from aether._logging import configure_logging as configure_logging
 from aether._version import __version__ as __version__
 from aether.address import HubAddress as HubAddress
 from aether.agent import AetherAgent as AetherAgent
@@ -41,6 +42,7 @@ from aether.hub import StoreResponse as StoreResponse
 from aether.hub import ToolInfo as ToolInfo
 from aether.hub import ToolResult as ToolResult
 from aether.hub import Usage as Usage
+from aether.logredact import install_log_redaction as install_log_redaction
 from aether.models import TERMINAL_TASK_STATES as TERMINAL_TASK_STATES
 from aether.models import AgentInfo as AgentInfo
 from aether.models import AgentRegistration as AgentRegistration
@@ -115,6 +117,8 @@ __all__ = (
     "UnregisterResponse",
     "Usage",
     "__version__",
+    "configure_logging",
     "current_task",
+    "install_log_redaction",
     "json_payload",
 )

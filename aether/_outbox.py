@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator, Callable
 
 from grpclib.const import Status
 
+from aether._backoff import backoff_delay
 from aether._wire import pb
 from aether.client import AgentClient
 from aether.errors import (
+    AetherConnectionError,
     AetherError,
     AgentStateError,
     AuthenticationError,
@@ -22,6 +24,12 @@ __all__ = ("Outbox",)
 log = logging.getLogger("aether.results")
 
 _END = None
+
+
+def _refused_for_now(exc: AetherError) -> bool:
+    """Whether the Hub answered UNAVAILABLE itself (the connection works; it cannot take
+    the call now), rather than the connection failing."""
+    return isinstance(exc, AetherConnectionError) and exc.reason == "unavailable"
 
 
 class Outbox:
@@ -81,33 +89,62 @@ class Outbox:
     async def run_session(self) -> None:
         """Send everything pending, then each new result, until the session ends.
 
-        Returns when the stream ends after `end_session()`; calls `on_lost` on failure.
+        Returns when the stream ends after `end_session()`; calls `on_lost` on failure. A
+        stream the Hub itself ends with UNAVAILABLE (it could not store the results, e.g.
+        its disk is full) is opened again after a pause on the same session, the results
+        kept here meanwhile: giving the session up would hand the agent's running tasks
+        back to the queue, each time counting an attempt against them.
         """
-        queue: asyncio.Queue[pb.TaskResult | None] = asyncio.Queue()
-        self._queue = queue
         self._unary = False
         self._ending = False
-        for result in list(self._pending.values()):
-            queue.put_nowait(result)
-        try:
-            async for ack in self._client._submit_results_wire(self._requests(queue)):
-                self._on_ack(ack)
-            if not self._ending:
-                self._on_lost("result stream closed by the Hub")
-        except AgentStateError:
-            self._on_lost("disconnected")
-        except AetherError as exc:
-            if exc.status is Status.UNIMPLEMENTED:
-                log.info("the Hub has no SubmitResults stream; sending results one by one")
-                self._queue = None
-                self._unary = True
-                for result in list(self._pending.values()):
-                    self._send(result)
+        refusals = 0
+        while True:
+            queue: asyncio.Queue[pb.TaskResult | None] = asyncio.Queue()
+            self._queue = queue
+            for result in list(self._pending.values()):
+                queue.put_nowait(result)
+            if self._ending:
+                queue.put_nowait(_END)
+            try:
+                async for ack in self._client._submit_results_wire(self._requests(queue)):
+                    refusals = 0
+                    self._on_ack(ack)
+                if not self._ending:
+                    self._on_lost("result stream closed by the Hub")
                 return
-            self._on_lost(f"result stream failed: {exc}")
-        finally:
-            if self._queue is queue:
-                self._queue = None
+            except AgentStateError:
+                self._on_lost("disconnected")
+                return
+            except AetherError as exc:
+                if exc.status is Status.UNIMPLEMENTED:
+                    log.info("the Hub has no SubmitResults stream; sending results one by one")
+                    self._queue = None
+                    self._unary = True
+                    for result in list(self._pending.values()):
+                        self._send(result)
+                    return
+                if not _refused_for_now(exc):
+                    self._on_lost(f"result stream failed: {exc}")
+                    return
+                delay = self._retry_delay(refusals)
+                if refusals == 0:
+                    log.warning(
+                        "the Hub cannot take results now (%s); %d result(s) kept, sent again"
+                        " in %.1f s",
+                        exc,
+                        len(self._pending),
+                        delay,
+                    )
+                refusals += 1
+            finally:
+                if self._queue is queue:
+                    self._queue = None
+            await asyncio.sleep(delay)
+
+    def _retry_delay(self, refusals: int) -> float:
+        config = self._client.config
+        first = max(0.05, min(config.reconnect_delay, 1.0))
+        return backoff_delay(refusals, first, max_delay=max(first, config.max_reconnect_delay))
 
     def detach(self) -> None:
         """The session is over: keep new results until the next one."""

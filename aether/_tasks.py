@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from aether._context import set_current_task
+from aether._logging import bind_task
 from aether._wire import models, pb
 
 __all__ = ("CancelReason", "TaskRunner")
@@ -54,12 +55,13 @@ def _failure(task_id: str, message: str, *, cancelled: bool = False) -> pb.TaskR
 class TaskRunner:
     """Runs `handler` for each assignment, at most `max_concurrent` at once.
 
-    Every assignment ends in exactly one result passed to `sink`: the handler's own, or a
-    failure when it raised, returned something else, overran `timeout`, or was cancelled;
-    on shutdown, a `released` result. An assignment of a task that is running is skipped
-    (its handler will answer). An assignment of a task that finished recently means the Hub
-    did not keep its result (at-least-once delivery): it is answered with the same result
-    again, or, when that result is no longer kept, the task runs again.
+    Every assignment ends in exactly one result passed to `sink` (and first to `on_result`,
+    when given): the handler's own, or a failure when it raised, returned something else,
+    overran `timeout`, or was cancelled; on shutdown, a `released` result. An assignment
+    of a task that is running is skipped (its handler will answer). An assignment of a task
+    that finished recently means the Hub did not keep its result (at-least-once delivery):
+    it is answered with the same result again, or, when that result is no longer kept, the
+    task runs again.
     """
 
     def __init__(
@@ -70,9 +72,11 @@ class TaskRunner:
         max_concurrent: int,
         timeout: float | None = None,
         max_result_bytes: int | None = None,
+        on_result: Callable[[pb.TaskResult], None] | None = None,
     ) -> None:
         self._handler = handler
         self._sink = sink
+        self._on_result = on_result
         self._timeout = timeout
         self._max_result_bytes = (
             max(0, max_result_bytes - _RESULT_OVERHEAD) if max_result_bytes else None
@@ -214,6 +218,7 @@ class TaskRunner:
 
     async def _run(self, wire: pb.TaskAssignment, entry: _Running) -> None:
         task_id = wire.task_id
+        bind_task(task_id)  # this task's own context: every record of the handler names it
         result: pb.TaskResult
         try:
             async with self._slots:
@@ -252,6 +257,8 @@ class TaskRunner:
                 entry.timer.cancel()
             del self._running[task_id]
         self._remember(task_id, result)
+        if self._on_result is not None:
+            self._on_result(result)
         await self._sink(result)
 
     def _checked(self, result: object, task_id: str) -> pb.TaskResult:

@@ -6,15 +6,20 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 
 from grpclib.const import Status
+from prometheus_client import CollectorRegistry
 
 from aether._backoff import backoff_delay
 from aether._connection import ConnectionState, ConnectionStateTracker, StateCallback
+from aether._connlog import ConnectionLog
 from aether._context import current_task
 from aether._heartbeat import Sleep, heartbeat_loop
+from aether._logging import bind_agent, log_context
+from aether._metrics import AgentMetrics
 from aether._outbox import Outbox
 from aether._tasks import TaskRunner
 from aether._wire import models, pb
@@ -69,14 +74,18 @@ class AetherAgent:
         self._client = AgentClient(config, channel_factory=channel_factory)
         self._hub = Hub(self._client)
         self._state = ConnectionStateTracker(ConnectionState.CLOSED)
+        self._connlog = ConnectionLog(str(config.hub_address), config.agent_id)
+        self._metrics = AgentMetrics()
         self._runner = TaskRunner(
             self._handle_one,
             self._deliver,
             max_concurrent=config.max_concurrent_tasks,
             timeout=config.task_timeout_seconds,
             max_result_bytes=config.max_message_bytes,
+            on_result=self._metrics.result,
         )
         self._outbox = Outbox(self._client, self._lose_session)
+        self._metrics.watch(running=self._runner.__len__, outbox=self._outbox.__len__)
         self._results_task: asyncio.Task[None] | None = None
         self._registration: models.AgentRegistration | None = None
         self._started = False
@@ -121,6 +130,13 @@ class AetherAgent:
     def registration(self) -> models.AgentRegistration | None:
         """The current session's registration, once registered."""
         return self._registration
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """This agent's Prometheus metrics (docs/observability.md); `aether run
+        --health-port` serves them at `/metrics`. Register your own metrics on it to have
+        them served there too."""
+        return self._metrics.registry
 
     @property
     def connection_state(self) -> ConnectionState:
@@ -181,6 +197,12 @@ class AetherAgent:
         Retries unreachable Hubs with backoff up to `max_reconnect_attempts`, then raises
         `AetherConnectionError`; a rejected secret raises `AuthenticationError` at once.
         """
+        # Every record of the agent's work names it: what start() logs, and the tasks it
+        # starts (the supervisor, the stream reader, the handlers) inherit the context.
+        with log_context(agent_id=self._config.agent_id):
+            await self._start()
+
+    async def _start(self) -> None:
         if self._started:
             raise AgentStateError(f"agent {self._config.agent_id!r} was already started")
         self._started = True
@@ -226,6 +248,10 @@ class AetherAgent:
         """
         if self._started:
             raise AgentStateError(f"agent {self._config.agent_id!r} was already started")
+        with log_context(agent_id=self._config.agent_id):  # signal handlers' records too
+            await self._run()
+
+    async def _run(self) -> None:
         installed = self._install_signal_handlers()
         try:
             await self.start()
@@ -297,14 +323,14 @@ class AetherAgent:
         """Connect and register, retrying with backoff; raises when it must give up."""
         config = self._config
         attempt = 0  # attempts made so far
+        delay: float | None = None  # before the next attempt, once known
         while True:
             if reconnecting or attempt > 0:
-                waits = attempt if reconnecting else attempt - 1
-                delay = backoff_delay(
-                    waits, config.reconnect_delay, max_delay=config.max_reconnect_delay
-                )
+                if delay is None:
+                    delay = self._retry_delay(attempt, reconnecting)
                 log.debug("connection attempt %d in %.2fs", attempt + 1, delay)
                 await self._wait_or_stop(delay)
+                delay = None
             if self._stop_event is not None and self._stop_event.is_set():
                 raise _StopRequested
             attempt += 1
@@ -312,13 +338,13 @@ class AetherAgent:
                 await self._client.connect()
                 # Masked in repr/str: agent.registration is shown in logs and shells.
                 self._registration = redacted_registration(await self._client.register())
+                self._connlog.succeeded()
                 return
             except AetherError as exc:
                 self._client.drop_for_reconnect()
                 if not _worth_retrying(exc):
                     await self._client.disconnect()
                     raise
-                log.debug("connection attempt %d failed: %s", attempt, exc)
                 limit = config.max_reconnect_attempts
                 # The first connection of start() is not a reconnect attempt.
                 retries = attempt if reconnecting else attempt - 1
@@ -331,6 +357,16 @@ class AetherAgent:
                         hub_url=str(config.hub_address),
                         retryable=False,
                     ) from exc
+                delay = self._retry_delay(attempt, reconnecting)
+                self._connlog.failed(exc, delay)
+                self._metrics.connection_failed()
+
+    def _retry_delay(self, attempt: int, reconnecting: bool) -> float:
+        """Seconds to wait before the next attempt, after `attempt` attempts."""
+        # The first connection of start() is not a reconnect: its retries start at 0.
+        waits = attempt if reconnecting else attempt - 1
+        config = self._config
+        return backoff_delay(waits, config.reconnect_delay, max_delay=config.max_reconnect_delay)
 
     async def _supervise(self) -> None:
         """Run sessions back to back: on a lost session, reconnect and resume."""
@@ -356,6 +392,7 @@ class AetherAgent:
                     return
                 if self._stopping():
                     return
+                self._metrics.reconnected()
                 self._state.set(ConnectionState.CONNECTED, "registered again")
         except asyncio.CancelledError:
             raise
@@ -420,7 +457,11 @@ class AetherAgent:
     # ----------------------------------------------------------------- tasks and results
 
     async def _handle_one(self, task: models.TaskAssignment) -> models.TaskResult:
-        return await self.handle_task(task)
+        started = time.perf_counter()
+        try:
+            return await self.handle_task(task)
+        finally:
+            self._metrics.handler_ran(time.perf_counter() - started)
 
     async def _deliver(self, result: pb.TaskResult) -> None:
         """Hand a result to the outbox, which keeps it until the Hub acknowledges it."""
@@ -429,6 +470,7 @@ class AetherAgent:
     # ----------------------------------------------------------------- stopping
 
     async def _stop(self) -> None:
+        bind_agent(self._config.agent_id)  # a task of its own: the binding ends with it
         self._request_stop("stop() called")
         self._draining = True
         if self._state.state in (ConnectionState.CLOSED, ConnectionState.CONNECTING):

@@ -22,6 +22,7 @@ from aether.errors import (
     RegistrationError,
     map_exception,
 )
+from aether.logredact import install_log_redaction
 from aether.models import redacted_registration
 
 __all__ = ("AgentClient", "ChannelFactory")
@@ -62,6 +63,8 @@ class AgentClient:
         self._config = config
         self._channel_factory = channel_factory
         self._hub_url = str(config.hub_address)
+        # No secret or token in any log record (hpack prints headers at DEBUG).
+        install_log_redaction(config.secret_value() or "")
         self._channel: Channel | None = None
         self._registration: models.AgentRegistration | None = None
         self._agent: wire_client.AgentServiceStub | None = None
@@ -117,9 +120,12 @@ class AgentClient:
             # Before a registration answered, a connection closed at once is most likely a
             # plaintext client at a TLS port: the error then says so.
             fresh_connection=self._registration is None and operation in _FIRST_CALLS,
+            client_certificate=bool(self._config.tls_cert_file),
         )
 
     def _make_stubs(self, channel: Channel, token: str | None) -> None:
+        if token:
+            install_log_redaction(token)
         metadata = {"authorization": f"Bearer {token}"} if token else None
         limit = self._config.max_message_bytes
         self._agent = wire_client.AgentServiceStub(

@@ -207,6 +207,7 @@ def map_exception(
     task_id: str | None = None,
     auth_hint: str = AGENT_AUTH_HINT,
     fresh_connection: bool = False,
+    client_certificate: bool | None = None,
 ) -> AetherError:
     """Translate a transport or gRPC failure into the SDK's own error type.
 
@@ -216,7 +217,9 @@ def map_exception(
     "The Hub at <hub_url> ..." for UNAUTHENTICATED (the default is about agent secrets).
     `fresh_connection` says nothing was received on the connection yet: a plaintext
     connection closed at once then most likely reached a TLS port, and the message says so
-    (whether the call used TLS is read from the scheme of `hub_url`).
+    (whether the call used TLS is read from the scheme of `hub_url`). `client_certificate`
+    says whether the client presented a certificate: a TLS connection without one that is
+    closed at once most likely reached a Hub that requires client certificates (mTLS).
     """
     if isinstance(exc, AetherError):
         return exc
@@ -259,6 +262,17 @@ def map_exception(
                 "that signed its certificate).",
                 hub_url=hub_url,
                 reason="lost",
+                detail=detail,
+            )
+        if lost and fresh_connection and _tls_of(hub_url) is True and client_certificate is False:
+            return AetherConnectionError(
+                f"{operation} failed: the Hub at {hub_url} closed the TLS connection before "
+                f"answering ({detail}). A Hub that requires client certificates (mTLS) does "
+                "this to a client that presents none: set tls_cert_file and tls_key_file "
+                "(--tls-cert-file/--tls-key-file, AETHER_TLS_CERT_FILE/AETHER_TLS_KEY_FILE) "
+                "to a certificate signed by the CA the Hub trusts.",
+                hub_url=hub_url,
+                reason="tls",
                 detail=detail,
             )
         if isinstance(exc, ConnectionRefusedError):

@@ -1,8 +1,10 @@
-"""A tiny HTTP/1.1 health endpoint for agents, made for Kubernetes probes.
+"""A tiny HTTP/1.1 health endpoint for agents, made for Kubernetes probes and Prometheus.
 
 `GET /healthz` answers 200 while the process is alive (its event loop serves requests);
 `GET /readyz` answers 200 only while the probe says the agent is ready (registered with
 the Hub and streaming tasks), 503 otherwise. Both return a small JSON body saying why.
+`GET /metrics` answers the agent's Prometheus metrics when a registry is given
+(docs/observability.md), read on the event loop the agent runs on.
 
 It is a plain asyncio server with no dependency: the only clients are probes and humans
 with curl, so it reads one request per connection, answers, and closes.
@@ -18,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 if TYPE_CHECKING:
     from aether.agent import AetherAgent
@@ -50,7 +54,8 @@ class HealthReport:
 
 
 class HealthServer:
-    """Serves `/healthz` and `/readyz` from a probe function on `host:port`.
+    """Serves `/healthz` and `/readyz` from a probe function on `host:port`, and
+    `/metrics` from `metrics` (e.g. `agent.metrics_registry`) when given.
 
     `probe` is called on every request and must be cheap and non-blocking (it usually
     reads an attribute of the agent). Use as `async with HealthServer(probe, port=8080):`
@@ -63,10 +68,12 @@ class HealthServer:
         *,
         host: str = "0.0.0.0",  # probes come from the kubelet, not from loopback
         port: int = 8080,
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"health port must be between 0 and 65535, got {port}")
         self._probe = probe
+        self._metrics = metrics
         self._host = host
         self._port = port
         self._server: asyncio.base_events.Server | None = None
@@ -129,6 +136,15 @@ class HealthServer:
                 return
             except (asyncio.IncompleteReadError, asyncio.TimeoutError):
                 return  # closed or idle before a full request: nobody to answer
+            if self._metrics is not None and _is_metrics_get(head):
+                await _respond_raw(
+                    writer,
+                    200,
+                    generate_latest(self._metrics),
+                    CONTENT_TYPE_LATEST,
+                    head=head.startswith(b"HEAD "),
+                )
+                return
             status, body, is_head = self._route(head)
             await self._respond(writer, status, body, head=is_head)
         except (ConnectionError, OSError):
@@ -145,8 +161,9 @@ class HealthServer:
             return 400, {"error": "malformed request line"}, False
         method, target, _version = parts
         path = target.split("?", 1)[0]
-        if path not in ("/healthz", "/readyz"):
-            return 404, {"error": f"unknown path {path!r}; try /healthz or /readyz"}, False
+        if path not in ("/healthz", "/readyz") and not (path == "/metrics" and self._metrics):
+            paths = "/healthz, /readyz or /metrics" if self._metrics else "/healthz or /readyz"
+            return 404, {"error": f"unknown path {path!r}; try {paths}"}, False
         if method not in ("GET", "HEAD"):
             return 405, {"error": f"method {method} not allowed; use GET"}, False
         try:
@@ -163,19 +180,36 @@ class HealthServer:
         writer: asyncio.StreamWriter, status: int, body: dict[str, object], *, head: bool
     ) -> None:
         payload = json.dumps(body, sort_keys=True).encode() + b"\n"
-        lines = [
-            f"HTTP/1.1 {status} {_REASONS[status]}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(payload)}",
-            "Cache-Control: no-store",
-            "Connection: close",
-            "",
-            "",
-        ]
-        writer.write("\r\n".join(lines).encode("latin-1"))
-        if not head:
-            writer.write(payload)
-        await writer.drain()
+        await _respond_raw(writer, status, payload, "application/json", head=head)
+
+
+def _is_metrics_get(head: bytes) -> bool:
+    """Whether the request is a well-formed `GET /metrics` (or HEAD, query allowed)."""
+    parts = head.split(b"\r\n", 1)[0].split(b" ")
+    return (
+        len(parts) == 3
+        and parts[0] in (b"GET", b"HEAD")
+        and parts[1].split(b"?", 1)[0] == b"/metrics"
+        and parts[2].startswith(b"HTTP/1.")
+    )
+
+
+async def _respond_raw(
+    writer: asyncio.StreamWriter, status: int, payload: bytes, content_type: str, *, head: bool
+) -> None:
+    lines = [
+        f"HTTP/1.1 {status} {_REASONS[status]}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(payload)}",
+        "Cache-Control: no-store",
+        "Connection: close",
+        "",
+        "",
+    ]
+    writer.write("\r\n".join(lines).encode("latin-1"))
+    if not head:
+        writer.write(payload)
+    await writer.drain()
 
 
 def agent_probe(agent: AetherAgent) -> Callable[[], HealthReport]:

@@ -3,7 +3,8 @@
 The agent class is loaded from an importable module (`my_pkg.agents:Reviewer`) or a file
 (`path/to/agent.py:Reviewer`); its configuration comes from the `AETHER_*` environment
 variables (see `AgentConfig.ENV_VARS`), with command-line flags winning over them. With
-`--health-port` it also serves `/healthz` and `/readyz` for Kubernetes probes.
+`--health-port` it also serves `/healthz` and `/readyz` for Kubernetes probes and `/metrics`
+for Prometheus.
 SIGTERM and SIGINT stop the agent gracefully (running tasks get `shutdown_grace_seconds`).
 """
 
@@ -22,11 +23,13 @@ from pathlib import Path
 from dotenv import dotenv_values
 from pydantic import ValidationError
 
+from aether._logging import LOG_FORMATS, configure_logging
 from aether.address import parse_hub_url
 from aether.agent import AetherAgent
 from aether.config import AgentConfig
 from aether.errors import AetherConfigError, AetherError
 from aether.health_http import HealthServer, agent_probe
+from aether.logredact import install_log_redaction
 
 __all__ = (
     "AgentSpecError",
@@ -218,7 +221,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--health-port",
         type=int,
-        help="serve /healthz and /readyz on this port (off by default)",
+        help="serve /healthz, /readyz and /metrics (Prometheus) on this port (off by default)",
     )
     parser.add_argument(
         "--health-host", default="0.0.0.0", help="address of the health endpoint (default 0.0.0.0)"
@@ -228,6 +231,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="logging level (default INFO)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="log lines as plain text or one JSON object each (env AETHER_LOG_FORMAT;"
+        " default plain)",
     )
 
 
@@ -243,16 +252,24 @@ async def _serve(agent: AetherAgent, health: HealthServer | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the agent `args` describe until it is stopped; returns the process exit code."""
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    install_log_redaction()
+    try:
+        configure_logging(args.log_level, fmt=getattr(args, "log_format", None))
+    except ValueError as exc:  # a bad AETHER_LOG_FORMAT
+        print(f"aether run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         agent_class = load_agent_class(args.agent)
         config = build_config(args)
         agent = agent_class(config)
         health = None
         if args.health_port is not None:
-            health = HealthServer(agent_probe(agent), host=args.health_host, port=args.health_port)
+            health = HealthServer(
+                agent_probe(agent),
+                host=args.health_host,
+                port=args.health_port,
+                metrics=agent.metrics_registry,
+            )
     except (AetherConfigError, ValueError) as exc:
         print(f"aether run: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -4,7 +4,7 @@
 aether task submit DESCRIPTION [--payload @FILE|-|TEXT] [--type T] [--agent ID]
                    [--priority N] [--metadata K=V ...] [--workflow W] [--wait]
 aether task get ID
-aether task list [--state S] [--agent A] [--type T] [--limit N]
+aether task list [--state S] [--agent A] [--type T] [--limit N] [--payloads]
 aether task cancel ID [--reason TEXT]
 aether task watch ID
 ```
@@ -259,6 +259,11 @@ def add_task_parser(subparsers: _SubParsers) -> None:
     listing.add_argument(
         "--limit", metavar="N", type=_positive_int, default=20, help="at most N (default: 20)"
     )
+    listing.add_argument(
+        "--payloads",
+        action="store_true",
+        help="with --json, include each task's payload and result (left out by default)",
+    )
     listing.set_defaults(handler=_handler(_list))
 
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a task")
@@ -504,11 +509,12 @@ async def _list(ctx: _Context, args: argparse.Namespace) -> int:
             task_type=args.task_type,
             page_size=min(wanted + 1, 1000),
             limit=wanted + 1,
+            include_payloads=bool(args.payloads),
         )
     ]
     more, tasks = len(tasks) > wanted, tasks[:wanted]
     if ctx.json:
-        _print_json(ctx.out, [task_json(t) for t in tasks])
+        _print_json(ctx.out, [task_json(t, payloads=bool(args.payloads)) for t in tasks])
         return EXIT_OK
     if not tasks:
         print("no tasks", file=ctx.err)
@@ -783,8 +789,11 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def task_json(task: Task) -> dict[str, object]:
-    """A task as a JSON-ready dict (bytes as UTF-8 text, else as `<name>_base64`)."""
+def task_json(task: Task, *, payloads: bool = True) -> dict[str, object]:
+    """A task as a JSON-ready dict (bytes as UTF-8 text, else as `<name>_base64`).
+
+    Without `payloads` the payload and result keys are left out (a listing did not fetch
+    them: empty values would read as "empty")."""
     return {
         "task_id": task.task_id,
         "state": _state_name(task.state),
@@ -799,8 +808,8 @@ def task_json(task: Task) -> dict[str, object]:
         "status_message": task.status_message,
         "workflow_id": task.workflow_id,
         "metadata": dict(task.metadata),
-        **_bytes_field("payload", task.payload),
-        **_bytes_field("result", task.result),
+        **(_bytes_field("payload", task.payload) if payloads else {}),
+        **(_bytes_field("result", task.result) if payloads else {}),
         "error_message": task.error_message,
         "metrics": dict(task.metrics),
         "created_at": _iso(task.created_at),

@@ -47,6 +47,7 @@ from aether.errors import (
     TaskWaitTimeoutError,
     map_exception,
 )
+from aether.logredact import install_log_redaction
 from aether.models import (
     TERMINAL_TASK_STATES,
     AgentInfo,
@@ -161,6 +162,8 @@ class TaskClient:
         if isinstance(token, SecretStr):
             token = token.get_secret_value()
         self._token: SecretStr | None = SecretStr(token) if token else None
+        # No token in any log record (hpack prints headers at DEBUG).
+        install_log_redaction(token or "")
         self._timeout = float(timeout)
         self._max_message_bytes = max_message_bytes
         self._channel_factory = channel_factory
@@ -313,6 +316,7 @@ class TaskClient:
             task_id=task_id,
             auth_hint=hint,
             fresh_connection=not self._answered,
+            client_certificate=bool(self._tls.cert_file),
         )
 
     async def _call(
@@ -478,12 +482,15 @@ class TaskClient:
         workflow_id: str = "",
         page_size: int = 100,
         limit: int | None = None,
+        include_payloads: bool = False,
     ) -> AsyncIterator[Task]:
         """Tasks matching every given filter, newest first, fetched a page at a time.
 
         `agent_id` matches tasks assigned or addressed to that agent. `page_size` (1 to
-        1000) is how many tasks each call to the Hub fetches; `limit` stops after that many
-        tasks (None: all of them).
+        1000) is how many tasks each call to the Hub fetches at most (the Hub ends a page
+        early rather than exceed its message limit); `limit` stops after that many tasks
+        (None: all of them). Payloads and results are left out (empty) unless
+        `include_payloads`; `get()` reads one task whole.
         """
         if not 1 <= page_size <= _MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be from 1 to {_MAX_PAGE_SIZE}, got {page_size}")
@@ -500,6 +507,7 @@ class TaskClient:
                 workflow_id=workflow_id,
                 limit=size,
                 page_token=page_token,
+                include_payloads=include_payloads,
             )
             page = await self._list_page(request)
             for wire in page.tasks:

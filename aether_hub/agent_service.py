@@ -11,8 +11,9 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from aether_hub._wire import pb, runtime, server
-from aether_hub.auth import AgentRegistry, hash_secret, verify_secret
+from aether_hub.auth import AgentRegistry, RegisterThrottle, hash_secret, verify_secret
 from aether_hub.clock import Clock, SystemClock
+from aether_hub.logcontext import bind_agent, bind_task
 from aether_hub.sessions import Session, SessionRegistry, SessionState
 from aether_hub.taskrecord import to_datetime
 from aether_hub.tasks import TaskQueue, invalid
@@ -37,6 +38,17 @@ def _connection_lost(context: runtime.ServerContext) -> bool:
     return bool(is_closing())
 
 
+def _peer_host(context: runtime.ServerContext) -> str:
+    """The caller's IP address ('' when unknown, e.g. an in-memory channel)."""
+    try:
+        addr = context.peer.addr()
+    except Exception:  # no transport details (in-memory channels)
+        return ""
+    if isinstance(addr, tuple) and addr:
+        return str(addr[0])
+    return ""
+
+
 class AgentService(server.AgentServiceBase):
     """Agents register, keep their session alive, receive tasks and report back."""
 
@@ -49,6 +61,7 @@ class AgentService(server.AgentServiceBase):
         dev: bool = False,
         default_max_concurrent_tasks: int = 1,
         clock: Clock | None = None,
+        throttle: RegisterThrottle | None = None,
     ) -> None:
         self._agents = agents
         self._sessions = sessions
@@ -56,6 +69,7 @@ class AgentService(server.AgentServiceBase):
         self._dev = dev
         self._default_max_concurrent = default_max_concurrent_tasks
         self._clock: Clock = clock or SystemClock()
+        self.throttle = throttle or RegisterThrottle(self._clock.monotonic)
 
     @property
     def heartbeat_interval(self) -> int:
@@ -67,12 +81,41 @@ class AgentService(server.AgentServiceBase):
     async def register(
         self, request: pb.RegisterRequest, context: runtime.ServerContext
     ) -> pb.AgentRegistration:
-        """Check the agent's secret and open a session."""
+        """Check the agent's secret and open a session.
+
+        Failed registrations are throttled per agent id and per peer address
+        (`RegisterThrottle`): past the free ones, Register answers UNAVAILABLE with the
+        seconds to wait, without checking the secret.
+        """
         agent_id = request.agent_id
         if not agent_id or agent_id != agent_id.strip():
             raise invalid("agent_id", "is required (a non-empty id without surrounding spaces)")
         if request.max_concurrent_tasks < 0:
             raise invalid("max_concurrent_tasks", "must not be negative (0 means the default)")
+        bind_agent(agent_id)
+        peer = _peer_host(context)
+        locked = self.throttle.retry_after(agent_id, peer)
+        if locked is not None:
+            wait, what = locked
+            raise GRPCError(
+                Status.UNAVAILABLE,
+                f"too many failed registrations for {what}; retry in {max(1, round(wait))} s",
+            )
+        try:
+            return await self._register(agent_id, request)
+        except GRPCError as exc:
+            if exc.status is Status.UNAUTHENTICATED:
+                lockout = self.throttle.failed(agent_id, peer)
+                log.warning(
+                    "register of agent %r from %s refused: %s%s",
+                    agent_id,
+                    peer or "?",
+                    exc.message,
+                    f" (locked for {lockout:g} s)" if lockout else "",
+                )
+            raise
+
+    async def _register(self, agent_id: str, request: pb.RegisterRequest) -> pb.AgentRegistration:
         # The guide passes the secret in metadata["secret"]; the SDK sends `secret`.
         secret = request.secret or request.metadata.get("secret", "")
         record = self._agents.get(agent_id)
@@ -116,6 +159,7 @@ class AgentService(server.AgentServiceBase):
             max_concurrent_tasks=request.max_concurrent_tasks or self._default_max_concurrent,
         )
         self._queue.add_session(session)
+        self.throttle.succeeded(agent_id)
         log.info(
             "agent %r registered (session %s, task types: %s)",
             agent_id,
@@ -196,6 +240,7 @@ class AgentService(server.AgentServiceBase):
     ) -> pb.ReportStatusResponse:
         """Record progress of a task leased to this session."""
         session = self._sessions.require(context)
+        bind_task(request.task_id)
         return pb.ReportStatusResponse(accepted=self._queue.report_status(session, request))
 
     async def submit_result(
@@ -203,7 +248,9 @@ class AgentService(server.AgentServiceBase):
     ) -> pb.SubmitResultResponse:
         """Record the result of a task leased to this session (idempotent by task_id);
         acknowledged once stored."""
-        ack = self._queue.record_result(self._sessions.require(context), request)
+        session = self._sessions.require(context)
+        bind_task(request.task_id)
+        ack = self._queue.record_result(session, request)
         await self._queue.durable()
         return ack
 
@@ -250,6 +297,7 @@ class AgentService(server.AgentServiceBase):
                     await reader
 
     def _record(self, session: Session, result: pb.TaskResult) -> pb.SubmitResultResponse:
+        bind_task(result.task_id)
         try:
             return self._queue.record_result(session, result)
         except GRPCError as exc:

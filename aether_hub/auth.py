@@ -2,7 +2,9 @@
 
 - `AgentRegistry`: the enrolled agents (SQLite table `agents`), each with a salted scrypt
   hash of its secret and a trust level; `hash_secret`/`verify_secret` make and check them.
-- `ClientAuth`: the optional client token `TaskService` callers present.
+- `ClientAuth`: who calls `TaskService` (`Caller`): a holder of the client token (the
+  submitter/operator role) or an agent presenting its session token (the agent role,
+  limited to its own tasks; see `TaskService`).
 
 The sessions `Register` opens with these credentials live in `aether_hub.sessions`.
 
@@ -16,6 +18,8 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from grpclib.const import Status
@@ -28,8 +32,10 @@ from aether_hub.sessions import SessionRegistry
 __all__ = (
     "AgentRecord",
     "AgentRegistry",
+    "Caller",
     "ClientAuth",
     "EnrolmentError",
+    "RegisterThrottle",
     "hash_secret",
     "parse_trust_level",
     "trust_level_name",
@@ -239,11 +245,34 @@ def _unauthenticated(message: str) -> GRPCError:
     return GRPCError(Status.UNAUTHENTICATED, message)
 
 
-class ClientAuth:
-    """Who may call `TaskService`: holders of the client token, or live agent sessions.
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who calls TaskService: a client (`agent_id` empty) or an agent's live session."""
 
-    With no client token configured every caller is accepted (the Hub refuses to bind a
-    non-loopback address in that case).
+    agent_id: str = ""
+
+    @property
+    def is_client(self) -> bool:
+        """Whether the caller has the client role (submit, see and cancel every task)."""
+        return not self.agent_id
+
+    def describe(self) -> str:
+        """``the client`` or ``agent 'x'``, for messages."""
+        return "the client" if self.is_client else f"agent {self.agent_id!r}"
+
+
+CLIENT = Caller()
+
+
+class ClientAuth:
+    """Who may call `TaskService`, and in which role.
+
+    - The client token (``--client-token-env``) is the client role: submitter and
+      operator, everything on TaskService.
+    - An agent's session token is the agent role: it may submit (sub-)tasks and see, watch
+      and cancel only the tasks it submitted or runs (`TaskService` enforces this).
+    - With no client token configured (a loopback Hub) a caller without a session token
+      is a client.
     """
 
     def __init__(self, client_token: str | None, sessions: SessionRegistry) -> None:
@@ -255,20 +284,104 @@ class ClientAuth:
         """Whether callers must present a token."""
         return self._token is not None
 
-    def check(self, context: runtime.ServerContext) -> None:
-        """Raise GRPCError(UNAUTHENTICATED) unless the caller may use TaskService."""
-        if self._token is None:
-            return
+    def check(self, context: runtime.ServerContext) -> Caller:
+        """The caller; GRPCError(UNAUTHENTICATED) when it may not use TaskService."""
         presented = context.bearer_token
+        if (
+            presented
+            and self._token is not None
+            and hmac.compare_digest(presented.encode("utf-8"), self._token)
+        ):
+            return CLIENT
+        if presented:
+            session = self._sessions.by_token(presented)
+            if session is not None:
+                return Caller(agent_id=session.agent_id)
+        if self._token is None:
+            return CLIENT
         if not presented:
             raise _unauthenticated(
                 "missing client token: send 'authorization: Bearer <client token>'"
             )
-        if hmac.compare_digest(presented.encode("utf-8"), self._token):
-            return
-        if self._sessions.by_token(presented) is not None:
-            return
         raise _unauthenticated("invalid client token")
 
     def __repr__(self) -> str:
         return f"ClientAuth(required={self.required})"
+
+
+@dataclass(slots=True)
+class _Failures:
+    count: int = 0
+    last: float = 0.0
+    locked_until: float = 0.0
+
+
+class RegisterThrottle:
+    """Slows down secret guessing: failed registrations per agent id and per peer address.
+
+    The first `free_failures` failures of a key cost nothing; each further one locks the
+    key for a delay that doubles (1 s, 2 s, 4 s ... up to `max_lockout_seconds`). While
+    locked, Register is refused (UNAVAILABLE with the time to wait) without checking the
+    secret. A success clears the agent id's count; a key with no failure for
+    `forget_after_seconds` starts over. At most `max_keys` keys are remembered (the oldest
+    are dropped first), so guessing cannot grow the Hub's memory without bound.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        *,
+        free_failures: int = 5,
+        max_lockout_seconds: float = 300.0,
+        forget_after_seconds: float = 900.0,
+        max_keys: int = 10_000,
+    ) -> None:
+        self._clock = clock
+        self.free_failures = free_failures
+        self.max_lockout_seconds = max_lockout_seconds
+        self._forget_after = forget_after_seconds
+        self._max_keys = max_keys
+        self._failures: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
+
+    def _get(self, key: tuple[str, str], now: float) -> _Failures | None:
+        entry = self._failures.get(key)
+        if entry is not None and now - entry.last > self._forget_after:
+            del self._failures[key]
+            return None
+        return entry
+
+    def retry_after(self, agent_id: str, peer: str) -> tuple[float, str] | None:
+        """(seconds to wait, what is locked) when Register must be refused now, else None."""
+        now = self._clock()
+        for key, what in ((("agent", agent_id), f"agent {agent_id!r}"), (("peer", peer), peer)):
+            if not key[1]:
+                continue
+            entry = self._get(key, now)
+            if entry is not None and entry.locked_until > now:
+                return entry.locked_until - now, what
+        return None
+
+    def failed(self, agent_id: str, peer: str) -> float:
+        """Count a failure of both keys; the lockout it starts (0 for none), in seconds."""
+        now = self._clock()
+        longest = 0.0
+        for key in (("agent", agent_id), ("peer", peer)):
+            if not key[1]:
+                continue
+            entry = self._get(key, now) or _Failures()
+            entry.count += 1
+            entry.last = now
+            over = entry.count - self.free_failures
+            if over > 0:
+                delay = min(float(2 ** min(over - 1, 30)), self.max_lockout_seconds)
+                entry.locked_until = now + delay
+                longest = max(longest, delay)
+            self._failures[key] = entry
+            self._failures.move_to_end(key)
+        while len(self._failures) > self._max_keys:
+            self._failures.popitem(last=False)
+        return longest
+
+    def succeeded(self, agent_id: str) -> None:
+        """A registration of `agent_id` succeeded: its count starts over."""
+        self._failures.pop(("agent", agent_id), None)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = (
+    "DEFAULT_PENDING_BYTES_LIMIT",
     "DEFAULT_PENDING_LIMIT",
     "BusClosedError",
     "BusError",
@@ -31,6 +32,8 @@ __all__ = (
     "MessageBus",
     "NoRespondersError",
     "RequestTimeoutError",
+    "SlowConsumerError",
+    "Subscription",
     "headers_error",
     "subject_error",
     "subject_matches",
@@ -41,6 +44,9 @@ _log = logging.getLogger(__name__)
 #: Messages a subscriber may have waiting before newer ones are dropped (NATS calls
 #: such a subscriber a slow consumer); a bound keeps one stuck client from eating memory.
 DEFAULT_PENDING_LIMIT = 65_536
+#: Bytes of messages (payload, subject, headers) a subscriber may have waiting; past it
+#: the subscription ends with `SlowConsumerError` (others are not affected).
+DEFAULT_PENDING_BYTES_LIMIT = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,18 @@ class RequestTimeoutError(BusError):
         )
         self.subject = subject
         self.timeout = timeout
+
+
+class SlowConsumerError(BusError):
+    """A subscriber fell so far behind that its waiting messages passed the byte limit."""
+
+    def __init__(self, subject: str, pending_bytes: int, limit: int) -> None:
+        super().__init__(
+            f"subscription to {subject!r} cut off: the subscriber fell behind with"
+            f" {pending_bytes} bytes of messages waiting; the limit is {limit} bytes"
+            " (the Hub's --subscriber-max-bytes). Read faster, then subscribe again"
+        )
+        self.subject = subject
 
 
 class BusClosedError(BusError):
@@ -166,38 +184,75 @@ def _tokens_match(pattern: list[str], subject: list[str]) -> bool:
     return len(pattern) == len(subject)
 
 
-class _Subscription:
-    """One in-process subscription: a bounded queue the bus fills."""
+def message_size(message: BusMessageData) -> int:
+    """What a waiting message is counted as: payload, subject, reply subject and headers."""
+    size = len(message.payload) + len(message.subject) + len(message.reply_to)
+    for key, value in message.headers.items():
+        size += len(key) + len(value)
+    return size
 
-    def __init__(self, pattern: str, queue_group: str, pending_limit: int) -> None:
+
+class Subscription:
+    """One subscription's waiting messages, bounded in number and in bytes.
+
+    Past `pending_limit` messages newer ones are dropped (logged once); past
+    `pending_bytes_limit` bytes the subscription ends, and its reader gets
+    `SlowConsumerError`. Iterate it for the messages.
+    """
+
+    def __init__(
+        self,
+        pattern: str,
+        queue_group: str = "",
+        pending_limit: int = DEFAULT_PENDING_LIMIT,
+        pending_bytes_limit: int = DEFAULT_PENDING_BYTES_LIMIT,
+    ) -> None:
         self.pattern = pattern
         self.tokens = pattern.split(".")
         self.queue_group = queue_group
         self.dropped = 0
-        self._queue: asyncio.Queue[BusMessageData | None] = asyncio.Queue(pending_limit)
+        self._pending_limit = pending_limit
+        self._bytes_limit = pending_bytes_limit
+        self._pending_bytes = 0
+        self._queue: asyncio.Queue[BusMessageData | None] = asyncio.Queue()
         self._closed = False
+        self.failure: BusError | None = None
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of messages waiting to be read."""
+        return self._pending_bytes
 
     def offer(self, message: BusMessageData) -> None:
         if self._closed:
             return
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:
+        size = message_size(message)
+        if self._pending_bytes + size > self._bytes_limit:
+            error = SlowConsumerError(self.pattern, self._pending_bytes + size, self._bytes_limit)
+            _log.warning("%s", error)
+            self.end(error)
+            return
+        if self._queue.qsize() >= self._pending_limit:
             if self.dropped == 0:
                 _log.warning("subscriber of %r is not keeping up; dropping messages", self.pattern)
             self.dropped += 1
+            return
+        self._pending_bytes += size
+        self._queue.put_nowait(message)
 
-    def end(self) -> None:
+    def end(self, failure: BusError | None = None) -> None:
         if self._closed:
             return
         self._closed = True
-        # The end marker must get through even when the queue is full.
+        self.failure = failure
+        # The end marker must get through at once: what still waits is dropped.
         with contextlib.suppress(asyncio.QueueEmpty):
-            while self._queue.full():
+            while not self._queue.empty():
                 self._queue.get_nowait()
+        self._pending_bytes = 0
         self._queue.put_nowait(None)
 
-    def __aiter__(self) -> _Subscription:
+    def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> BusMessageData:
@@ -205,16 +260,25 @@ class _Subscription:
         if message is None:
             # Keep answering "done" to later readers too.
             self._queue.put_nowait(None)
+            if self.failure is not None:
+                raise self.failure
             raise StopAsyncIteration
+        self._pending_bytes -= message_size(message)
         return message
 
 
 class InProcessBus:
     """A message bus inside the Hub process, with NATS subject semantics."""
 
-    def __init__(self, *, pending_limit: int = DEFAULT_PENDING_LIMIT) -> None:
+    def __init__(
+        self,
+        *,
+        pending_limit: int = DEFAULT_PENDING_LIMIT,
+        pending_bytes_limit: int = DEFAULT_PENDING_BYTES_LIMIT,
+    ) -> None:
         self._pending_limit = pending_limit
-        self._subscriptions: list[_Subscription] = []
+        self._pending_bytes_limit = pending_bytes_limit
+        self._subscriptions: list[Subscription] = []
         self._round_robin: dict[str, itertools.count[int]] = {}
         self._closed = False
 
@@ -263,7 +327,9 @@ class InProcessBus:
         """Subscribe to a pattern for the lifetime of the context."""
         if self._closed:
             raise BusClosedError()
-        subscription = _Subscription(subject, queue_group, self._pending_limit)
+        subscription = Subscription(
+            subject, queue_group, self._pending_limit, self._pending_bytes_limit
+        )
         self._subscriptions.append(subscription)
         try:
             yield subscription
@@ -283,7 +349,7 @@ class InProcessBus:
         if self._closed:
             raise BusClosedError()
         tokens = message.subject.split(".")
-        groups: dict[str, list[_Subscription]] = {}
+        groups: dict[str, list[Subscription]] = {}
         delivered = 0
         for subscription in self._subscriptions:
             if not _tokens_match(subscription.tokens, tokens):

@@ -40,6 +40,7 @@ _DB_HELP = f"the Hub's database file (default: ${DB_ENV})"
 _HUB_OPTIONS = {
     "host": "host",
     "port": "port",
+    "metrics_port": "metrics_port",
     "db": "db_path",
     "dev": "dev",
     "nats_url": "nats_url",
@@ -50,9 +51,22 @@ _HUB_OPTIONS = {
     "client_token_env": "client_token_env",
     "max_message_bytes": "max_message_bytes",
     "log_level": "log_level",
+    "log_format": "log_format",
     "heartbeat_interval": "heartbeat_interval_seconds",
     "session_grace": "session_grace_seconds",
     "max_attempts": "default_max_attempts",
+    "shared_subjects": "shared_subjects",
+    "register_free_failures": "register_free_failures",
+    "register_max_lockout": "register_max_lockout_seconds",
+    "tls_cert": "tls_cert_file",
+    "tls_key": "tls_key_file",
+    "tls_client_ca": "tls_client_ca_file",
+    "insecure": "insecure",
+    "max_connections": "max_connections",
+    "idle_timeout": "idle_timeout_seconds",
+    "memory_quota_bytes": "memory_quota_bytes",
+    "memory_quota_keys": "memory_quota_keys",
+    "subscriber_max_bytes": "subscriber_max_pending_bytes",
 }
 
 
@@ -97,6 +111,13 @@ def configure_hub_parser(parser: argparse.ArgumentParser) -> None:
         "--port", type=_port, default=s, help=f"port (default {DEFAULT_PORT}; 0 = any free port)"
     )
     parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=s,
+        metavar="N",
+        help="serve Prometheus metrics at http://HOST:N/metrics (default 0 = off)",
+    )
+    parser.add_argument(
         "--db",
         default=s,
         metavar="FILE",
@@ -118,6 +139,82 @@ def configure_hub_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tools", nargs="+", default=s, metavar="MODULE", help="tool plugin modules to load"
+    )
+    security = parser.add_argument_group("security and bounds (docs/devhub.md#security-model)")
+    security.add_argument(
+        "--tls-cert", default=s, metavar="FILE", help="serve TLS: certificate chain (PEM)"
+    )
+    security.add_argument(
+        "--tls-key", default=s, metavar="FILE", help="the certificate's private key (PEM)"
+    )
+    security.add_argument(
+        "--tls-client-ca",
+        default=s,
+        metavar="FILE",
+        help="mTLS: clients must present a certificate signed by this CA (PEM)",
+    )
+    security.add_argument(
+        "--insecure",
+        action="store_true",
+        default=s,
+        help="allow plaintext on a non-loopback address (behind a TLS-terminating proxy)",
+    )
+    security.add_argument(
+        "--register-free-failures",
+        type=_positive_int,
+        default=s,
+        metavar="N",
+        help="failed registrations per agent id / address before lockouts start (default 5)",
+    )
+    security.add_argument(
+        "--register-max-lockout",
+        type=float,
+        default=s,
+        metavar="SECONDS",
+        help="longest lockout after failed registrations; doubles from 1 s (default 300)",
+    )
+    security.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=s,
+        metavar="N",
+        help="open client connections at once; more are closed (default 1000)",
+    )
+    security.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=s,
+        metavar="SECONDS",
+        help="close a connection with no call in progress for this long (default 300; 0 = never)",
+    )
+    security.add_argument(
+        "--memory-quota-bytes",
+        type=_positive_int,
+        default=s,
+        metavar="N",
+        help="bytes of keys and values each agent may keep in its agent scope (default 64 MiB)",
+    )
+    security.add_argument(
+        "--memory-quota-keys",
+        type=_positive_int,
+        default=s,
+        metavar="N",
+        help="keys each agent may keep in its agent scope (default 10000)",
+    )
+    security.add_argument(
+        "--subscriber-max-bytes",
+        type=_positive_int,
+        default=s,
+        metavar="N",
+        help="bytes of messages waiting for one subscriber before it is cut off (default 16 MiB)",
+    )
+    parser.add_argument(
+        "--shared-subjects",
+        nargs="*",
+        default=s,
+        metavar="PATTERN",
+        help="subject patterns every agent may publish/subscribe besides its own"
+        " agents.<id>.> (default: shared.> events.> review.> pricing.>; none: no shared ones)",
     )
     parser.add_argument(
         "--config", default=None, metavar="FILE", help="TOML/JSON file: hub options and agents"
@@ -164,6 +261,14 @@ def configure_hub_parser(parser: argparse.ArgumentParser) -> None:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="log level (INFO)",
     )
+    parser.add_argument(
+        "--log-format",
+        default=s,
+        type=str.lower,
+        choices=("plain", "json"),
+        help="log lines as plain text or one JSON object each (default: $AETHER_LOG_FORMAT,"
+        " else plain)",
+    )
     sub = parser.add_subparsers(dest="hub_command", metavar="{agents}")
     agents = sub.add_parser(
         "agents",
@@ -202,6 +307,8 @@ def hub_config_from_args(args: argparse.Namespace) -> HubConfig:
         for value in given["tools"]:
             tools.extend(part.strip() for part in str(value).split(",") if part.strip())
         given["tools"] = tuple(tools)
+    if "shared_subjects" in given:
+        given["shared_subjects"] = tuple(str(v) for v in given["shared_subjects"])
     if "db_path" not in given and os.environ.get(DB_ENV):
         given["db_path"] = os.environ[DB_ENV]
     config = HubConfig()
@@ -210,12 +317,19 @@ def hub_config_from_args(args: argparse.Namespace) -> HubConfig:
     return dataclasses.replace(config, **given)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+def _setup_logging(level: str, log_format: str = "") -> None:
+    # No secret or token in any record, whichever logger writes it (hpack prints
+    # headers, with the authorization one, at DEBUG).
+    from aether import configure_logging, install_log_redaction
+    from aether_hub.logcontext import HubLogContext
+
+    install_log_redaction()
+    handler = configure_logging(
+        getattr(logging, level.upper(), logging.INFO), fmt=log_format or None
     )
+    if handler is not None:
+        # Records logged while handling a call name its agent and task (JSON format).
+        handler.addFilter(HubLogContext())
 
 
 async def _serve(config: HubConfig) -> None:
@@ -239,7 +353,11 @@ def run_hub(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"aether hub: error: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(config.log_level)
+    try:
+        _setup_logging(config.log_level, config.log_format)
+    except ValueError as exc:  # a bad $AETHER_LOG_FORMAT
+        print(f"aether hub: error: {exc}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(_serve(config))
     except ConfigError as exc:

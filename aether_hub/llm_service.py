@@ -36,6 +36,7 @@ from aether_hub.llm_providers import (
     ProviderError,
     TokenUsage,
 )
+from aether_hub.metrics import HubMetrics
 from aether_hub.sessions import SessionRegistry
 
 __all__ = ("DEFAULT_MODEL", "DEFAULT_STANDARD_MODELS", "LLMService", "ModelPolicy")
@@ -134,10 +135,17 @@ class LLMService(server.LLMServiceBase):
         self._sessions = sessions
         self.provider = provider
         self.policy = policy or ModelPolicy.default()
+        #: Where tokens used are counted (`HubServer` sets it).
+        self.metrics: HubMetrics | None = None
+
+    def _count(self, model: str, agent_id: str, usage: TokenUsage) -> None:
+        if self.metrics is not None:
+            self.metrics.llm_tokens(model, agent_id, usage.prompt_tokens, usage.completion_tokens)
 
     def _prepare(
         self, request: pb.ChatRequest, context: runtime.ServerContext
-    ) -> CompletionRequest:
+    ) -> tuple[CompletionRequest, str]:
+        """The provider's request, and the calling agent's id."""
         session = self._sessions.require(context)
         _validate(request)
         model = self.policy.resolve(request.model, session.trust_level)
@@ -148,19 +156,20 @@ class LLMService(server.LLMServiceBase):
                 request.model,
                 model,
             )
-        return CompletionRequest(
+        prepared = CompletionRequest(
             messages=tuple(ChatTurn(m.role, m.content) for m in request.messages),
             model=model,
             # float32 on the wire: 0.3 arrives as 0.30000001192...; send what was meant.
             temperature=None if request.temperature is None else round(request.temperature, 6),
             max_tokens=request.max_tokens,
         )
+        return prepared, session.agent_id
 
     async def chat(
         self, request: pb.ChatRequest, context: runtime.ServerContext
     ) -> pb.ChatResponse:
         """One complete answer."""
-        prepared = self._prepare(request, context)
+        prepared, agent_id = self._prepare(request, context)
         try:
             completion = await self.provider.complete(prepared)
         except ProviderError as exc:
@@ -173,6 +182,7 @@ class LLMService(server.LLMServiceBase):
                 model=prepared.model,
                 error_message=f"the {self.provider.name} provider failed unexpectedly",
             )
+        self._count(completion.model, agent_id, completion.usage)
         return pb.ChatResponse(
             success=True,
             content=completion.content,
@@ -185,11 +195,13 @@ class LLMService(server.LLMServiceBase):
         self, request: pb.ChatRequest, context: runtime.ServerContext
     ) -> AsyncIterator[pb.ChatChunk]:
         """The answer in pieces; the last chunk carries finish_reason and usage."""
-        prepared = self._prepare(request, context)
+        prepared, agent_id = self._prepare(request, context)
         model = prepared.model
         try:
             async for chunk in self.provider.stream(prepared):
                 model = chunk.model or model
+                if chunk.usage is not None:
+                    self._count(model, agent_id, chunk.usage)
                 yield pb.ChatChunk(
                     delta=chunk.delta,
                     model=model,

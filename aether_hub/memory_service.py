@@ -6,7 +6,9 @@ Scopes:
   agent id of the caller's session; a ``scope_id`` sent by the client is ignored, so an
   agent cannot read another agent's memory.
 - ``task`` and ``workflow``: shared by everything working on one task or workflow; the
-  ``scope_id`` (the task or workflow id) is required.
+  ``scope_id`` (the task or workflow id) is required. An agent may use the scope of a
+  task it submitted or runs (ran), and of a workflow one of whose tasks it submitted or
+  ran; any other is PERMISSION_DENIED (`ScopeAccess`, the Hub's task queue).
 - ``global``: shared by every agent of the Hub; ``scope_id`` is ignored.
 
 Values are JSON documents, stored as sent. A value with a TTL is gone for readers the
@@ -32,7 +34,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -45,6 +47,7 @@ __all__ = (
     "MemoryEntry",
     "MemoryInputError",
     "MemoryLimits",
+    "MemoryQuotaError",
     "MemoryService",
     "MemoryStore",
     "scope_name",
@@ -101,6 +104,26 @@ class MemoryLimits:
     max_list_limit: int = 10_000
     #: Seconds between sweeps of expired values.
     sweep_interval_seconds: float = 60.0
+    #: Live keys one agent may keep in its own (agent) scope.
+    agent_quota_keys: int = 10_000
+    #: UTF-8 bytes of keys plus values one agent may keep in its own (agent) scope.
+    agent_quota_bytes: int = 64 * 1024 * 1024
+
+
+class MemoryQuotaError(Exception):
+    """A store would take an agent over its memory quota (RESOURCE_EXHAUSTED)."""
+
+
+class ScopeAccess(Protocol):
+    """Who may use which task and workflow scopes (the Hub's `TaskQueue`)."""
+
+    def agent_may_use_task(self, agent_id: str, task_id: str) -> bool:
+        """Whether the agent submitted or runs the task."""
+        ...
+
+    def agent_in_workflow(self, agent_id: str, workflow_id: str) -> bool:
+        """Whether the agent submitted or ran a task of the workflow."""
+        ...
 
 
 class MemoryInputError(ValueError):
@@ -184,6 +207,8 @@ class MemoryStore:
         now = self._clock()
         expires_at = now + ttl_seconds if ttl_seconds else None
         with self._db.conn:
+            if scope == "agent":
+                self._check_quota(scope_id, key, value_json, now)
             self._db.conn.execute(
                 "INSERT INTO memory_entries (scope, scope_id, key, value_json, expires_at,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?)"
@@ -191,6 +216,29 @@ class MemoryStore:
                 " value_json = excluded.value_json, expires_at = excluded.expires_at,"
                 " updated_at = excluded.updated_at",
                 (scope, scope_id, key, value_json, expires_at, now),
+            )
+
+    def _check_quota(self, agent_id: str, key: str, value_json: str, now: float) -> None:
+        """MemoryQuotaError when storing `key` would take `agent_id` over its quota."""
+        row = self._db.conn.execute(
+            "SELECT count(*), coalesce(sum(length(CAST(key AS BLOB))"
+            " + length(CAST(value_json AS BLOB))), 0) FROM memory_entries"
+            " WHERE scope = 'agent' AND scope_id = ? AND key != ?"
+            " AND (expires_at IS NULL OR expires_at > ?)",
+            (agent_id, key, now),
+        ).fetchone()
+        keys = int(row[0]) + 1
+        size = int(row[1]) + len(key.encode("utf-8")) + len(value_json.encode("utf-8"))
+        limits = self.limits
+        if keys > limits.agent_quota_keys:
+            raise MemoryQuotaError(
+                f"memory quota: agent {agent_id!r} would keep {keys} keys; the limit is"
+                f" {limits.agent_quota_keys} (delete keys, or the Hub's --memory-quota-keys)"
+            )
+        if size > limits.agent_quota_bytes:
+            raise MemoryQuotaError(
+                f"memory quota: agent {agent_id!r} would keep {size} bytes; the limit is"
+                f" {limits.agent_quota_bytes} (delete keys, or the Hub's --memory-quota-bytes)"
             )
 
     def retrieve(self, scope: str, scope_id: str, key: str) -> MemoryEntry | None:
@@ -285,9 +333,11 @@ class MemoryService(server.MemoryServiceBase):
         limits: MemoryLimits | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        access: ScopeAccess | None = None,
     ) -> None:
         self.backend = MemoryStore(db, limits, clock=clock)
         self._sessions = sessions
+        self._access = access
 
     def snapshot(self, scope: pb.MemoryScope | str, scope_id: str = "") -> dict[str, object]:
         """The live values of a scope, decoded (see :meth:`MemoryStore.snapshot`)."""
@@ -318,6 +368,20 @@ class MemoryService(server.MemoryServiceBase):
                 Status.INVALID_ARGUMENT,
                 f"scope_id: required for the {name} scope (the {name} id)",
             )
+        access = self._access
+        if access is not None:
+            allowed = (
+                access.agent_may_use_task(session.agent_id, scope_id)
+                if name == "task"
+                else access.agent_in_workflow(session.agent_id, scope_id)
+            )
+            if not allowed:
+                raise GRPCError(
+                    Status.PERMISSION_DENIED,
+                    f"scope_id: agent {session.agent_id!r} may not use the memory of {name}"
+                    f" {scope_id!r}: only of a {name} it submitted or runs"
+                    + (" (one of its tasks)" if name == "workflow" else ""),
+                )
         return name, scope_id
 
     async def store(
@@ -331,6 +395,8 @@ class MemoryService(server.MemoryServiceBase):
             )
         except MemoryInputError as exc:
             raise _invalid(exc) from None
+        except MemoryQuotaError as exc:
+            raise GRPCError(Status.RESOURCE_EXHAUSTED, str(exc)) from None
         except sqlite3.Error as exc:
             _log.exception("memory store failed")
             return pb.StoreResponse(success=False, error_message=f"the Hub's store failed: {exc}")

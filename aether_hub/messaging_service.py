@@ -4,6 +4,9 @@ The bus is the in-process one by default, or NATS with ``--nats-url`` (see
 :mod:`aether_hub.bus`). Rules:
 
 - Every call needs a live agent session (UNAUTHENTICATED otherwise).
+- An agent uses only its own namespace ``agents.<agent_id>.>`` and the Hub's shared
+  subjects; reply inboxes are private to their requester (`aether_hub.permissions`).
+  Anything else is PERMISSION_DENIED naming the field.
 - A malformed request is INVALID_ARGUMENT, the message starting with the field's name:
   ``subject`` (empty, empty tokens, whitespace, or wildcards where none are allowed),
   ``reply_to``, ``queue_group``, ``headers`` (empty names, names with spaces or ':',
@@ -25,7 +28,14 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from aether_hub._wire import pb, runtime, server
-from aether_hub.bus import BusError, MessageBus, headers_error, subject_error
+from aether_hub.bus import (
+    BusError,
+    MessageBus,
+    SlowConsumerError,
+    headers_error,
+    subject_error,
+)
+from aether_hub.permissions import SubjectPolicy
 from aether_hub.sessions import SessionRegistry
 
 __all__ = ("DEFAULT_REQUEST_TIMEOUT_MS", "MAX_REQUEST_TIMEOUT_MS", "MessagingService")
@@ -53,19 +63,25 @@ def _check_headers(headers: Mapping[str, str]) -> None:
 class MessagingService(server.MessagingServiceBase):
     """`aether.v1.MessagingService` over a :class:`~aether_hub.bus.MessageBus`."""
 
-    def __init__(self, bus: MessageBus, sessions: SessionRegistry) -> None:
+    def __init__(
+        self, bus: MessageBus, sessions: SessionRegistry, policy: SubjectPolicy | None = None
+    ) -> None:
         self.bus = bus
         self._sessions = sessions
+        self.policy = policy or SubjectPolicy()
 
     async def publish(
         self, request: pb.PublishRequest, context: runtime.ServerContext
     ) -> pb.PublishResponse:
         """Send a message to every subscriber of the subject."""
-        self._sessions.require(context)
+        session = self._sessions.require(context)
         _check_subject("subject", request.subject, wildcards=False)
         if request.reply_to:
             _check_subject("reply_to", request.reply_to, wildcards=False)
         _check_headers(request.headers)
+        self.policy.check_publish(session.agent_id, "subject", request.subject)
+        if request.reply_to:
+            self.policy.check_publish(session.agent_id, "reply_to", request.reply_to)
         try:
             await self.bus.publish(
                 request.subject, request.payload, request.headers, request.reply_to
@@ -78,9 +94,10 @@ class MessagingService(server.MessagingServiceBase):
         self, request: pb.RequestRequest, context: runtime.ServerContext
     ) -> pb.RequestResponse:
         """Send a request and wait for the first reply."""
-        self._sessions.require(context)
+        session = self._sessions.require(context)
         _check_subject("subject", request.subject, wildcards=False)
         _check_headers(request.headers)
+        self.policy.check_publish(session.agent_id, "subject", request.subject)
         if request.timeout_ms < 0:
             raise GRPCError(
                 Status.INVALID_ARGUMENT,
@@ -107,6 +124,7 @@ class MessagingService(server.MessagingServiceBase):
                 Status.INVALID_ARGUMENT,
                 f"queue_group: {request.queue_group!r} must not contain whitespace",
             )
+        self.policy.check_subscribe(session.agent_id, request.subject)
         _log.debug("%s subscribes to %r", session.agent_id, request.subject)
         try:
             async with self.bus.subscribe(request.subject, request.queue_group) as messages:
@@ -119,6 +137,8 @@ class MessagingService(server.MessagingServiceBase):
                         headers=dict(message.headers),
                         reply_to=message.reply_to,
                     )
+        except SlowConsumerError as exc:
+            raise GRPCError(Status.RESOURCE_EXHAUSTED, str(exc)) from None
         except BusError as exc:
             raise GRPCError(Status.UNAVAILABLE, str(exc)) from None
         finally:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
 from aether_hub.bus import (
+    DEFAULT_PENDING_BYTES_LIMIT,
     DEFAULT_PENDING_LIMIT,
     BusClosedError,
     BusError,
@@ -22,6 +23,7 @@ from aether_hub.bus import (
     MessageBus,
     NoRespondersError,
     RequestTimeoutError,
+    Subscription,
 )
 
 if TYPE_CHECKING:
@@ -46,11 +48,19 @@ def _redact_url(url: str) -> str:
 class NatsBus:
     """Publish, request and subscribe through a NATS connection."""
 
-    def __init__(self, client: Client, url: str, *, pending_limit: int) -> None:
+    def __init__(
+        self,
+        client: Client,
+        url: str,
+        *,
+        pending_limit: int,
+        pending_bytes_limit: int = DEFAULT_PENDING_BYTES_LIMIT,
+    ) -> None:
         self._nc = client
         self._url = _redact_url(url)
         self._pending_limit = pending_limit
-        self._queues: set[asyncio.Queue[BusMessageData | None]] = set()
+        self._pending_bytes_limit = pending_bytes_limit
+        self._queues: set[Subscription] = set()
 
     def __repr__(self) -> str:
         return f"NatsBus(url={self._url!r})"
@@ -62,6 +72,7 @@ class NatsBus:
         *,
         connect_timeout: float = 5.0,
         pending_limit: int = DEFAULT_PENDING_LIMIT,
+        pending_bytes_limit: int = DEFAULT_PENDING_BYTES_LIMIT,
     ) -> NatsBus:
         """Connect to the NATS server at `url`; raises BusError naming the URL on failure."""
         try:
@@ -113,7 +124,9 @@ class NatsBus:
             raise BusError(f"cannot connect to NATS at {safe_url}: {reason}") from None
         connected = True
         _log.info("connected to NATS at %s", safe_url)
-        return cls(client, url, pending_limit=pending_limit)
+        return cls(
+            client, url, pending_limit=pending_limit, pending_bytes_limit=pending_bytes_limit
+        )
 
     async def publish(
         self,
@@ -165,18 +178,10 @@ class NatsBus:
         """A NATS subscription for the lifetime of the context."""
         if self._nc.is_closed:
             raise BusClosedError()
-        # One place more than the limit, so that close() can always post the end marker.
-        queue: asyncio.Queue[BusMessageData | None] = asyncio.Queue(self._pending_limit + 1)
-        dropped = 0
+        queue = Subscription(subject, queue_group, self._pending_limit, self._pending_bytes_limit)
 
         async def _on_message(msg: Msg) -> None:
-            nonlocal dropped
-            if queue.qsize() < self._pending_limit:
-                queue.put_nowait(_to_data(msg))
-            else:
-                if dropped == 0:
-                    _log.warning("subscriber of %r is not keeping up; dropping", subject)
-                dropped += 1
+            queue.offer(_to_data(msg))
 
         from nats.errors import Error as NatsError
 
@@ -191,11 +196,11 @@ class NatsBus:
 
         self._queues.add(queue)
         try:
-            yield _QueueIterator(queue)
+            yield queue
         finally:
             if queue in self._queues:
                 self._queues.discard(queue)
-                queue.put_nowait(None)
+                queue.end()
             if not self._nc.is_closed:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
@@ -203,7 +208,7 @@ class NatsBus:
     async def close(self) -> None:
         """End the subscriptions, then drain and close the NATS connection."""
         for queue in self._queues:
-            queue.put_nowait(None)
+            queue.end()
         self._queues.clear()
         if self._nc.is_closed:
             return
@@ -223,23 +228,6 @@ class NatsBus:
                 _log.debug("closing the NATS connection failed: %s", close_exc)
 
 
-class _QueueIterator:
-    """Reads a subscription's queue until the end marker (None)."""
-
-    def __init__(self, queue: asyncio.Queue[BusMessageData | None]) -> None:
-        self._queue = queue
-
-    def __aiter__(self) -> _QueueIterator:
-        return self
-
-    async def __anext__(self) -> BusMessageData:
-        message = await self._queue.get()
-        if message is None:
-            self._queue.put_nowait(None)  # later readers end too
-            raise StopAsyncIteration
-        return message
-
-
 def _to_data(msg: Msg) -> BusMessageData:
     return BusMessageData(
         subject=msg.subject,
@@ -249,8 +237,11 @@ def _to_data(msg: Msg) -> BusMessageData:
     )
 
 
-async def create_bus(nats_url: str | None) -> MessageBus:
-    """The in-process bus, or a bus bridged to the NATS server at `nats_url`."""
+async def create_bus(
+    nats_url: str | None, *, pending_bytes_limit: int = DEFAULT_PENDING_BYTES_LIMIT
+) -> MessageBus:
+    """The in-process bus, or a bus bridged to the NATS server at `nats_url`; a
+    subscriber with more than `pending_bytes_limit` bytes waiting is cut off."""
     if not nats_url:
-        return InProcessBus()
-    return await NatsBus.connect(nats_url)
+        return InProcessBus(pending_bytes_limit=pending_bytes_limit)
+    return await NatsBus.connect(nats_url, pending_bytes_limit=pending_bytes_limit)

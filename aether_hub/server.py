@@ -28,12 +28,14 @@ import grpclib.const
 import grpclib.protocol
 import grpclib.server
 
+from aether import install_log_redaction
 from aether_hub._wire import health_pb
 from aether_hub.agent_service import AgentService
 from aether_hub.auth import (
     AgentRegistry,
     ClientAuth,
     EnrolmentError,
+    RegisterThrottle,
     hash_secret,
     parse_trust_level,
     verify_secret,
@@ -41,19 +43,23 @@ from aether_hub.auth import (
 from aether_hub.builtin_tools import registry_with_builtins
 from aether_hub.bus import BusError, MessageBus
 from aether_hub.clock import Clock, SystemClock
+from aether_hub.connections import ConnectionLimits
 from aether_hub.db import Database
 from aether_hub.guard import GuardedService
 from aether_hub.health import HealthService
 from aether_hub.llm_providers import LLMProvider, make_llm_provider
 from aether_hub.llm_service import LLMService, ModelPolicy
-from aether_hub.memory_service import MemoryService
+from aether_hub.memory_service import MemoryLimits, MemoryService
 from aether_hub.messaging_service import MessagingService
+from aether_hub.metrics import HubMetrics, LiveState, MetricsServer
 from aether_hub.nats_bus import create_bus
+from aether_hub.permissions import SubjectPolicy
 from aether_hub.reflection import ReflectionIndex, ReflectionV1, ReflectionV1Alpha
 from aether_hub.sessions import SessionRegistry
 from aether_hub.settings import ConfigError, HubConfig
 from aether_hub.tasks import TaskQueue, TaskService
 from aether_hub.taskstore import StoreUnavailableError, TaskStore
+from aether_hub.tls import server_ssl_context
 from aether_hub.tool_registry import ToolDefinitionError, ToolPluginError, ToolRegistry, ToolService
 
 __all__ = ("HubServer", "Servable")
@@ -78,12 +84,18 @@ class _Server(grpclib.server.Server):
     `_protocol_factory` (grpclib is pinned).
     """
 
-    def __init__(self, handlers: Sequence[Servable]) -> None:
+    def __init__(
+        self, handlers: Sequence[Servable], limits: ConnectionLimits | None = None
+    ) -> None:
         super().__init__(handlers)
         self._protocols: weakref.WeakSet[grpclib.protocol.H2Protocol] = weakref.WeakSet()
+        self.limits = limits
 
     def _protocol_factory(self) -> grpclib.protocol.H2Protocol:
         protocol = super()._protocol_factory()
+        if self.limits is not None:
+            # --max-connections and --idle-timeout (aether_hub/connections.py).
+            protocol = self.limits.wrap(protocol)
         self._protocols.add(protocol)
         return protocol
 
@@ -156,6 +168,9 @@ class HubServer:
         self._tool_registry: ToolRegistry | None = None
         self._health: HealthService | None = None
         self._services: list[Servable] = []
+        # This Hub's own metrics registry (several Hubs in one process never collide).
+        self._metrics = HubMetrics()
+        self._metrics_server: MetricsServer | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -164,10 +179,23 @@ class HubServer:
         config = self._begin()
         try:
             await self._build(config, config.client_token())
-            server = _Server(self._services)
+            if config.metrics_port:
+                metrics_server = MetricsServer(
+                    self._metrics, host=config.host, port=config.metrics_port
+                )
+                await metrics_server.start()
+                self._metrics_server = metrics_server
+            ssl_context = server_ssl_context(config)
+            server = _Server(
+                self._services,
+                ConnectionLimits(
+                    max_connections=config.max_connections,
+                    idle_timeout=config.idle_timeout_seconds,
+                ),
+            )
             sock = _bind(config.host, config.port)
             self._sock = sock
-            await server.start(sock=sock)
+            await server.start(sock=sock, ssl=ssl_context)
             self._server = server
             self._port = int(sock.getsockname()[1])
         except BaseException:
@@ -177,7 +205,13 @@ class HubServer:
         self._tasks.append(asyncio.create_task(self._sweep_loop(), name="aether-hub-sweep"))
         if self.queue.store is not None:
             self._tasks.append(asyncio.create_task(self._flush_loop(), name="aether-hub-flush"))
-        log.info("Aether Hub listening on %s", self.address)
+        log.info(
+            "Aether Hub listening on %s%s",
+            self.address,
+            (" (TLS, client certificates required)" if config.tls_client_ca_file else " (TLS)")
+            if config.tls
+            else "",
+        )
         if not config.dev and not self.agents.list_agents():
             log.warning(
                 "no agents are enrolled and --dev is off: every Register will be refused"
@@ -209,6 +243,8 @@ class HubServer:
         return tuple(self._services)
 
     async def _build(self, config: HubConfig, client_token: str | None) -> None:
+        # No secret or token in any log record (hpack prints headers at DEBUG).
+        install_log_redaction(client_token or "")
         clock = self._clock
         db = Database(config.db_path)
         self._db = db
@@ -231,6 +267,14 @@ class HubServer:
         )
         self._queue = queue
         sessions.on_end(queue.session_ended)
+        queue.metrics = self._metrics
+        self._metrics.watch(
+            LiveState(
+                pending_by_type=queue.pending_by_type,
+                running_by_type=queue.running_by_type,
+                agents_connected=sessions.__len__,
+            )
+        )
         self._agent_service = AgentService(
             agents=agents,
             sessions=sessions,
@@ -238,14 +282,32 @@ class HubServer:
             dev=config.dev,
             default_max_concurrent_tasks=config.default_max_concurrent_tasks,
             clock=clock,
+            throttle=RegisterThrottle(
+                clock.monotonic,
+                free_failures=config.register_free_failures,
+                max_lockout_seconds=config.register_max_lockout_seconds,
+            ),
         )
         self._task_service = TaskService(queue, ClientAuth(client_token, sessions), sessions)
-        self._memory = MemoryService(db, sessions, clock=clock.time)
+        self._memory = MemoryService(
+            db,
+            sessions,
+            MemoryLimits(
+                agent_quota_keys=config.memory_quota_keys,
+                agent_quota_bytes=config.memory_quota_bytes,
+            ),
+            clock=clock.time,
+            access=queue,
+        )
         try:
-            self._bus = await create_bus(config.nats_url)
+            self._bus = await create_bus(
+                config.nats_url, pending_bytes_limit=config.subscriber_max_pending_bytes
+            )
         except BusError as exc:
             raise ConfigError(str(exc)) from None
-        self._messaging = MessagingService(self._bus, sessions)
+        self._messaging = MessagingService(
+            self._bus, sessions, SubjectPolicy(config.shared_subjects)
+        )
         self._llm = self._build_llm(config, sessions)
         self._tools = self._build_tools(config, db, sessions)
         services: list[Servable] = [
@@ -269,13 +331,14 @@ class HubServer:
         services += [self._health, ReflectionV1(index), ReflectionV1Alpha(index)]
         for service in services:
             service.max_message_bytes = config.max_message_bytes
-        self._services = [GuardedService(service) for service in services]
+        self._services = [GuardedService(service, metrics=self._metrics) for service in services]
 
     async def _enrol_configured_agents(self, agents: AgentRegistry) -> None:
         for spec in self.config.agents:
             secret = ""
             if spec.secret_env:
                 secret = os.environ.get(spec.secret_env, "")
+                install_log_redaction(secret)
                 if not secret:
                     raise ConfigError(
                         f"agent {spec.agent_id!r}: environment variable {spec.secret_env}"
@@ -311,7 +374,9 @@ class HubServer:
         except ValueError as exc:
             raise ConfigError(f"--llm-provider: {exc}") from None
         self._llm_provider = provider
-        return LLMService(sessions, provider, ModelPolicy.default())
+        llm = LLMService(sessions, provider, ModelPolicy.default())
+        llm.metrics = self._metrics
+        return llm
 
     def _build_tools(
         self, config: HubConfig, db: Database, sessions: SessionRegistry
@@ -355,6 +420,8 @@ class HubServer:
             log.info("Aether Hub stopped")
 
     async def _close_parts(self) -> None:
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
         if self._queue is not None and self._db is not None and not self._db.closed:
             try:
                 self._queue.flush()
@@ -445,6 +512,17 @@ class HubServer:
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"{host}:{self.port}"
+
+    @property
+    def metrics(self) -> HubMetrics:
+        """This Hub's metrics (its `registry` is what `--metrics-port` serves)."""
+        return self._metrics
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port serving `/metrics`, or None when metrics are not served."""
+        server = self._metrics_server
+        return server.port if server is not None else None
 
     @property
     def db(self) -> Database:

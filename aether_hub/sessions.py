@@ -39,6 +39,7 @@ from grpclib.exceptions import GRPCError
 
 from aether_hub._wire import pb, runtime
 from aether_hub.db import Database
+from aether_hub.logcontext import bind_agent
 from aether_hub.taskrecord import ANY_KEY, RoutingKey, TaskRecord
 
 __all__ = (
@@ -312,6 +313,7 @@ class SessionRegistry:
         session = self._by_token.get(token)
         if session is None:
             raise _unauthenticated("unknown or expired session token; register again")
+        bind_agent(session.agent_id)  # the rest of this call's log records name the agent
         return session
 
     def by_token(self, token: str) -> Session | None:

@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from aether_hub.permissions import DEFAULT_SHARED_SUBJECTS, SubjectPolicy
+
 __all__ = (
     "DEFAULT_HOST",
     "DEFAULT_PORT",
@@ -71,6 +73,8 @@ class HubConfig:
     client_token_env: str | None = None
     max_message_bytes: int = 4 * 1024 * 1024
     log_level: str = "INFO"
+    # "plain" or "json" (one object per line); "" = $AETHER_LOG_FORMAT, else plain.
+    log_format: str = ""
     heartbeat_interval_seconds: int = 30
     # A session silent for 2 heartbeat intervals plus this long expires (its leases requeue).
     session_grace_seconds: float = 5.0
@@ -80,12 +84,40 @@ class HubConfig:
     terminal_task_retention: int = 100_000
     # Seconds between flushes of the task changes nobody waits for (leases, progress; --db).
     flush_interval_seconds: float = 0.05
+    # Serve Prometheus metrics at http://<host>:<metrics_port>/metrics; 0 = off.
+    metrics_port: int = 0
+    # Subject patterns every agent may use besides its own `agents.<id>.>` namespace.
+    shared_subjects: tuple[str, ...] = DEFAULT_SHARED_SUBJECTS
+    # Failed registrations per agent id / peer address before each further one locks the
+    # key for a doubling delay (1 s, 2 s, ...) of at most register_max_lockout_seconds.
+    register_free_failures: int = 5
+    register_max_lockout_seconds: float = 300.0
+    # TLS: the Hub's certificate chain and key (PEM); with tls_client_ca_file, clients
+    # must present a certificate signed by that CA (mTLS).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
+    # Serve plaintext on a non-loopback address (only behind a TLS-terminating proxy).
+    insecure: bool = False
+    # Open client connections at once; more are closed at once.
+    max_connections: int = 1000
+    # A connection with no call in progress for this long is closed (0 = never).
+    idle_timeout_seconds: float = 300.0
+    # Memory each agent may hold in its own (agent) scope.
+    memory_quota_bytes: int = 64 * 1024 * 1024
+    memory_quota_keys: int = 10_000
+    # Bytes of messages a subscriber may have waiting before it is cut off.
+    subscriber_max_pending_bytes: int = 16 * 1024 * 1024
     agents: tuple[AgentSpec, ...] = field(default=())
 
     def validate(self) -> None:
         """Raise ConfigError naming the first unusable setting."""
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, not {self.port}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(
+                f"metrics_port must be between 1 and 65535 (0 = off), not {self.metrics_port}"
+            )
         if self.max_message_bytes < 1024:
             raise ConfigError(
                 f"max_message_bytes must be at least 1024, not {self.max_message_bytes}"
@@ -100,6 +132,12 @@ class HubConfig:
             raise ConfigError("default_max_concurrent_tasks must be at least 1")
         if self.terminal_task_retention < 0:
             raise ConfigError("terminal_task_retention must not be negative")
+        try:
+            SubjectPolicy(self.shared_subjects)
+        except ValueError as exc:
+            raise ConfigError(f"shared_subjects: {exc}") from None
+        if self.log_format not in ("", "plain", "json"):
+            raise ConfigError(f"log_format must be 'plain' or 'json', not {self.log_format!r}")
         if self.llm_provider not in ("echo", "openai"):
             raise ConfigError(f"llm_provider must be 'echo' or 'openai', not {self.llm_provider!r}")
         if self.client_token_env is None and not is_loopback_host(self.host):
@@ -108,6 +146,47 @@ class HubConfig:
                 " client token: pass --client-token-env VAR (the variable holds the token)"
                 " or bind 127.0.0.1"
             )
+        self._validate_security()
+
+    def _validate_security(self) -> None:
+        for name in (
+            "register_free_failures",
+            "max_connections",
+            "memory_quota_bytes",
+            "memory_quota_keys",
+            "subscriber_max_pending_bytes",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.register_max_lockout_seconds < 1:
+            raise ConfigError("register_max_lockout_seconds must be at least 1")
+        if self.idle_timeout_seconds < 0:
+            raise ConfigError("idle_timeout_seconds must not be negative (0 = never)")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("TLS needs both --tls-cert and --tls-key (PEM files)")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
+        for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"{name} {path}: no such file")
+        loopback = is_loopback_host(self.host)
+        if self.dev and not loopback:
+            raise ConfigError(
+                f"refusing --dev on non-loopback host {self.host!r}: --dev enrols any agent"
+                " that registers; enrol agents (`aether hub agents add`, --config) instead"
+            )
+        if not loopback and not self.tls_cert_file and not self.insecure:
+            raise ConfigError(
+                f"refusing to serve plaintext on non-loopback host {self.host!r}: pass"
+                " --tls-cert FILE --tls-key FILE (and --tls-client-ca FILE for mTLS), or"
+                " --insecure when a TLS-terminating proxy sits in front of the Hub"
+            )
+
+    @property
+    def tls(self) -> bool:
+        """Whether the Hub serves TLS."""
+        return bool(self.tls_cert_file)
 
     def client_token(self) -> str | None:
         """The client token from `client_token_env`, or None when none is configured."""
@@ -133,9 +212,9 @@ class HubConfig:
                 raise ConfigError(f"{path}: unknown hub option {key!r}")
             if name in explicit:
                 continue
-            if name == "tools":
+            if name in ("tools", "shared_subjects"):
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise ConfigError(f"{path}: 'tools' must be a list of module names")
+                    raise ConfigError(f"{path}: {name!r} must be a list of strings")
                 value = tuple(value)
             updates[name] = value
         merged = replace(self, **updates, agents=self.agents + agents)  # type: ignore[arg-type]  # values are checked by validate() and the consumers
@@ -147,6 +226,15 @@ def _check_types(config: HubConfig, path: str | os.PathLike[str]) -> None:
     expectations: dict[str, tuple[type, ...]] = {
         "host": (str,),
         "port": (int,),
+        "metrics_port": (int,),
+        "register_free_failures": (int,),
+        "register_max_lockout_seconds": (int, float),
+        "insecure": (bool,),
+        "max_connections": (int,),
+        "idle_timeout_seconds": (int, float),
+        "memory_quota_bytes": (int,),
+        "memory_quota_keys": (int,),
+        "subscriber_max_pending_bytes": (int,),
         "dev": (bool,),
         "max_message_bytes": (int,),
         "heartbeat_interval_seconds": (int,),
@@ -157,12 +245,22 @@ def _check_types(config: HubConfig, path: str | os.PathLike[str]) -> None:
         "session_grace_seconds": (int, float),
         "llm_provider": (str,),
         "log_level": (str,),
+        "log_format": (str,),
     }
     for name, types in expectations.items():
         value = getattr(config, name)
         if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
             raise ConfigError(f"{path}: {name} has the wrong type ({type(value).__name__})")
-    for name in ("db_path", "nats_url", "llm_base_url", "llm_api_key_env", "client_token_env"):
+    for name in (
+        "db_path",
+        "nats_url",
+        "llm_base_url",
+        "llm_api_key_env",
+        "client_token_env",
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_client_ca_file",
+    ):
         value = getattr(config, name)
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"{path}: {name} must be a string")

@@ -81,6 +81,10 @@ class TaskRecord:
     metrics: dict[str, str] = field(default_factory=dict)
     updated_at: float = 0.0
     completed_at: float | None = None
+    # When the current lease began (in memory only: the run-time metric reads it).
+    leased_at: float | None = None
+    # The agent id of an agent that submitted the task (a sub-task); '' for a client.
+    submitted_by: str = ""
     _created_dt: datetime.datetime | None = None
     _deadline_dt: datetime.datetime | None = None
 
@@ -121,12 +125,13 @@ class TaskRecord:
             deadline=self.deadline_dt(),
         )
 
-    def to_pb(self) -> pb.Task:
-        """The task as `TaskService` shows it."""
+    def to_pb(self, *, payloads: bool = True) -> pb.Task:
+        """The task as `TaskService` shows it (without payload and result unless
+        `payloads`)."""
         return pb.Task(
             task_id=self.task_id,
             description=self.description,
-            payload=self.payload,
+            payload=self.payload if payloads else b"",
             task_type=self.task_type,
             target_agent_id=self.target_agent_id,
             priority=self.priority,
@@ -138,7 +143,7 @@ class TaskRecord:
             assigned_agent_id=self.assigned_agent_id,
             progress=self.progress,
             status_message=self.status_message,
-            result=self.result,
+            result=self.result if payloads else b"",
             error_message=self.error_message,
             metrics=dict(self.metrics),
             created_at=self.created_dt(),

@@ -36,8 +36,10 @@ from grpclib.exceptions import GRPCError
 
 from aether_hub import inspection
 from aether_hub._wire import pb, runtime, server
-from aether_hub.auth import ClientAuth
+from aether_hub.auth import Caller, ClientAuth
 from aether_hub.clock import Clock, SystemClock
+from aether_hub.logcontext import bind_task
+from aether_hub.metrics import HubMetrics
 from aether_hub.sessions import Session, SessionRegistry, StreamState
 from aether_hub.taskrecord import RoutingKey, TaskRecord, state_name
 from aether_hub.taskstore import StoreUnavailableError, TaskStore
@@ -79,9 +81,13 @@ class TaskSubmission:
     max_attempts: int = 0
     timeout_seconds: int = 0
     idempotency_key: str = ""
+    # The submitting agent's id ('' for a client).
+    submitted_by: str = ""
 
     @classmethod
-    def from_request(cls, request: pb.SubmitTaskRequest) -> TaskSubmission:
+    def from_request(
+        cls, request: pb.SubmitTaskRequest, *, submitted_by: str = ""
+    ) -> TaskSubmission:
         """Check a SubmitTaskRequest; INVALID_ARGUMENT names the first bad field."""
         if request.max_attempts < 0:
             raise invalid("max_attempts", "must not be negative")
@@ -102,11 +108,12 @@ class TaskSubmission:
             max_attempts=request.max_attempts,
             timeout_seconds=request.timeout_seconds,
             idempotency_key=request.idempotency_key,
+            submitted_by=submitted_by,
         )
 
 
 class TaskQueue:
-    """Tasks, their routing and leases, in memory; optionally written behind to SQLite."""
+    """Tasks, their routing and leases, in memory; stored in SQLite with `--db` (`TaskStore`)."""
 
     def __init__(
         self,
@@ -120,6 +127,8 @@ class TaskQueue:
         self._clock: Clock = clock or SystemClock()
         self.default_max_attempts = default_max_attempts
         self._retention = terminal_retention
+        #: Where the queue counts what happens to tasks (`HubServer` sets it).
+        self.metrics: HubMetrics | None = None
         self._tasks: dict[str, TaskRecord] = {}
         self._heaps: dict[RoutingKey, list[_HeapEntry]] = {}
         # The live sessions, by id, to find a task's lease holder (SessionRegistry owns
@@ -132,6 +141,8 @@ class TaskQueue:
         self._terminal_order: OrderedDict[str, None] = OrderedDict()
         self._idempotency: dict[str, str] = {}
         self._watchers: dict[str, set[asyncio.Event]] = {}
+        # Agents that submitted or ran a task of each workflow (workflow memory access).
+        self._workflow_agents: dict[str, set[str]] = {}
         self._seq = itertools.count(1)
         # Set by the Hub before it stops: broken streams then requeue without an attempt.
         self.shutting_down = False
@@ -146,6 +157,8 @@ class TaskQueue:
         requeued = 0
         for rec in records:
             self._tasks[rec.task_id] = rec
+            self._note_workflow(rec, rec.submitted_by)
+            self._note_workflow(rec, rec.assigned_agent_id)
             if rec.idempotency_key:
                 self._idempotency[rec.idempotency_key] = rec.task_id
             if rec.terminal:
@@ -182,9 +195,41 @@ class TaskQueue:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    def _note_workflow(self, rec: TaskRecord, agent_id: str) -> None:
+        if rec.workflow_id and agent_id:
+            self._workflow_agents.setdefault(rec.workflow_id, set()).add(agent_id)
+
+    def agent_may_use_task(self, agent_id: str, task_id: str) -> bool:
+        """Whether `agent_id` submitted or runs (ran) task `task_id` (task-scope memory)."""
+        rec = self.get(task_id)
+        return rec is not None and agent_id in (rec.submitted_by, rec.assigned_agent_id)
+
+    def agent_in_workflow(self, agent_id: str, workflow_id: str) -> bool:
+        """Whether `agent_id` submitted or ran a task of `workflow_id` (workflow memory)."""
+        return agent_id in self._workflow_agents.get(workflow_id, ())
+
     def records(self) -> list[TaskRecord]:
         """Every task held in memory, oldest first (for tests and tooling)."""
         return list(self._tasks.values())
+
+    def pending_by_type(self) -> dict[str, int]:
+        """Pending tasks per task type ("" = untyped); O(queued), for metrics."""
+        counts: dict[str, int] = {}
+        for heap in self._heaps.values():
+            for _, _, rec in heap:
+                # Heaps keep entries of tasks that left the queue until they reach the top.
+                if rec.state == _PENDING:
+                    counts[rec.task_type] = counts.get(rec.task_type, 0) + 1
+        return counts
+
+    def running_by_type(self) -> dict[str, int]:
+        """Leased, unfinished tasks per task type ("" = untyped); O(leases), for metrics."""
+        counts: dict[str, int] = {}
+        for session in self._sessions.values():
+            for rec in session.leases.values():
+                if rec.state in (_LEASED, _RUNNING):
+                    counts[rec.task_type] = counts.get(rec.task_type, 0) + 1
+        return counts
 
     # -- submit -------------------------------------------------------------------------
 
@@ -244,15 +289,19 @@ class TaskQueue:
             deadline=now + sub.timeout_seconds if sub.timeout_seconds > 0 else None,
             idempotency_key=sub.idempotency_key,
             updated_at=now,
+            submitted_by=sub.submitted_by,
         )
         self._tasks[rec.task_id] = rec
         if sub.idempotency_key:
             self._idempotency[sub.idempotency_key] = rec.task_id
+        self._note_workflow(rec, sub.submitted_by)
         self._changed(rec)
         return rec, True
 
     def _admit(self, rec: TaskRecord) -> None:
         """Start the task's clock and offer it to the agents."""
+        if self.metrics is not None:
+            self.metrics.task_submitted()
         if rec.terminal:
             return  # cancelled while it was being stored
         if rec.deadline is not None:
@@ -317,7 +366,13 @@ class TaskQueue:
         rec.attempt += 1
         rec.session_id = session.session_id
         rec.assigned_agent_id = session.agent_id
-        rec.updated_at = self._clock.time()
+        self._note_workflow(rec, session.agent_id)
+        now = self._clock.time()
+        if self.metrics is not None:
+            # While pending, updated_at is when the task entered the queue (submitted,
+            # requeued or restored): nothing else changes a pending task.
+            self.metrics.task_leased(now - rec.updated_at)
+        rec.leased_at = rec.updated_at = now
         session.leases[rec.task_id] = rec
         session.unsent.append(pb.TaskStreamEvent(assignment=rec.assignment()))
         session.wake.set()
@@ -447,6 +502,8 @@ class TaskQueue:
         rec.updated_at = self._clock.time()
         self._changed(rec)
         self._enqueue(rec)
+        if self.metrics is not None:
+            self.metrics.task_requeued()
         return True
 
     # -- agent reports ------------------------------------------------------------------
@@ -613,6 +670,11 @@ class TaskQueue:
                 self._fill(holder)
             rec.session_id = ""
         now = self._clock.time()
+        if self.metrics is not None:
+            ran = None  # not leased when it ended (e.g. cancelled while pending)
+            if rec.leased_at is not None and rec.state in (_LEASED, _RUNNING):
+                ran = now - rec.leased_at
+            self.metrics.task_finished(state, ran)
         rec.state = state
         rec.result = result
         rec.error_message = error_message
@@ -645,8 +707,12 @@ class TaskQueue:
         workflow_id: str = "",
         limit: int = DEFAULT_LIST_LIMIT,
         page_token: str = "",
+        visible_to: str = "",
     ) -> tuple[list[TaskRecord], str]:
-        """Tasks matching every given filter, newest first, and the next page's token."""
+        """Tasks matching every given filter, newest first, and the next page's token.
+
+        With `visible_to` (an agent id) only the tasks that agent submitted or runs.
+        """
         if limit < 0:
             raise invalid("limit", "must not be negative")
         limit = min(limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
@@ -666,6 +732,8 @@ class TaskQueue:
             if task_type and rec.task_type != task_type:
                 continue
             if workflow_id and rec.workflow_id != workflow_id:
+                continue
+            if visible_to and visible_to not in (rec.submitted_by, rec.assigned_agent_id):
                 continue
             if len(out) == limit:
                 return out, f"s{out[-1].seq}"
@@ -740,12 +808,32 @@ class TaskQueue:
 
     @property
     def store(self) -> TaskStore | None:
-        """The write-behind store, when the Hub runs with `--db`."""
+        """The task store (group commit), when the Hub runs with `--db`."""
         return self._store
 
 
+def may_see(caller: Caller, rec: TaskRecord) -> bool:
+    """Whether `caller` may get, watch or cancel `rec`: a client any task, an agent the
+    tasks it submitted or runs (ran)."""
+    return caller.is_client or caller.agent_id in (rec.submitted_by, rec.assigned_agent_id)
+
+
+def _denied(caller: Caller, what: str) -> GRPCError:
+    return GRPCError(
+        Status.PERMISSION_DENIED,
+        f"{caller.describe()} (a session token) may not {what}: agents see only the tasks"
+        " they submitted or run; use the client token for operator access",
+    )
+
+
 class TaskService(server.TaskServiceBase):
-    """`aether.v1.TaskService`: clients submit, follow, cancel and list tasks."""
+    """`aether.v1.TaskService`: clients submit, follow, cancel and list tasks.
+
+    Roles (`aether_hub.auth.ClientAuth`): the client token may do everything; an agent's
+    session token may submit tasks (sub-tasks, recorded as submitted by it), get, watch
+    and cancel the tasks it submitted or runs, and list only those; ListAgents and
+    GetQueueStats are for clients. Anything else is PERMISSION_DENIED.
+    """
 
     def __init__(self, queue: TaskQueue, auth: ClientAuth, sessions: SessionRegistry) -> None:
         self._queue = queue
@@ -756,21 +844,29 @@ class TaskService(server.TaskServiceBase):
         self, request: pb.SubmitTaskRequest, context: runtime.ServerContext
     ) -> pb.SubmitTaskResponse:
         """Queue a task."""
-        self._auth.check(context)
-        rec = await self._queue.submit_durably(TaskSubmission.from_request(request))
+        caller = self._auth.check(context)
+        sub = TaskSubmission.from_request(request, submitted_by=caller.agent_id)
+        rec = await self._queue.submit_durably(sub)
+        if rec.submitted_by != caller.agent_id and not caller.is_client:
+            # An idempotency key of someone else's task: not the caller's to see.
+            raise GRPCError(
+                Status.PERMISSION_DENIED,
+                f"idempotency_key: names a task {caller.describe()} did not submit;"
+                " use keys of your own",
+            )
         return pb.SubmitTaskResponse(task_id=rec.task_id)
 
     async def get_task(self, request: pb.GetTaskRequest, context: runtime.ServerContext) -> pb.Task:
         """One task; NOT_FOUND when unknown."""
-        self._auth.check(context)
-        return self._require(request.task_id).to_pb()
+        caller = self._auth.check(context)
+        return self._require(request.task_id, caller, "get").to_pb()
 
     async def watch_task(
         self, request: pb.WatchTaskRequest, context: runtime.ServerContext
     ) -> AsyncIterator[pb.TaskUpdate]:
         """The task now, then after every change, until it is terminal."""
-        self._auth.check(context)
-        rec = self._require(request.task_id)
+        caller = self._auth.check(context)
+        rec = self._require(request.task_id, caller, "watch")
         event = self._queue.watch(rec.task_id)
         try:
             yield pb.TaskUpdate(task=rec.to_pb())
@@ -785,9 +881,8 @@ class TaskService(server.TaskServiceBase):
         self, request: pb.CancelTaskRequest, context: runtime.ServerContext
     ) -> pb.CancelTaskResponse:
         """Cancel a pending or running task."""
-        self._auth.check(context)
-        if not request.task_id:
-            raise invalid("task_id", "is required")
+        caller = self._auth.check(context)
+        self._require(request.task_id, caller, "cancel")
         reply = self._queue.cancel(request.task_id, request.reason)
         await self._queue.durable()
         return reply
@@ -795,8 +890,9 @@ class TaskService(server.TaskServiceBase):
     async def list_tasks(
         self, request: pb.ListTasksRequest, context: runtime.ServerContext
     ) -> pb.ListTasksResponse:
-        """Tasks matching the filters, newest first, one page at a time."""
-        self._auth.check(context)
+        """Tasks matching the filters, newest first, one page at a time (an agent: only
+        the tasks it submitted or runs)."""
+        caller = self._auth.check(context)
         records, token = self._queue.list_tasks(
             state=request.state,
             agent_id=request.agent_id,
@@ -804,27 +900,51 @@ class TaskService(server.TaskServiceBase):
             workflow_id=request.workflow_id,
             limit=request.limit,
             page_token=request.page_token,
+            visible_to=caller.agent_id,
         )
-        return pb.ListTasksResponse(tasks=[rec.to_pb() for rec in records], next_page_token=token)
+        # A page never exceeds the message limit: it ends early when the next task would
+        # not fit (room is kept for the token and the framing).
+        budget = max(1024, self.max_message_bytes - 1024)
+        used = 0
+        tasks: list[pb.Task] = []
+        for i, rec in enumerate(records):
+            task = rec.to_pb(payloads=request.include_payloads)
+            size = len(bytes(task)) + 8  # field tag and length prefix
+            if size > budget and request.include_payloads and not tasks:
+                task = rec.to_pb(payloads=False)  # too large alone: GetTask has the rest
+                size = len(bytes(task)) + 8
+            if tasks and used + size > budget:
+                token = f"s{records[i - 1].seq}"
+                break
+            tasks.append(task)
+            used += size
+        return pb.ListTasksResponse(tasks=tasks, next_page_token=token)
 
     async def list_agents(
         self, request: pb.ListAgentsRequest, context: runtime.ServerContext
     ) -> pb.ListAgentsResponse:
-        """The agents with a live session (aether_hub/inspection.py)."""
-        self._auth.check(context)
+        """The agents with a live session (aether_hub/inspection.py); clients only."""
+        caller = self._auth.check(context)
+        if not caller.is_client:
+            raise _denied(caller, "list the connected agents")
         return inspection.agent_infos(self._sessions.live(), request)
 
     async def get_queue_stats(
         self, request: pb.GetQueueStatsRequest, context: runtime.ServerContext
     ) -> pb.QueueStats:
-        """Queued and running tasks per type (aether_hub/inspection.py)."""
-        self._auth.check(context)
+        """Queued and running tasks per type (aether_hub/inspection.py); clients only."""
+        caller = self._auth.check(context)
+        if not caller.is_client:
+            raise _denied(caller, "read the queue statistics")
         return inspection.queue_stats(self._sessions.live(), self._queue.records())
 
-    def _require(self, task_id: str) -> TaskRecord:
+    def _require(self, task_id: str, caller: Caller, action: str) -> TaskRecord:
         if not task_id:
             raise invalid("task_id", "is required")
+        bind_task(task_id)  # the rest of this call's log records name the task
         rec = self._queue.get(task_id)
         if rec is None:
             raise GRPCError(Status.NOT_FOUND, f"unknown task {task_id!r}")
+        if not may_see(caller, rec):
+            raise _denied(caller, f"{action} task {task_id!r}")
         return rec

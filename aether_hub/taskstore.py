@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     error_message      TEXT NOT NULL,
     metrics            TEXT NOT NULL,
     updated_at         REAL NOT NULL,
-    completed_at       REAL
+    completed_at       REAL,
+    submitted_by       TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS tasks_seq ON tasks (seq);
 CREATE INDEX IF NOT EXISTS tasks_idempotency ON tasks (idempotency_key)
@@ -69,11 +70,11 @@ _COLUMNS = (
     "task_id, seq, description, payload, task_type, target_agent_id, priority, metadata,"
     " workflow_id, max_attempts, created_at, deadline, idempotency_key, state, attempt,"
     " assigned_agent_id, progress, status_message, result, error_message, metrics,"
-    " updated_at, completed_at"
+    " updated_at, completed_at, submitted_by"
 )
 _UPSERT = (
     f"INSERT OR REPLACE INTO tasks ({_COLUMNS}) VALUES"
-    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 _Row = tuple[
@@ -100,6 +101,7 @@ _Row = tuple[
     str,
     float,
     "float | None",
+    str,
 ]
 
 
@@ -128,6 +130,7 @@ def _to_row(rec: TaskRecord) -> tuple[object, ...]:
         json.dumps(rec.metrics),
         rec.updated_at,
         rec.completed_at,
+        rec.submitted_by,
     )
 
 
@@ -157,7 +160,25 @@ def _from_row(row: tuple[object, ...]) -> TaskRecord:
         metrics=_str_map(r[20]),
         updated_at=float(r[21]),
         completed_at=None if r[22] is None else float(r[22]),
+        submitted_by=r[23],
     )
+
+
+# Columns added after the first release of the table: (name, definition). A database file
+# of an older Hub gets them on open (existing rows take the default).
+_ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
+    # Who submitted the task: an agent id, or '' for a client (token holder / operator).
+    ("submitted_by", "TEXT NOT NULL DEFAULT ''"),
+)
+
+
+def _migrate(db: Database) -> None:
+    present = {str(row[1]) for row in db.conn.execute("PRAGMA table_info(tasks)").fetchall()}
+    for name, definition in _ADDED_COLUMNS:
+        if name not in present:
+            with db.conn:
+                db.conn.execute(f"ALTER TABLE tasks ADD COLUMN {name} {definition}")
+            log.info("database: added column tasks.%s", name)
 
 
 def _str_map(text: str) -> dict[str, str]:
@@ -179,6 +200,7 @@ class TaskStore:
         # Why writes fail, while they do (None when the last flush succeeded).
         self._failing: str | None = None
         db.ensure_schema(_SCHEMA)
+        _migrate(db)
 
     @property
     def failing(self) -> str | None:

@@ -56,7 +56,9 @@ from aether import TrustLevel as TrustLevel
 from aether import UnregisterResponse as UnregisterResponse
 from aether import Usage as Usage
 from aether import __version__ as __version__
+from aether import configure_logging as configure_logging
 from aether import current_task as current_task
+from aether import install_log_redaction as install_log_redaction
 from aether import json_payload as json_payload
 
 __all__ = (
@@ -113,6 +115,8 @@ __all__ = (
     "UnregisterResponse",
     "Usage",
     "__version__",
+    "configure_logging",
     "current_task",
+    "install_log_redaction",
     "json_payload",
 )

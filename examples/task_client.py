@@ -121,7 +121,9 @@ async def submit_follow_list(
         print(f"{n}/{count} {state.name.lower()}")
 
     # ListTasks pages through the workflow's tasks, 25 per call here.
-    listed = [t async for t in client.list(workflow_id=workflow_id, page_size=25)]
+    listed = [
+        t async for t in client.list(workflow_id=workflow_id, page_size=25, include_payloads=True)
+    ]
     print(f"listed {len(listed)} tasks of workflow {workflow_id}, newest first:")
     for task in listed[:3]:
         print(f"  {task.task_id}  {task.state.name.lower():<9}  {task.result.decode()}")

@@ -52,7 +52,7 @@ async def test_100_tasks_with_its_own_echo_agent(hub: TestHub) -> None:
     workflow = workflow_of(output)
     assert f"listed 100 tasks of workflow {workflow}" in output
 
-    tasks = [t async for t in hub.client.list(workflow_id=workflow)]
+    tasks = [t async for t in hub.client.list(workflow_id=workflow, include_payloads=True)]
     assert len(tasks) == 100
     assert {t.state for t in tasks} == {TaskState.SUCCEEDED}
     assert {t.result for t in tasks} == {f"echo: item {i}".encode() for i in range(100)}
@@ -81,7 +81,9 @@ async def test_tasks_go_to_your_agents_with_task_type(hub: TestHub) -> None:
         )
     assert code == 0, output
     assert "20/20 succeeded" in output and "started echo agent" not in output
-    tasks = [t async for t in hub.client.list(workflow_id=workflow_of(output))]
+    tasks = [
+        t async for t in hub.client.list(workflow_id=workflow_of(output), include_payloads=True)
+    ]
     assert {t.assigned_agent_id for t in tasks} == {"your-analyst"}
     assert sorted(t.result for t in tasks) == sorted(f"ITEM {i}".encode() for i in range(20))
 

@@ -158,9 +158,9 @@ async def _responder(
 async def test_messaging_returns_generated_models_and_payloads_parse() -> None:
     async with TestHub() as hub:
         agent = _agent(hub)
-        async with hub.running(agent), _responder(agent, "price", {"total": 7.5}) as received:
-            reply = await agent.hub.messaging.request("price.quote", {"item": "x"}, timeout=30)
-            published = await agent.hub.messaging.publish("raw.bytes", b"\xff\x00")
+        async with hub.running(agent), _responder(agent, "pricing", {"total": 7.5}) as received:
+            reply = await agent.hub.messaging.request("pricing.quote", {"item": "x"}, timeout=30)
+            published = await agent.hub.messaging.publish("events.raw.bytes", b"\xff\x00")
             message = await asyncio.wait_for(received.get(), 30)
     assert type(reply) is models.RequestResponse
     assert reply.success and json_payload(reply) == {"total": 7.5}

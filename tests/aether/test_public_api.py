@@ -62,7 +62,9 @@ PINNED = (
     "UnregisterResponse",
     "Usage",
     "__version__",
+    "configure_logging",
     "current_task",
+    "install_log_redaction",
     "json_payload",
 )
 

@@ -1,8 +1,10 @@
 """deploy/: the containers' commands, run on the host exactly as the Dockerfiles say.
 
 No Docker engine runs here, so the images are never built; instead the `CMD` and `ENV`
-of each Dockerfile are read from the file and run as processes (only the ports, and
-0.0.0.0 → 127.0.0.1, are changed), from a directory laid out like the image's /app.
+of each Dockerfile are read from the file and run as processes (only the ports,
+0.0.0.0 → 127.0.0.1, and the container's file paths — the config file the image copies,
+the TLS files it expects mounted, made here with trustme — are changed), from a directory
+laid out like the image's /app.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import sys
 from pathlib import Path
 
 import pytest
+import trustme
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -30,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent
 TOKEN = "ct-test-token"
+AGENT_SECRET = "sk-test-agent-secret"
 
 
 def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -102,17 +107,49 @@ async def _stop(proc: asyncio.subprocess.Process) -> tuple[int, str]:
     return (proc.returncode if proc.returncode is not None else -1), out.decode(errors="replace")
 
 
+def _copied_to(dockerfile: Path, target: str) -> Path:
+    """The repository file a Dockerfile COPYs to `target`."""
+    for kw, rest in _instructions(dockerfile):
+        if kw == "COPY" and rest.split()[-1] == target:
+            return ROOT / rest.split()[0]
+    raise AssertionError(f"{dockerfile.name} copies nothing to {target}")
+
+
+def test_the_hub_container_serves_tls_enrolled_agents_only() -> None:
+    argv = _cmd(DEPLOY / "Dockerfile.hub")
+    assert "--dev" not in argv and "--insecure" not in argv
+    assert "--tls-cert" in argv and "--tls-key" in argv and "--client-token-env" in argv
+
+
 async def test_container_commands_run_as_written(tmp_path: Path) -> None:
-    # The Hub container: its CMD, on loopback and a free port.
+    # The Hub container: its CMD, on loopback and a free port, with the config file the
+    # image copies and TLS files where the container expects them mounted.
+    dockerfile_hub = DEPLOY / "Dockerfile.hub"
     hub_port = _free_port()
-    hub_argv = _cmd(DEPLOY / "Dockerfile.hub")
+    hub_argv = _cmd(dockerfile_hub)
     assert hub_argv[:2] == ["aether", "hub"]
     hub_argv = _replace_after(hub_argv, "--host", "127.0.0.1")
     hub_argv = _replace_after(hub_argv, "--port", str(hub_port))
+    config_path = hub_argv[hub_argv.index("--config") + 1]
+    hub_argv = _replace_after(hub_argv, "--config", str(_copied_to(dockerfile_hub, config_path)))
+    ca = trustme.CA()
+    server = ca.issue_cert("localhost", "127.0.0.1")
+    tls_dir = tmp_path / "tls"
+    tls_dir.mkdir()
+    server.cert_chain_pems[0].write_to_path(str(tls_dir / "tls.crt"))
+    server.private_key_pem.write_to_path(str(tls_dir / "tls.key"))
+    ca.cert_pem.write_to_path(str(tls_dir / "ca.crt"))
+    hub_argv = _replace_after(hub_argv, "--tls-cert", str(tls_dir / "tls.crt"))
+    hub_argv = _replace_after(hub_argv, "--tls-key", str(tls_dir / "tls.key"))
     env_path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     hub = await asyncio.create_subprocess_exec(
         *hub_argv,
-        env={**os.environ, "PATH": env_path, "AETHER_CLIENT_TOKEN": TOKEN},
+        env={
+            **os.environ,
+            "PATH": env_path,
+            "AETHER_CLIENT_TOKEN": TOKEN,
+            "MY_AGENT_SECRET": AGENT_SECRET,
+        },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -140,14 +177,18 @@ async def test_container_commands_run_as_written(tmp_path: Path) -> None:
                 **os.environ,
                 **image_env,
                 "PATH": env_path,
-                "AETHER_HUB_URL": f"127.0.0.1:{hub_port}",
+                "AETHER_HUB_URL": f"grpcs://127.0.0.1:{hub_port}",
+                "AETHER_TLS_CA_FILE": str(tls_dir / "ca.crt"),
+                "AETHER_AGENT_SECRET": AGENT_SECRET,
             },
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
         await _wait_listening(health_port, agent)
 
-        channel = Channel("127.0.0.1", hub_port)
+        client_tls = ssl.create_default_context(cafile=str(tls_dir / "ca.crt"))
+        client_tls.set_alpn_protocols(["h2"])
+        channel = Channel("127.0.0.1", hub_port, ssl=client_tls)
         try:
             anonymous = wire_client.TaskServiceStub(channel)
             with pytest.raises(GRPCError) as refused:

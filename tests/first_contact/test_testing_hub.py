@@ -18,7 +18,7 @@ class Recorder(AetherAgent):
 
     async def handle_task(self, task: TaskAssignment) -> TaskResult:
         await self.hub.memory.store(key="last", value={"id": task.task_id}, scope="global")
-        await self.hub.messaging.publish("recorder.done", {"id": task.task_id})
+        await self.hub.messaging.publish("events.recorder.done", {"id": task.task_id})
         reply = await self.hub.llm.chat(messages=[{"role": "user", "content": task.description}])
         return TaskResult(task_id=task.task_id, success=True, result=reply.content.encode())
 
@@ -30,7 +30,7 @@ async def test_handles_show_memory_messages_and_llm_calls(hub: TestHub) -> None:
     assert task.state is TaskState.SUCCEEDED
     assert task.result == b"echo: two words"
     assert hub.memory("global") == {"last": {"id": task.task_id}}
-    assert [m.subject for m in hub.messages] == ["recorder.done"]
+    assert [m.subject for m in hub.messages] == ["events.recorder.done"]
     (call,) = hub.llm_calls
     assert call.messages == (("user", "two words"),)
     assert call.prompt_tokens > 0 and call.completion_tokens > 0

@@ -100,7 +100,7 @@ def test_is_loopback_host(host: str, loopback: bool) -> None:
 def test_validate_rejects_non_loopback_without_client_token() -> None:
     with pytest.raises(ConfigError, match="--client-token-env"):
         HubConfig(host="0.0.0.0").validate()
-    HubConfig(host="0.0.0.0", client_token_env="TOKEN_VAR").validate()
+    HubConfig(host="0.0.0.0", client_token_env="TOKEN_VAR", insecure=True).validate()
     with pytest.raises(ConfigError, match="max_message_bytes"):
         HubConfig(max_message_bytes=10).validate()
 

@@ -311,7 +311,7 @@ async def test_two_hubs_bridged_by_nats() -> None:
             try:
                 agent = await AgentConn.register(ch, "publisher")
                 messaging = client.MessagingServiceStub(ch)
-                async with hub_b.bus.subscribe("fleet.status") as messages:
+                async with hub_b.bus.subscribe("events.fleet.status") as messages:
 
                     async def first() -> BusMessageData:
                         async for message in messages:
@@ -323,14 +323,14 @@ async def test_two_hubs_bridged_by_nats() -> None:
                     # until the other Hub sees a message.
                     for _ in range(200):
                         await messaging.publish(
-                            pb.PublishRequest(subject="fleet.status", payload=b"up"),
+                            pb.PublishRequest(subject="events.fleet.status", payload=b"up"),
                             metadata=agent.metadata,
                         )
                         done, _ = await asyncio.wait({received}, timeout=0.05)
                         if done:
                             break
                     message = await asyncio.wait_for(received, 10)
-                assert message.subject == "fleet.status" and message.payload == b"up"
+                assert message.subject == "events.fleet.status" and message.payload == b"up"
             finally:
                 ch.close()
 

@@ -16,6 +16,7 @@ from aether_hub.bus import InProcessBus, MessageBus
 from aether_hub.db import Database
 from aether_hub.messaging_service import MessagingService
 from aether_hub.nats_bus import create_bus
+from aether_hub.permissions import SubjectPolicy
 from aether_hub.sessions import SessionRegistry
 from tests.hubserver.nats_fixture import NatsServer, nats_server
 from tests.hubserver.service_harness import ServiceHarness, bearer, serve_services
@@ -42,7 +43,9 @@ async def hub(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[H
         bus = await create_bus(server.url)
 
     def make(db: Database, sessions: SessionRegistry) -> list[MessagingService]:
-        return [MessagingService(bus, sessions)]
+        # Bus semantics on any subject: every subject is shared here (the permission
+        # rules have their own tests in test_security_subjects.py).
+        return [MessagingService(bus, sessions, SubjectPolicy((">",)))]
 
     try:
         async with serve_services(tmp_path, make) as harness:
@@ -268,7 +271,9 @@ async def test_publish_on_a_closed_bus_is_reported_not_raised(tmp_path: Path) ->
     bus = InProcessBus()
 
     def make(db: Database, sessions: SessionRegistry) -> list[MessagingService]:
-        return [MessagingService(bus, sessions)]
+        # Bus semantics on any subject: every subject is shared here (the permission
+        # rules have their own tests in test_security_subjects.py).
+        return [MessagingService(bus, sessions, SubjectPolicy((">",)))]
 
     async with serve_services(tmp_path, make) as harness:
         await bus.close()

@@ -247,6 +247,10 @@ async def test_list_filters_and_formats(cli: Cli) -> None:
 
     limited = (await cli("list", "--limit", "1", "--json")).json()
     assert isinstance(limited, list) and len(limited) == 1
+    # A listing leaves payloads out (not shown as empty); --payloads asks for them.
+    assert "payload" not in limited[0] and "result" not in limited[0]
+    whole = (await cli("list", "--limit", "1", "--json", "--payloads")).json()
+    assert isinstance(whole, list) and whole[0]["payload"] == ""  # submitted without one
 
 
 async def test_cancel_twice_and_unknown_tasks(cli: Cli) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.aether.conftest import SECRET
 from tests.aether.fake_hub import FakeHub, HubState
+from tests.reliability.hubproc import Processes
 
 
 @pytest.fixture
@@ -19,3 +21,13 @@ async def fake_hub() -> AsyncIterator[FakeHub]:
         yield fake
     finally:
         await fake.close()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Real processes (Hub, agent fleets, nats-server), killed at the end whatever happens."""
+    procs = Processes(tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.close()

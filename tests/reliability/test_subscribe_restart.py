@@ -27,7 +27,7 @@ async def _listening(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 
 async def _collect(agent: AetherAgent, into: asyncio.Queue[BusMessage]) -> str:
-    async for message in agent.hub.messaging.subscribe("news.>"):
+    async for message in agent.hub.messaging.subscribe("shared.news.>"):
         into.put_nowait(message)
     return "ended"
 
@@ -42,12 +42,12 @@ async def _publish_until_received(
         n = 0
         while True:
             n += 1
-            await agent.hub.messaging.publish(f"news.{prefix}.{n}", {"n": n})
+            await agent.hub.messaging.publish(f"shared.news.{prefix}.{n}", {"n": n})
             try:
                 message = await asyncio.wait_for(received.get(), 0.2)
             except asyncio.TimeoutError:
                 continue
-            if message.subject.startswith(f"news.{prefix}."):  # not a late earlier one
+            if message.subject.startswith(f"shared.news.{prefix}."):  # not a late earlier one
                 return message
 
     return await asyncio.wait_for(attempt(), 60)
@@ -75,7 +75,7 @@ async def test_subscription_survives_dev_hub_kill_and_restart() -> None:
         await agent.start()
         reader = asyncio.create_task(_collect(agent, received))
         before = await _publish_until_received(agent, received, "before")
-        assert before.subject.startswith("news.before.")
+        assert before.subject.startswith("shared.news.before.")
 
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
@@ -84,7 +84,7 @@ async def test_subscription_survives_dev_hub_kill_and_restart() -> None:
         await _listening(port, second)
         await until(lambda: agent.connection_state is ConnectionState.CONNECTED)
         after = await _publish_until_received(agent, received, "after")
-        assert after.subject.startswith("news.after.")
+        assert after.subject.startswith("shared.news.after.")
         assert not reader.done()
     finally:
         await agent.stop()

@@ -2414,6 +2414,13 @@ class ListTasksRequest(betterproto2.Message):
     page_token: str = betterproto2.field(6, betterproto2.TYPE_STRING)
     """Where to continue, from a previous next_page_token."""
 
+    include_payloads: bool = betterproto2.field(7, betterproto2.TYPE_BOOL)
+    """
+    Include each task's payload and result (left out by default). A page never exceeds
+    the Hub's message limit: it ends early (with a next_page_token) when the next task
+    would not fit, and a task too large on its own comes without them.
+    """
+
     def __bytes__(self) -> bytes:
         """The wire encoding of this message (generated straight-line codec)."""
         out = bytearray()
@@ -2429,6 +2436,8 @@ class ListTasksRequest(betterproto2.Message):
             _codec.put_int(out, b"(", self.limit)
         if self.page_token:
             _codec.put_str(out, b"2", self.page_token)
+        if self.include_payloads:
+            _codec.put_bool(out, b"8", self.include_payloads)
         out += self._unknown_fields
         return bytes(out)
 
@@ -2444,6 +2453,7 @@ class ListTasksRequest(betterproto2.Message):
         f_workflow_id: str = ""
         f_limit: int = 0
         f_page_token: str = ""
+        f_include_payloads: bool = False
         unknown = bytearray()
         pos = 0
         end = len(data)
@@ -2489,6 +2499,9 @@ class ListTasksRequest(betterproto2.Message):
                 f_page_token = data[start:pos].decode()
             else:
                 f_page_token, pos = _codec.read_str(data, pos)
+        if pos < end and data[pos] == 56:
+            pos += 1
+            f_include_payloads, pos = _codec.read_bool(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -2532,6 +2545,8 @@ class ListTasksRequest(betterproto2.Message):
                     f_page_token = data[start:pos].decode()
                 else:
                     f_page_token, pos = _codec.read_str(data, pos)
+            elif tag == 56:
+                f_include_payloads, pos = _codec.read_bool(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
@@ -2542,6 +2557,7 @@ class ListTasksRequest(betterproto2.Message):
             workflow_id=f_workflow_id,
             limit=f_limit,
             page_token=f_page_token,
+            include_payloads=f_include_payloads,
         )
         if unknown:
             message._unknown_fields = bytes(unknown)

@@ -815,6 +815,16 @@ class ListTasksRequest(_mb.WireModel):
         default="", description="Where to continue, from a previous next_page_token."
     )
 
+    include_payloads: bool = pydantic.Field(
+        default=False,
+        description=(
+            "Include each task's payload and result (left out by default). A page "
+            "never exceeds the Hub's message limit: it ends early (with a "
+            "next_page_token) when the next task would not fit, and a task too "
+            "large on its own comes without them."
+        ),
+    )
+
     def to_wire(self) -> _pb.ListTasksRequest:
         """This model as the wire message."""
         return _pb.ListTasksRequest(
@@ -824,6 +834,7 @@ class ListTasksRequest(_mb.WireModel):
             workflow_id=self.workflow_id,
             limit=self.limit,
             page_token=self.page_token,
+            include_payloads=self.include_payloads,
         )
 
     @classmethod
@@ -836,6 +847,7 @@ class ListTasksRequest(_mb.WireModel):
             workflow_id=wire.workflow_id,
             limit=wire.limit,
             page_token=wire.page_token,
+            include_payloads=wire.include_payloads,
         )
 
 

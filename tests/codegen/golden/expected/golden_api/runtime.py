@@ -482,6 +482,11 @@ async def stream_stream_call(
                     break
                 yield reply
             _raise_if_failed(sender)
+            if not sender.done():
+                # The server ended the call while requests were still going out (as it may,
+                # e.g. with UNAVAILABLE): raise the status its trailers carry, not grpclib's
+                # complaint on leaving that the requests were not ended.
+                stream._maybe_raise()
         finally:
             if not sender.done():
                 sender.cancel()
