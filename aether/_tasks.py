@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from aether._context import set_current_task
 from aether._logging import bind_task
+from aether._tracing import TRACEPARENT, task_span
 from aether._wire import models, pb
 
 __all__ = ("CancelReason", "TaskRunner")
@@ -228,7 +229,11 @@ class TaskRunner:
                     )
                 assignment = models.TaskAssignment.from_wire(wire)
                 set_current_task(assignment)
-                result = self._checked(await self._handler(assignment), task_id)
+                with task_span(
+                    wire.metadata.get(TRACEPARENT), task_id, wire.task_type, wire.attempt
+                ) as span:
+                    result = self._checked(await self._handler(assignment), task_id)
+                    span.set("aether.task.success", result.success)
         except asyncio.CancelledError:
             reason = entry.reason
             if reason is None:

@@ -33,6 +33,7 @@ from grpclib.client import Channel
 from pydantic import SecretStr, ValidationError
 
 from aether._connection import ChannelFactory, TlsFiles, open_hub_channel, ssl_context
+from aether._tracing import client_span
 from aether._wire import client as wire_client
 from aether._wire import models as wire_models
 from aether._wire import pb
@@ -386,9 +387,14 @@ class TaskClient:
                 f"SubmitTask: the task is {size} bytes, more than max_message_bytes="
                 f"{self._max_message_bytes}; send large inputs by reference (e.g. a URL)"
             )
-        reply = await self._call(
-            "SubmitTask", lambda stub: stub.submit_task(request, timeout=self._timeout)
-        )
+        with client_span("/aether.v1.TaskService/SubmitTask") as call:
+            reply = await self._call(
+                "SubmitTask",
+                lambda stub: stub.submit_task(
+                    request, timeout=self._timeout, metadata=call.metadata
+                ),
+            )
+            call.set("aether.task.id", reply.task_id)
         return SubmittedTask(reply.task_id, self)
 
     async def get(self, task_id: str) -> Task:

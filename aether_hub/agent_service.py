@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from aether_hub import tracing
 from aether_hub._wire import pb, runtime, server
 from aether_hub.auth import AgentRegistry, RegisterThrottle, hash_secret, verify_secret
 from aether_hub.clock import Clock, SystemClock
@@ -250,7 +251,8 @@ class AgentService(server.AgentServiceBase):
         acknowledged once stored."""
         session = self._sessions.require(context)
         bind_task(request.task_id)
-        ack = self._queue.record_result(session, request)
+        with tracing.result_span(self._queue.get, request):
+            ack = self._queue.record_result(session, request)
         await self._queue.durable()
         return ack
 
@@ -299,7 +301,8 @@ class AgentService(server.AgentServiceBase):
     def _record(self, session: Session, result: pb.TaskResult) -> pb.SubmitResultResponse:
         bind_task(result.task_id)
         try:
-            return self._queue.record_result(session, result)
+            with tracing.result_span(self._queue.get, result):
+                return self._queue.record_result(session, result)
         except GRPCError as exc:
             return pb.SubmitResultResponse(
                 task_id=result.task_id,

@@ -55,6 +55,9 @@ _HUB_OPTIONS = {
     "heartbeat_interval": "heartbeat_interval_seconds",
     "session_grace": "session_grace_seconds",
     "max_attempts": "default_max_attempts",
+    "retain_tasks": "terminal_task_retention",
+    "retain_task_bytes": "terminal_task_retention_bytes",
+    "retain_task_seconds": "terminal_task_retention_seconds",
     "shared_subjects": "shared_subjects",
     "register_free_failures": "register_free_failures",
     "register_max_lockout": "register_max_lockout_seconds",
@@ -253,6 +256,28 @@ def configure_hub_parser(parser: argparse.ArgumentParser) -> None:
         default=s,
         metavar="N",
         help="deliveries before a task fails, unless it says otherwise (default 3)",
+    )
+    parser.add_argument(
+        "--retain-tasks",
+        type=_positive_int,
+        default=s,
+        metavar="N",
+        help="finished tasks kept in memory (default 100000; with --db older ones are read"
+        " from the database, without it they are gone)",
+    )
+    parser.add_argument(
+        "--retain-task-bytes",
+        type=_positive_int,
+        default=s,
+        metavar="N",
+        help="bytes of payloads and results of finished tasks kept in memory (default 256 MiB)",
+    )
+    parser.add_argument(
+        "--retain-task-seconds",
+        type=float,
+        default=s,
+        metavar="SECONDS",
+        help="how long a finished task stays in memory (default 86400; 0 = no age limit)",
     )
     parser.add_argument(
         "--log-level",

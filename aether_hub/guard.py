@@ -5,6 +5,8 @@ Error` (which clients treat as permanent).
 - `StoreUnavailableError` (a task change that could not be committed) → UNAVAILABLE.
 - Any other `sqlite3.Error` escaping a handler (a full disk, a read-only file while storing
   memory, enrolments...) → UNAVAILABLE naming the cause.
+- Every call (but per-session plumbing) gets an OpenTelemetry SERVER span, a child of
+  the caller's ``traceparent`` header (`aether_hub.tracing`).
 - A request message (of any method, unary or streamed) holding an enum value its enum
   does not name, at any depth → INVALID_ARGUMENT naming the field (``scope: unknown
   MemoryScope value 42 ...``), before the handler sees the message. Checked generically
@@ -29,6 +31,7 @@ from grpclib.exceptions import GRPCError
 
 from aether_hub.metrics import HubMetrics
 from aether_hub.taskstore import StoreUnavailableError, describe_db_error
+from aether_hub.tracing import server_span
 
 __all__ = ("GuardedService", "guard_handler", "invalid_enum_field")
 
@@ -121,17 +124,19 @@ def guard_handler(
 
     async def handle(stream: grpclib.server.Stream[Any, Any]) -> None:
         stream._dispatch = _CheckingDispatch(stream._dispatch)  # type: ignore[assignment]  # same interface, checked
-        try:
-            await func(stream)
-        except StoreUnavailableError as exc:
-            raise GRPCError(Status.UNAVAILABLE, str(exc)) from None
-        except sqlite3.Error as exc:
-            reason = describe_db_error(exc)
-            log.warning("%s: the Hub's database refused the call (%s)", method, reason)
-            raise GRPCError(
-                Status.UNAVAILABLE,
-                f"the Hub's database cannot be used ({reason}); nothing was changed, retry later",
-            ) from None
+        with server_span(method, stream.metadata):
+            try:
+                await func(stream)
+            except StoreUnavailableError as exc:
+                raise GRPCError(Status.UNAVAILABLE, str(exc)) from None
+            except sqlite3.Error as exc:
+                reason = describe_db_error(exc)
+                log.warning("%s: the Hub's database refused the call (%s)", method, reason)
+                raise GRPCError(
+                    Status.UNAVAILABLE,
+                    f"the Hub's database cannot be used ({reason}); nothing was changed,"
+                    " retry later",
+                ) from None
 
     return handle if metrics is None else metrics.instrument(method, handle)
 

@@ -35,7 +35,7 @@ from prometheus_client.core import (
 
 from aether_hub._wire import pb
 
-__all__ = ("HubMetrics", "LiveState", "MetricsServer")
+__all__ = ("HubMetrics", "LiveState", "MetricsServer", "PageHandler")
 
 log = logging.getLogger("aether_hub.metrics")
 
@@ -336,16 +336,25 @@ class _Collector:
 _MAX_REQUEST_BYTES = 8192
 _READ_TIMEOUT_SECONDS = 5.0
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+_HTML = "text/html; charset=utf-8"
+
+
+#: The other pages served next to /metrics: (HTTP status, HTML) for a path, None if unknown.
+PageHandler = Callable[[str], "tuple[int, bytes] | None"]
 
 
 class MetricsServer:
-    """Serves `GET /metrics` from a `HubMetrics` on `host:port` (0 picks a free port).
+    """Serves `GET /metrics` from a `HubMetrics` on `host:port` (0 picks a free port), and
+    with `pages` the HTML pages it answers (the status page, `aether_hub.statuspage`).
 
     One request per connection, answered on the event loop it was started from.
     """
 
-    def __init__(self, metrics: HubMetrics, *, host: str, port: int) -> None:
+    def __init__(
+        self, metrics: HubMetrics, *, host: str, port: int, pages: PageHandler | None = None
+    ) -> None:
         self._metrics = metrics
+        self._pages = pages
         self._host = host
         self._port = port
         self._server: asyncio.base_events.Server | None = None
@@ -388,7 +397,14 @@ class MetricsServer:
                 await _respond(writer, 400, b"malformed request line\n", head=False)
                 return
             method, target, _ = parts
-            if target.split("?", 1)[0] != "/metrics":
+            path = target.split("?", 1)[0]
+            page = None
+            if path != "/metrics" and self._pages is not None and method in ("GET", "HEAD"):
+                page = self._pages(path)
+            if page is not None:
+                status, body = page
+                await _respond(writer, status, body, head=method == "HEAD", content_type=_HTML)
+            elif path != "/metrics" and (self._pages is None or method in ("GET", "HEAD")):
                 await _respond(writer, 404, b"not found; try /metrics\n", head=False)
             elif method not in ("GET", "HEAD"):
                 await _respond(writer, 405, b"use GET\n", head=False)

@@ -57,6 +57,7 @@ from aether_hub.permissions import SubjectPolicy
 from aether_hub.reflection import ReflectionIndex, ReflectionV1, ReflectionV1Alpha
 from aether_hub.sessions import SessionRegistry
 from aether_hub.settings import ConfigError, HubConfig
+from aether_hub.statuspage import StatusPage
 from aether_hub.tasks import TaskQueue, TaskService
 from aether_hub.taskstore import StoreUnavailableError, TaskStore
 from aether_hub.tls import server_ssl_context
@@ -181,7 +182,10 @@ class HubServer:
             await self._build(config, config.client_token())
             if config.metrics_port:
                 metrics_server = MetricsServer(
-                    self._metrics, host=config.host, port=config.metrics_port
+                    self._metrics,
+                    host=config.host,
+                    port=config.metrics_port,
+                    pages=StatusPage(self.sessions, self.queue).respond,
                 )
                 await metrics_server.start()
                 self._metrics_server = metrics_server
@@ -264,6 +268,8 @@ class HubServer:
             clock=clock,
             default_max_attempts=config.default_max_attempts,
             terminal_retention=config.terminal_task_retention,
+            terminal_retention_bytes=config.terminal_task_retention_bytes,
+            terminal_retention_seconds=config.terminal_task_retention_seconds,
         )
         self._queue = queue
         sessions.on_end(queue.session_ended)

@@ -82,6 +82,10 @@ class HubConfig:
     default_max_concurrent_tasks: int = 1
     # Finished tasks kept in memory for GetTask/ListTasks/duplicate detection.
     terminal_task_retention: int = 100_000
+    # ... while their payloads and results take at most this many bytes, and for at most
+    # this long after they finished (0 = no age bound). With --db older ones stay readable.
+    terminal_task_retention_bytes: int = 256 * 1024 * 1024
+    terminal_task_retention_seconds: float = 86_400.0
     # Seconds between flushes of the task changes nobody waits for (leases, progress; --db).
     flush_interval_seconds: float = 0.05
     # Serve Prometheus metrics at http://<host>:<metrics_port>/metrics; 0 = off.
@@ -132,6 +136,10 @@ class HubConfig:
             raise ConfigError("default_max_concurrent_tasks must be at least 1")
         if self.terminal_task_retention < 0:
             raise ConfigError("terminal_task_retention must not be negative")
+        if self.terminal_task_retention_bytes < 0:
+            raise ConfigError("terminal_task_retention_bytes must not be negative")
+        if self.terminal_task_retention_seconds < 0:
+            raise ConfigError("terminal_task_retention_seconds must not be negative (0 = no limit)")
         try:
             SubjectPolicy(self.shared_subjects)
         except ValueError as exc:
@@ -241,6 +249,8 @@ def _check_types(config: HubConfig, path: str | os.PathLike[str]) -> None:
         "default_max_attempts": (int,),
         "default_max_concurrent_tasks": (int,),
         "terminal_task_retention": (int,),
+        "terminal_task_retention_bytes": (int,),
+        "terminal_task_retention_seconds": (int, float),
         "flush_interval_seconds": (int, float),
         "session_grace_seconds": (int, float),
         "llm_provider": (str,),

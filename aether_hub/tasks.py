@@ -34,13 +34,14 @@ from dataclasses import dataclass, field
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from aether_hub import inspection
+from aether_hub import inspection, tracing
 from aether_hub._wire import pb, runtime, server
 from aether_hub.auth import Caller, ClientAuth
 from aether_hub.clock import Clock, SystemClock
 from aether_hub.logcontext import bind_task
 from aether_hub.metrics import HubMetrics
 from aether_hub.sessions import Session, SessionRegistry, StreamState
+from aether_hub.taskindex import TaskIndex
 from aether_hub.taskrecord import RoutingKey, TaskRecord, state_name
 from aether_hub.taskstore import StoreUnavailableError, TaskStore
 
@@ -122,14 +123,23 @@ class TaskQueue:
         clock: Clock | None = None,
         default_max_attempts: int = 3,
         terminal_retention: int = 100_000,
+        terminal_retention_bytes: int = 256 * 1024 * 1024,
+        terminal_retention_seconds: float = 86_400.0,
     ) -> None:
         self._store = store
         self._clock: Clock = clock or SystemClock()
         self.default_max_attempts = default_max_attempts
+        # Finished tasks stay in memory while there are at most this many, their payloads
+        # and results take at most this many bytes, and they finished at most this long
+        # ago (0 = no age bound); older ones leave memory (with `--db`: read from the table).
         self._retention = terminal_retention
+        self._retention_bytes = terminal_retention_bytes
+        self._retention_seconds = terminal_retention_seconds
         #: Where the queue counts what happens to tasks (`HubServer` sets it).
         self.metrics: HubMetrics | None = None
         self._tasks: dict[str, TaskRecord] = {}
+        # ListTasks filters over `_tasks` (kept in step by `_changed` and `_forget_record`).
+        self._index = TaskIndex()
         self._heaps: dict[RoutingKey, list[_HeapEntry]] = {}
         # The live sessions, by id, to find a task's lease holder (SessionRegistry owns
         # them; `session_ended` drops them here).
@@ -138,7 +148,9 @@ class TaskQueue:
         self._by_key: dict[RoutingKey, list[Session]] = {}
         self._rr: dict[RoutingKey, int] = {}
         self._deadlines: list[tuple[float, int, TaskRecord]] = []
-        self._terminal_order: OrderedDict[str, None] = OrderedDict()
+        # Finished tasks held in memory, oldest finish first: id -> payload+result bytes.
+        self._terminal_order: OrderedDict[str, int] = OrderedDict()
+        self._terminal_bytes = 0
         self._idempotency: dict[str, str] = {}
         self._watchers: dict[str, set[asyncio.Event]] = {}
         # Agents that submitted or ran a task of each workflow (workflow memory access).
@@ -157,12 +169,13 @@ class TaskQueue:
         requeued = 0
         for rec in records:
             self._tasks[rec.task_id] = rec
+            self._index.note(rec)
             self._note_workflow(rec, rec.submitted_by)
             self._note_workflow(rec, rec.assigned_agent_id)
             if rec.idempotency_key:
                 self._idempotency[rec.idempotency_key] = rec.task_id
             if rec.terminal:
-                self._terminal_order[rec.task_id] = None
+                self._hold_terminal(rec)
                 continue
             if rec.state != _PENDING:
                 # The Hub stopped while the task was leased: the lease died with it, and
@@ -172,10 +185,12 @@ class TaskQueue:
                 rec.session_id = ""
                 rec.updated_at = self._clock.time()
                 store.mark(rec)
+                self._index.note(rec)
                 requeued += 1
             heapq.heappush(self._heaps.setdefault(rec.key, []), (-rec.priority, rec.seq, rec))
             if rec.deadline is not None:
                 heapq.heappush(self._deadlines, (rec.deadline, rec.seq, rec))
+        self._trim_terminal()
         if records:
             log.info(
                 "restored %d tasks from the database (%d were leased and are pending again)",
@@ -207,6 +222,11 @@ class TaskQueue:
     def agent_in_workflow(self, agent_id: str, workflow_id: str) -> bool:
         """Whether `agent_id` submitted or ran a task of `workflow_id` (workflow memory)."""
         return agent_id in self._workflow_agents.get(workflow_id, ())
+
+    @property
+    def list_examined(self) -> int:
+        """Records `list_tasks` has looked at so far (its cost; for tests)."""
+        return self._index.examined
 
     def records(self) -> list[TaskRecord]:
         """Every task held in memory, oldest first (for tests and tooling)."""
@@ -312,6 +332,7 @@ class TaskQueue:
         """Forget a task whose submission was refused (never acknowledged, never queued)."""
         if self._tasks.get(rec.task_id) is rec:
             del self._tasks[rec.task_id]
+            self._index.drop(rec)
         if rec.idempotency_key and self._idempotency.get(rec.idempotency_key) == rec.task_id:
             del self._idempotency[rec.idempotency_key]
         if self._store is not None:
@@ -374,7 +395,8 @@ class TaskQueue:
             self.metrics.task_leased(now - rec.updated_at)
         rec.leased_at = rec.updated_at = now
         session.leases[rec.task_id] = rec
-        session.unsent.append(pb.TaskStreamEvent(assignment=rec.assignment()))
+        assignment = tracing.dispatch_assignment(rec, session.agent_id)
+        session.unsent.append(pb.TaskStreamEvent(assignment=assignment))
         session.wake.set()
         self._changed(rec)
 
@@ -690,13 +712,53 @@ class TaskQueue:
         self._retire(rec)
 
     def _retire(self, rec: TaskRecord) -> None:
+        self._hold_terminal(rec)
+        self._trim_terminal()
+
+    def _hold_terminal(self, rec: TaskRecord) -> None:
+        size = len(rec.payload) + len(rec.result)
+        self._terminal_bytes += size - self._terminal_order.pop(rec.task_id, 0)
+        self._terminal_order[rec.task_id] = size
+
+    def _trim_terminal(self) -> int:
+        """Drop the oldest finished tasks from memory while over a retention bound (count,
+        bytes of payloads and results, age); how many were dropped."""
         order = self._terminal_order
-        order[rec.task_id] = None
-        while len(order) > self._retention:
-            old_id, _ = order.popitem(last=False)
-            old = self._tasks.pop(old_id, None)
-            if old is not None and old.idempotency_key:
-                self._idempotency.pop(old.idempotency_key, None)
+        cutoff = None
+        if self._retention_seconds > 0:
+            cutoff = self._clock.time() - self._retention_seconds
+        dropped = 0
+        while order:
+            old_id = next(iter(order))
+            old = self._tasks.get(old_id)
+            if not (
+                len(order) > self._retention
+                or self._terminal_bytes > self._retention_bytes
+                or (
+                    cutoff is not None
+                    and old is not None
+                    and (old.completed_at or old.updated_at) < cutoff
+                )
+                or old is None
+            ):
+                break
+            self._terminal_bytes -= order.pop(old_id)
+            dropped += 1
+            if old is None:
+                continue
+            self._forget_record(old)
+        return dropped
+
+    def _forget_record(self, old: TaskRecord) -> None:
+        """Drop a finished task from memory (the table keeps it with `--db`)."""
+        del self._tasks[old.task_id]
+        self._index.drop(old)
+        if old.idempotency_key and self._idempotency.get(old.idempotency_key) == old.task_id:
+            del self._idempotency[old.idempotency_key]
+
+    def terminal_held(self) -> tuple[int, int]:
+        """Finished tasks held in memory and the bytes of their payloads and results."""
+        return len(self._terminal_order), self._terminal_bytes
 
     def list_tasks(
         self,
@@ -722,19 +784,16 @@ class TaskQueue:
                 raise invalid("page_token", "is not a next_page_token from ListTasks")
             before = int(page_token[1:])
         out: list[TaskRecord] = []
-        for rec in reversed(self._tasks.values()):
-            if before is not None and rec.seq >= before:
-                continue
-            if state != pb.TaskState.UNSPECIFIED and rec.state != state:
-                continue
-            if agent_id and agent_id not in (rec.assigned_agent_id, rec.target_agent_id):
-                continue
-            if task_type and rec.task_type != task_type:
-                continue
-            if workflow_id and rec.workflow_id != workflow_id:
-                continue
-            if visible_to and visible_to not in (rec.submitted_by, rec.assigned_agent_id):
-                continue
+        # The shortest index list that applies, newest first (aether_hub/taskindex.py).
+        matches = self._index.query(
+            state=state,
+            agent_id=agent_id,
+            task_type=task_type,
+            workflow_id=workflow_id,
+            visible_to=visible_to,
+            before=before,
+        )
+        for rec in matches:
             if len(out) == limit:
                 return out, f"s{out[-1].seq}"
             out.append(rec)
@@ -755,6 +814,7 @@ class TaskQueue:
             message = f"timed out: not finished within {seconds:g} s of submission"
             self._finish(rec, _TIMED_OUT, error_message=message, notify_reason=message)
             timed_out += 1
+        self._trim_terminal()  # finished tasks past the age bound
         return timed_out
 
     def next_deadline(self) -> float | None:
@@ -797,6 +857,8 @@ class TaskQueue:
     def _changed(self, rec: TaskRecord) -> None:
         if self._store is not None:
             self._store.mark(rec)
+        if self._tasks.get(rec.task_id) is rec:
+            self._index.note(rec)
         events = self._watchers.get(rec.task_id)
         if events:
             for event in events:
@@ -846,6 +908,7 @@ class TaskService(server.TaskServiceBase):
         """Queue a task."""
         caller = self._auth.check(context)
         sub = TaskSubmission.from_request(request, submitted_by=caller.agent_id)
+        tracing.stamp_submission(sub.metadata, context.metadata)
         rec = await self._queue.submit_durably(sub)
         if rec.submitted_by != caller.agent_id and not caller.is_client:
             # An idempotency key of someone else's task: not the caller's to see.

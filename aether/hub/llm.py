@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 
+from aether._tracing import ClientSpan, client_span
 from aether._wire import models, pb
 from aether.hub._base import Facade
 
@@ -47,10 +48,17 @@ class LLM(Facade):
         """
         request = _request(messages, model, temperature, max_tokens)
         timeout = await self._client.wait_for_session(timeout)
-        try:
-            reply = await self._client._llm_stub().chat(request, timeout=timeout)
-        except Exception as exc:
-            raise self._client.map_error(exc, "LLM chat") from None
+        with client_span("/aether.v1.LLMService/Chat") as call:
+            if call.recording:
+                _request_attributes(call, request)
+            try:
+                reply = await self._client._llm_stub().chat(
+                    request, timeout=timeout, metadata=call.metadata
+                )
+            except Exception as exc:
+                raise self._client.map_error(exc, "LLM chat") from None
+            if call.recording:
+                _response_attributes(call, reply.model, reply.usage)
         return models.ChatResponse.from_wire(reply)
 
     async def chat_stream(
@@ -63,11 +71,37 @@ class LLM(Facade):
         """Like `chat()`, but yields the answer in pieces as the model produces them."""
         request = _request(messages, model, temperature, max_tokens)
         await self._client.wait_for_session()
-        try:
-            async for chunk in self._client._llm_stub().chat_stream(request):
-                yield models.ChatChunk.from_wire(chunk)
-        except Exception as exc:
-            raise self._client.map_error(exc, "LLM chat stream") from None
+        with client_span("/aether.v1.LLMService/ChatStream") as call:
+            if call.recording:
+                _request_attributes(call, request)
+            try:
+                async for chunk in self._client._llm_stub().chat_stream(
+                    request, metadata=call.metadata
+                ):
+                    if call.recording and chunk.usage is not None:
+                        _response_attributes(call, chunk.model, chunk.usage)
+                    yield models.ChatChunk.from_wire(chunk)
+            except Exception as exc:
+                raise self._client.map_error(exc, "LLM chat stream") from None
+
+
+def _request_attributes(call: ClientSpan, request: pb.ChatRequest) -> None:
+    # OpenTelemetry's GenAI semantic conventions.
+    call.set("gen_ai.operation.name", "chat")
+    if request.model:
+        call.set("gen_ai.request.model", request.model)
+    if request.temperature is not None:
+        call.set("gen_ai.request.temperature", request.temperature)
+    if request.max_tokens is not None:
+        call.set("gen_ai.request.max_tokens", request.max_tokens)
+
+
+def _response_attributes(call: ClientSpan, model: str, usage: pb.Usage | None) -> None:
+    if model:
+        call.set("gen_ai.response.model", model)
+    if usage is not None:
+        call.set("gen_ai.usage.input_tokens", usage.prompt_tokens)
+        call.set("gen_ai.usage.output_tokens", usage.completion_tokens)
 
 
 def _request(

@@ -6,6 +6,7 @@ from typing import Literal
 
 from aether._context import current_task
 from aether._json import JsonValue, dumps
+from aether._tracing import client_span
 from aether._wire import models, pb
 from aether.hub._base import Facade
 
@@ -79,10 +80,13 @@ class Memory(Facade):
             scope_id=scope_id,
         )
         timeout = await self._client.wait_for_session(timeout)
-        try:
-            reply = await self._client._memory_stub().store(request, timeout=timeout)
-        except Exception as exc:
-            raise self._client.map_error(exc, "Memory store") from None
+        with client_span("/aether.v1.MemoryService/Store") as call:
+            try:
+                reply = await self._client._memory_stub().store(
+                    request, timeout=timeout, metadata=call.metadata
+                )
+            except Exception as exc:
+                raise self._client.map_error(exc, "Memory store") from None
         return models.StoreResponse.from_wire(reply)
 
     async def retrieve(
@@ -92,10 +96,13 @@ class Memory(Facade):
         wire_scope, scope_id = _scope(scope)
         request = pb.RetrieveRequest(key=key, scope=wire_scope, scope_id=scope_id)
         timeout = await self._client.wait_for_session(timeout)
-        try:
-            reply = await self._client._memory_stub().retrieve(request, timeout=timeout)
-        except Exception as exc:
-            raise self._client.map_error(exc, "Memory retrieve") from None
+        with client_span("/aether.v1.MemoryService/Retrieve") as call:
+            try:
+                reply = await self._client._memory_stub().retrieve(
+                    request, timeout=timeout, metadata=call.metadata
+                )
+            except Exception as exc:
+                raise self._client.map_error(exc, "Memory retrieve") from None
         return models.RetrieveResponse.from_wire(reply)
 
     async def delete(
@@ -105,10 +112,13 @@ class Memory(Facade):
         wire_scope, scope_id = _scope(scope)
         request = pb.DeleteRequest(key=key, scope=wire_scope, scope_id=scope_id)
         timeout = await self._client.wait_for_session(timeout)
-        try:
-            reply = await self._client._memory_stub().delete(request, timeout=timeout)
-        except Exception as exc:
-            raise self._client.map_error(exc, "Memory delete") from None
+        with client_span("/aether.v1.MemoryService/Delete") as call:
+            try:
+                reply = await self._client._memory_stub().delete(
+                    request, timeout=timeout, metadata=call.metadata
+                )
+            except Exception as exc:
+                raise self._client.map_error(exc, "Memory delete") from None
         return models.DeleteResponse.from_wire(reply)
 
     async def list(
@@ -125,8 +135,11 @@ class Memory(Facade):
             scope=wire_scope, scope_id=scope_id, prefix=prefix, limit=limit
         )
         timeout = await self._client.wait_for_session(timeout)
-        try:
-            reply = await self._client._memory_stub().list(request, timeout=timeout)
-        except Exception as exc:
-            raise self._client.map_error(exc, "Memory list") from None
+        with client_span("/aether.v1.MemoryService/List") as call:
+            try:
+                reply = await self._client._memory_stub().list(
+                    request, timeout=timeout, metadata=call.metadata
+                )
+            except Exception as exc:
+                raise self._client.map_error(exc, "Memory list") from None
         return models.ListKeysResponse.from_wire(reply)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 
 from aether._backoff import backoff_delay
 from aether._json import JsonValue, dumps
+from aether._tracing import client_span
 from aether._wire import models, pb
 from aether.client import AgentClient
 from aether.errors import AetherConnectionError
@@ -57,10 +58,14 @@ class Messaging(Facade):
             reply_to=reply_to,
         )
         timeout = await self._client.wait_for_session(timeout)
-        try:
-            reply = await self._client._messaging_stub().publish(request, timeout=timeout)
-        except Exception as exc:
-            raise self._client.map_error(exc, f"Publish to {subject!r}") from None
+        with client_span("/aether.v1.MessagingService/Publish") as call:
+            call.set("messaging.destination.name", subject)
+            try:
+                reply = await self._client._messaging_stub().publish(
+                    request, timeout=timeout, metadata=call.metadata
+                )
+            except Exception as exc:
+                raise self._client.map_error(exc, f"Publish to {subject!r}") from None
         return models.PublishResponse.from_wire(reply)
 
     async def request(
@@ -80,12 +85,14 @@ class Messaging(Facade):
             headers=dict(headers or {}),
         )
         await self._client.wait_for_session(timeout)
-        try:
-            reply = await self._client._messaging_stub().request(
-                request, timeout=timeout + _REQUEST_MARGIN
-            )
-        except Exception as exc:
-            raise self._client.map_error(exc, f"Request on {subject!r}") from None
+        with client_span("/aether.v1.MessagingService/Request") as call:
+            call.set("messaging.destination.name", subject)
+            try:
+                reply = await self._client._messaging_stub().request(
+                    request, timeout=timeout + _REQUEST_MARGIN, metadata=call.metadata
+                )
+            except Exception as exc:
+                raise self._client.map_error(exc, f"Request on {subject!r}") from None
         return models.RequestResponse.from_wire(reply)
 
     async def subscribe(self, subject: str, queue_group: str = "") -> AsyncIterator[BusMessage]:

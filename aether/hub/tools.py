@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aether._json import JsonValue, dumps
+from aether._tracing import client_span
 from aether._wire import models, pb
 from aether.hub._base import Facade
 
@@ -25,12 +26,13 @@ class Tools(Facade):
     async def list(self, *, timeout: float | None = None) -> list[ToolInfo]:
         """Every tool the agent may use, sorted by tool_id."""
         timeout = await self._client.wait_for_session(timeout)
-        try:
-            reply = await self._client._tool_stub().list_tools(
-                pb.ListToolsRequest(), timeout=timeout
-            )
-        except Exception as exc:
-            raise self._client.map_error(exc, "ListTools") from None
+        with client_span("/aether.v1.ToolService/ListTools") as call:
+            try:
+                reply = await self._client._tool_stub().list_tools(
+                    pb.ListToolsRequest(), timeout=timeout, metadata=call.metadata
+                )
+            except Exception as exc:
+                raise self._client.map_error(exc, "ListTools") from None
         return [models.ToolInfo.from_wire(t) for t in reply.tools]
 
     async def execute(
@@ -45,8 +47,12 @@ class Tools(Facade):
             tool_id=tool_id, input_json=dumps(input if input is not None else {}, what="input")
         )
         timeout = await self._client.wait_for_session(timeout)
-        try:
-            reply = await self._client._tool_stub().execute_tool(request, timeout=timeout)
-        except Exception as exc:
-            raise self._client.map_error(exc, f"ExecuteTool {tool_id!r}") from None
+        with client_span("/aether.v1.ToolService/ExecuteTool") as call:
+            call.set("gen_ai.tool.name", tool_id)
+            try:
+                reply = await self._client._tool_stub().execute_tool(
+                    request, timeout=timeout, metadata=call.metadata
+                )
+            except Exception as exc:
+                raise self._client.map_error(exc, f"ExecuteTool {tool_id!r}") from None
         return models.ExecuteToolResponse.from_wire(reply)

@@ -208,7 +208,7 @@ async def test_other_paths_are_404_and_the_port_closes_with_the_hub() -> None:
     port = hub.metrics_port
     assert port is not None
     try:
-        status, _, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/")
+        status, _, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/nope")
         assert status == 404 and "/metrics" in body
     finally:
         await hub.stop()
