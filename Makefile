@@ -61,6 +61,7 @@ typecheck: sync
 
 # Hypothesis runs the derandomized "gate" profile (tests/conftest.py): same commit, same result.
 pytest: sync
+	@scripts/ensure-chromium
 	$(PY) -m pytest -q
 
 test: codegen-check lint typecheck pytest
