@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from aether.models import HeartbeatResponse as HeartbeatResponse
     from aether.models import QueueStats as QueueStats
     from aether.models import SubmitResultResponse as SubmitResultResponse
+    from aether.models import SubmitTaskRequest as SubmitTaskRequest
     from aether.models import Task as Task
     from aether.models import TaskAssignment as TaskAssignment
     from aether.models import TaskCancellation as TaskCancellation
@@ -118,6 +119,7 @@ _LAZY: dict[str, str] = {
     "HeartbeatResponse": "aether.models",
     "QueueStats": "aether.models",
     "SubmitResultResponse": "aether.models",
+    "SubmitTaskRequest": "aether.models",
     "Task": "aether.models",
     "TaskAssignment": "aether.models",
     "TaskCancellation": "aether.models",
@@ -188,6 +190,7 @@ __all__ = (
     "RetrieveResponse",
     "StoreResponse",
     "SubmitResultResponse",
+    "SubmitTaskRequest",
     "SubmittedTask",
     "Task",
     "TaskAssignment",

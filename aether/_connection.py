@@ -6,21 +6,25 @@ import asyncio
 import enum
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from grpclib.client import Channel
 from grpclib.config import Configuration
 
-from aether.address import HubAddress
+from aether._connlog import failure_kind
+from aether.address import HubAddress, describe_hub_addresses
 from aether.config import AgentConfig
+from aether.errors import AetherConnectionError, AetherError, map_exception
 
 __all__ = (
     "ChannelFactory",
     "ConnectionState",
     "ConnectionStateTracker",
+    "HubDialer",
     "StateCallback",
     "TlsFiles",
+    "failover_error",
     "open_channel",
     "open_hub_channel",
     "ssl_context",
@@ -204,3 +208,152 @@ def open_channel(config: AgentConfig) -> Channel:
         keepalive_interval=config.keepalive_interval,
         keepalive_timeout=config.keepalive_timeout,
     )
+
+
+class HubDialer:
+    """Connects to one of a Hub's addresses: each in turn, starting after the one it
+    connected to last, each attempt bounded by `connect_timeout`.
+
+    So after a lost connection (or a Hub that would not register the agent) the next
+    `connect()` tries the next address first: fail-over between the addresses of a
+    comma-separated `hub_url`. With one address it connects exactly as `open_channel` and
+    a bounded `__connect__` do. A host name with several IPs is resolved by asyncio, which
+    tries each IP in turn within the attempt (docs/architecture.md#connection-policy).
+    """
+
+    def __init__(
+        self,
+        addresses: Sequence[HubAddress],
+        *,
+        tls: TlsFiles | None = None,
+        connect_timeout: float = 10.0,
+        keepalive_interval: float = 20.0,
+        keepalive_timeout: float = 10.0,
+        secret: str = "",
+    ) -> None:
+        if not addresses:
+            raise ValueError("HubDialer needs at least one address")
+        self._addresses = tuple(addresses)
+        self._tls = tls or TlsFiles()
+        self._connect_timeout = connect_timeout
+        self._keepalive = (keepalive_interval, keepalive_timeout)
+        self._secret = secret
+        #: Index of the address connected to last (None: never connected).
+        self._last: int | None = None
+
+    @classmethod
+    def of(cls, config: AgentConfig) -> HubDialer:
+        """The dialer of an agent's config: its addresses, TLS and timing settings."""
+        return cls(
+            config.hub_addresses,
+            tls=TlsFiles.of(config),
+            connect_timeout=config.connect_timeout,
+            keepalive_interval=config.keepalive_interval,
+            keepalive_timeout=config.keepalive_timeout,
+            secret=config.secret_value(),
+        )
+
+    def __repr__(self) -> str:
+        return f"<HubDialer {describe_hub_addresses(self._addresses)}>"
+
+    @property
+    def addresses(self) -> tuple[HubAddress, ...]:
+        """Every address, in the configured order."""
+        return self._addresses
+
+    @property
+    def current(self) -> HubAddress:
+        """The address connected to last (the first one before any connection)."""
+        return self._addresses[self._last or 0]
+
+    def _order(self) -> list[int]:
+        count = len(self._addresses)
+        start = 0 if self._last is None else (self._last + 1) % count
+        return [(start + step) % count for step in range(count)]
+
+    async def connect(self) -> Channel:
+        """A connected channel to the first address that answers, in turn from the one
+        after the address used last.
+
+        Raises `AetherConnectionError` naming every address tried and why each failed
+        (retryable when any of the failures is), and `OSError` / `ssl.SSLError` when the
+        TLS files cannot be loaded.
+        """
+        context = ssl_context(self._tls) if self._addresses[0].tls else None
+        interval, timeout = self._keepalive
+        failures: list[tuple[HubAddress, AetherError]] = []
+        for index in self._order():
+            address = self._addresses[index]
+            channel = open_hub_channel(
+                address,
+                context=context,
+                server_name=self._tls.server_name,
+                keepalive_interval=interval,
+                keepalive_timeout=timeout,
+            )
+            try:
+                # Bounded: after a network partition heals, an attempt must not wait out
+                # the kernel's SYN retries (minutes) before the next one can start.
+                await asyncio.wait_for(channel.__connect__(), self._connect_timeout)
+            except BaseException as exc:
+                channel.close()
+                if not isinstance(exc, Exception):
+                    raise
+                error = map_exception(
+                    exc,
+                    hub_url=str(address),
+                    operation="Connect",
+                    secret=self._secret,
+                    fresh_connection=True,
+                    client_certificate=bool(self._tls.cert_file),
+                )
+                # What the log calls the failure (a DNS failure, ...) is read from it.
+                error.__context__ = exc
+                failures.append((address, error))
+                if len(self._addresses) > 1:
+                    log.debug("connecting to %s failed: %s", address, failure_kind(error))
+                continue
+            if len(self._addresses) > 1 and index != self._last:
+                log.info(
+                    "connected to the Aether Hub at %s (address %d of %d)",
+                    address,
+                    index + 1,
+                    len(self._addresses),
+                )
+            self._last = index
+            return channel
+        raise failover_error("Connect", failures)
+
+
+def failover_error(
+    operation: str, failures: Sequence[tuple[HubAddress, AetherError]]
+) -> AetherError:
+    """The error of `operation` failing at every address of `failures` (address, error).
+
+    One failure is returned as it is. Several make one `AetherConnectionError` naming each
+    address and why it failed: retryable when any of them is, with their common `reason`
+    ("unreachable" when they differ) and the addresses as `hub_url`.
+    """
+    if not failures:
+        raise ValueError("failover_error needs at least one failure")
+    if len(failures) == 1:
+        return failures[0][1]
+    addresses = tuple(address for address, _ in failures)
+    errors = [error for _, error in failures]
+    parts = [
+        f"{address} ({failure_kind(error)}{': ' + error.detail if error.detail else ''})"
+        for address, error in failures
+    ]
+    reasons = {error.reason if isinstance(error, AetherConnectionError) else "" for error in errors}
+    combined = AetherConnectionError(
+        f"{operation} failed at every address of the Aether Hub ({len(failures)} tried): "
+        f"{'; '.join(parts)}. Check that a Hub is running at one of them, that hub_url / "
+        "AETHER_HUB_URL lists the right hosts and ports, and that firewalls allow the "
+        "connections.",
+        hub_url=describe_hub_addresses(addresses),
+        retryable=any(error.retryable for error in errors),
+        reason=reasons.pop() if len(reasons) == 1 else "unreachable",
+        detail="; ".join(parts),
+    )
+    combined.__context__ = errors[-1].__context__ or errors[-1]
+    return combined

@@ -6,8 +6,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from grpclib.const import Status
-
 from aether._backoff import backoff_delay
 from aether._wire import pb
 from aether.client import AgentClient
@@ -17,6 +15,7 @@ from aether.errors import (
     AgentStateError,
     AuthenticationError,
     PermissionDeniedError,
+    method_not_served,
 )
 
 __all__ = ("Outbox",)
@@ -24,6 +23,22 @@ __all__ = ("Outbox",)
 log = logging.getLogger("aether.results")
 
 _END = None
+
+# Bytes of a TaskResult besides its result, error message and metrics, rounded well up:
+# batches are cut by an upper bound of their size.
+_RESULT_OVERHEAD = 64
+
+
+def _size_bound(result: pb.TaskResult) -> int:
+    """An upper bound of the result's encoded size (at most 4 bytes a character)."""
+    size = (
+        _RESULT_OVERHEAD
+        + len(result.result)
+        + 4 * (len(result.error_message) + len(result.task_id))
+    )
+    for key, value in result.metrics.items():
+        size += 16 + 4 * (len(key) + len(value))
+    return size
 
 
 def _refused_for_now(exc: AetherError) -> bool:
@@ -35,9 +50,11 @@ def _refused_for_now(exc: AetherError) -> bool:
 class Outbox:
     """Unacknowledged results by task id, in submission order.
 
-    While a session is attached, results go out on one `SubmitResults` stream (one
-    acknowledgement per result, in order), or by unary `SubmitResult` when the Hub does not
-    implement the stream. A result leaves the outbox when the Hub acknowledges it (accepted,
+    While a session is attached, results go out on one `SubmitResultBatches` stream: the
+    results ready when a message is sent share it (within half of `max_message_bytes`), and
+    each answer acknowledges one message's results, in order. A Hub that does not serve it
+    gets one `SubmitResults` stream (a message per result), and one that serves neither
+    unary `SubmitResult` calls. A result leaves the outbox when the Hub acknowledges it (accepted,
     duplicate, or refused for good); a broken link calls `on_lost` and keeps it for the next
     session.
     """
@@ -50,6 +67,8 @@ class Outbox:
         self._empty.set()
         self._queue: asyncio.Queue[pb.TaskResult | None] | None = None
         self._unary = False
+        # False once the Hub showed it has no SubmitResultBatches (until the next session).
+        self._batches = True
         self._ending = False
         self._unary_tasks: set[asyncio.Task[None]] = set()
 
@@ -96,6 +115,7 @@ class Outbox:
         back to the queue, each time counting an attempt against them.
         """
         self._unary = False
+        self._batches = True
         self._ending = False
         refusals = 0
         while True:
@@ -106,9 +126,16 @@ class Outbox:
             if self._ending:
                 queue.put_nowait(_END)
             try:
-                async for ack in self._client._submit_results_wire(self._requests(queue)):
-                    refusals = 0
-                    self._on_ack(ack)
+                if self._batches:
+                    batches = self._client._submit_result_batches_wire(self._batched(queue))
+                    async for answer in batches:
+                        refusals = 0
+                        for ack in answer.acks:
+                            self._on_ack(ack)
+                else:
+                    async for ack in self._client._submit_results_wire(self._requests(queue)):
+                        refusals = 0
+                        self._on_ack(ack)
                 if not self._ending:
                     self._on_lost("result stream closed by the Hub")
                 return
@@ -116,7 +143,11 @@ class Outbox:
                 self._on_lost("disconnected")
                 return
             except AetherError as exc:
-                if exc.status is Status.UNIMPLEMENTED:
+                if self._batches and method_not_served(exc):
+                    log.info("the Hub has no SubmitResultBatches; sending results on SubmitResults")
+                    self._batches = False
+                    continue  # at once, with every pending result again
+                if method_not_served(exc):
                     log.info("the Hub has no SubmitResults stream; sending results one by one")
                     self._queue = None
                     self._unary = True
@@ -162,6 +193,36 @@ class Outbox:
     ) -> AsyncIterator[pb.TaskResult]:
         while (result := await queue.get()) is not _END:
             yield result
+
+    async def _batched(
+        self, queue: asyncio.Queue[pb.TaskResult | None]
+    ) -> AsyncIterator[pb.TaskResultBatch]:
+        """The queued results, as batches of what is ready when each is sent (within half
+        of `max_message_bytes`; a larger result goes alone), until `_END`."""
+        budget = self._client.config.max_message_bytes // 2
+        carry: pb.TaskResult | None = None
+        while True:
+            first = carry if carry is not None else await queue.get()
+            carry = None
+            if first is None:  # _END
+                return
+            batch = [first]
+            used = _size_bound(first)
+            ended = False
+            while not queue.empty():
+                result = queue.get_nowait()
+                if result is None:  # _END
+                    ended = True
+                    break
+                size = _size_bound(result)
+                if used + size > budget:
+                    carry = result
+                    break
+                batch.append(result)
+                used += size
+            yield pb.TaskResultBatch(results=batch)
+            if ended:
+                return
 
     def _on_ack(self, ack: pb.SubmitResultResponse) -> None:
         task_id = ack.task_id

@@ -7,6 +7,11 @@ address with `parse_hub_url`:
 - optionally behind a scheme: ``grpc://`` or ``http://`` (plaintext), ``grpcs://`` or
   ``https://`` (TLS); a trailing ``/`` is ignored.
 
+Where several Hubs can serve (a standby that takes over the same ``--db`` file, or a
+name with several IPs), `parse_hub_urls` reads a comma-separated list of such addresses
+(``h1:50051,h2:50051``): every part in the grammar above, all plaintext or all TLS. Agents
+and `TaskClient` fail over from one to the next (docs/architecture.md#connection-policy).
+
 A bad address raises `AetherConfigError` (a `ValueError`) saying what is wrong with it.
 """
 
@@ -18,7 +23,14 @@ from typing import Final
 
 from aether.errors import AetherConfigError
 
-__all__ = ("DEFAULT_HUB_PORT", "DEFAULT_HUB_URL", "HubAddress", "parse_hub_url")
+__all__ = (
+    "DEFAULT_HUB_PORT",
+    "DEFAULT_HUB_URL",
+    "HubAddress",
+    "describe_hub_addresses",
+    "parse_hub_url",
+    "parse_hub_urls",
+)
 
 DEFAULT_HUB_PORT: Final = 50051
 DEFAULT_HUB_URL: Final = "localhost:50051"
@@ -56,13 +68,17 @@ def parse_hub_url(url: str) -> HubAddress:
     Raises `AetherConfigError` naming the problem: an unknown scheme, an empty host, a port
     that is not a number from 1 to 65535, a path, or an IPv6 address outside brackets.
     """
-    # A comma-separated list of replicas will go through here one item at a time; until
-    # then a comma is refused rather than read as part of a host name.
+    # A list goes through parse_hub_urls, which parses it here one part at a time; a comma
+    # is refused rather than read as part of a host name.
     text = url.strip()
     if not text:
         raise _bad(url, "it is empty; expected host:port (e.g. localhost:50051)")
     if "," in text:
-        raise _bad(url, "a list of Hub addresses is not supported; give one host:port")
+        raise _bad(
+            url,
+            "a list of Hub addresses is not supported here; give one host:port"
+            " (parse_hub_urls reads a comma-separated list)",
+        )
     tls = False
     scheme, sep, rest = text.partition("://")
     if sep:
@@ -77,11 +93,7 @@ def parse_hub_url(url: str) -> HubAddress:
     text = text.rstrip("/")
     if "@" in text:
         # Never echo it: the part before "@" may be a password.
-        raise AetherConfigError(
-            "invalid Hub address: it must not contain credentials (user@host);"
-            " pass a client token or agent secret separately",
-            variable="hub_url",
-        )
+        raise _credentials_error()
     if "/" in text:
         raise _bad(url, "it has a path; expected host:port only")
     host, port_text = _split_host_port(url, text)
@@ -90,6 +102,66 @@ def parse_hub_url(url: str) -> HubAddress:
     if any(char.isspace() for char in host):
         raise _bad(url, "the host contains whitespace")
     return HubAddress(host=host, port=_port(url, port_text), tls=tls)
+
+
+def parse_hub_urls(urls: str) -> tuple[HubAddress, ...]:
+    """Parse one Hub address or a comma-separated list of them (``h1:50051,h2:50051``).
+
+    Each part takes the forms of `parse_hub_url`. All parts must agree on TLS (``grpcs://``
+    / ``https://`` on every part, or on none), and none may be empty or listed twice.
+    Raises `AetherConfigError` naming the bad part and its position. A single address
+    gives a 1-tuple equal to ``(parse_hub_url(urls),)``.
+    """
+    if "," not in urls:
+        return (parse_hub_url(urls),)
+    if "@" in urls:
+        # Never echo the list: the part with "@" may hold a password.
+        raise _credentials_error()
+    parts = urls.split(",")
+    addresses: list[HubAddress] = []
+    for number, part in enumerate(parts, start=1):
+        where = f"part {number} of {len(parts)}"
+        if not part.strip():
+            raise AetherConfigError(
+                f"invalid Hub address list {urls!r}: {where} is empty"
+                " (separate addresses with single commas, e.g. h1:50051,h2:50051)",
+                variable="hub_url",
+            )
+        try:
+            address = parse_hub_url(part)
+        except AetherConfigError as exc:
+            prefix = f"invalid Hub address {part!r}: "
+            problem = str(exc).removeprefix(prefix)
+            raise AetherConfigError(
+                f"invalid Hub address {part!r} ({where} of {urls!r}): {problem}",
+                variable="hub_url",
+            ) from None
+        if addresses and address.tls != addresses[0].tls:
+            first = addresses[0]
+            raise AetherConfigError(
+                f"invalid Hub address list {urls!r}: {where}, {part.strip()!r}, is"
+                f" {_security(address)} but part 1, {parts[0].strip()!r}, is {_security(first)};"
+                " every address of a list must use the same scheme (all grpcs:// or https://"
+                " for TLS, or none)",
+                variable="hub_url",
+            )
+        if address in addresses:
+            raise AetherConfigError(
+                f"invalid Hub address list {urls!r}: {where}, {part.strip()!r}, repeats"
+                f" {address.authority}",
+                variable="hub_url",
+            )
+        addresses.append(address)
+    return tuple(addresses)
+
+
+def describe_hub_addresses(addresses: tuple[HubAddress, ...]) -> str:
+    """The addresses for messages: ``grpc://h1:50051`` or ``grpc://h1:50051, grpc://h2:50051``."""
+    return ", ".join(str(address) for address in addresses)
+
+
+def _security(address: HubAddress) -> str:
+    return "TLS" if address.tls else "plaintext"
 
 
 def _split_host_port(url: str, text: str) -> tuple[str, str | None]:
@@ -119,6 +191,14 @@ def _port(url: str, text: str | None) -> int:
     if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise _bad(url, f"the port must be a number from 1 to 65535, got {text!r}")
     return int(text)
+
+
+def _credentials_error() -> AetherConfigError:
+    return AetherConfigError(
+        "invalid Hub address: it must not contain credentials (user@host);"
+        " pass a client token or agent secret separately",
+        variable="hub_url",
+    )
 
 
 def _bad(url: str, problem: str) -> AetherConfigError:

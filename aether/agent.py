@@ -23,6 +23,7 @@ from aether._metrics import AgentMetrics
 from aether._outbox import Outbox
 from aether._tasks import TaskRunner
 from aether._wire import models, pb
+from aether.address import describe_hub_addresses
 from aether.client import CALL_TIMEOUT, AgentClient, ChannelFactory
 from aether.config import AgentConfig
 from aether.errors import (
@@ -74,7 +75,9 @@ class AetherAgent:
         self._client = AgentClient(config, channel_factory=channel_factory)
         self._hub = Hub(self._client)
         self._state = ConnectionStateTracker(ConnectionState.CLOSED)
-        self._connlog = ConnectionLog(str(config.hub_address), config.agent_id)
+        # Every address of hub_url: each attempt tries them in turn (AgentClient's dialer).
+        self._hub_description = describe_hub_addresses(config.hub_addresses)
+        self._connlog = ConnectionLog(self._hub_description, config.agent_id)
         self._metrics = AgentMetrics()
         self._runner = TaskRunner(
             self._handle_one,
@@ -351,10 +354,10 @@ class AetherAgent:
                 if limit >= 0 and retries >= limit:
                     await self._client.disconnect()
                     raise AetherConnectionError(
-                        f"Gave up on the Aether Hub at {config.hub_address} after "
+                        f"Gave up on the Aether Hub at {self._hub_description} after "
                         f"{attempt} attempt(s) (max_reconnect_attempts={limit}). "
                         f"Last error: {exc}",
-                        hub_url=str(config.hub_address),
+                        hub_url=self._hub_description,
                         retryable=False,
                     ) from exc
                 delay = self._retry_delay(attempt, reconnecting)
@@ -432,11 +435,14 @@ class AetherAgent:
     async def _read_stream(self) -> None:
         runner = self._runner
         try:
-            async for event in self._client._stream_events_wire():
+            async for event in self._client._stream_events_wire(batch_assignments=True):
                 if event.assignment is not None:
                     runner.accept(event.assignment)
                 elif event.cancel is not None:
                     runner.cancel(event.cancel.task_id)
+                # Several tasks at once (the Hub batches them when we have room).
+                for assignment in event.assignments:
+                    runner.accept(assignment)
         except AetherError as exc:
             self._lose_session(f"task stream failed: {exc}")
         else:

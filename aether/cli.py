@@ -2,12 +2,12 @@
 
 Subcommands (each imported only when its parser is built, so every command starts fast):
 
-- `aether task [...]`       submit and follow tasks (`aether.taskcli`)
-- `aether agents list [...]` the agents connected to a Hub (`aether.taskcli`)
 - `aether run [...]`        run an agent class (`aether.runner`)
-- commands that other packages register under the entry-point group `aether.commands`: the
-  Hub package registers `aether hub [...]` and `aether agents [...]`. The SDK never imports
-  the Hub; it only loads what is registered, so `aether` works where the Hub is absent.
+- commands that other packages register under the entry-point group `aether.commands`:
+  `aether_cli` registers `aether task [...]` and `aether agents list [...]` (submit, follow
+  and list tasks and agents), the Hub package `aether_hub` registers `aether hub [...]`.
+  The SDK imports neither; it only loads what is registered, so `aether` works where the
+  Hub is absent.
 
 A subcommand's parser sets `handler`: a callable taking the parsed
 arguments and returning an exit status (an int, None for 0, or an awaitable of those).
@@ -32,18 +32,6 @@ if TYPE_CHECKING:
     _SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
-def _add_task(subparsers: _SubParsers) -> None:
-    from aether.taskcli import add_task_parser
-
-    add_task_parser(subparsers)
-
-
-def _add_agents(subparsers: _SubParsers) -> None:
-    from aether.taskcli import add_agents_parser
-
-    add_agents_parser(subparsers)
-
-
 def _add_run(subparsers: _SubParsers) -> None:
     from aether import runner
 
@@ -51,11 +39,7 @@ def _add_run(subparsers: _SubParsers) -> None:
 
 
 # The SDK's own subcommands, in help order (registered ones come first).
-_SUBCOMMANDS: tuple[tuple[str, Callable[[_SubParsers], None]], ...] = (
-    ("task", _add_task),
-    ("agents", _add_agents),
-    ("run", _add_run),
-)
+_SUBCOMMANDS: tuple[tuple[str, Callable[[_SubParsers], None]], ...] = (("run", _add_run),)
 
 # What `aether hub` says when no package registered it (the SDK without its Hub).
 _HUB_MISSING = (

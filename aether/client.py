@@ -10,7 +10,7 @@ from types import TracebackType
 
 from grpclib.client import Channel
 
-from aether._connection import open_channel
+from aether._connection import HubDialer
 from aether._version import __version__
 from aether._wire import client as wire_client
 from aether._wire import models, pb
@@ -35,6 +35,9 @@ CALL_TIMEOUT = 30.0
 #: Makes the channel of each connection attempt (the first one and every reconnect). The
 #: channel may be returned already connected; `connect()` connects it otherwise.
 ChannelFactory = Callable[[], Awaitable[Channel]]
+
+#: The largest task stream event the agent asks the Hub to batch assignments into.
+_MAX_ASSIGNMENT_BATCH_BYTES = 1024 * 1024
 
 # The calls of a new connection, before the Hub has answered anything on it.
 _FIRST_CALLS = frozenset({"Connect", "Registration"})
@@ -63,6 +66,7 @@ class AgentClient:
         self._config = config
         self._channel_factory = channel_factory
         self._hub_url = str(config.hub_address)
+        self._dialer = HubDialer.of(config)
         # No secret or token in any log record (hpack prints headers at DEBUG).
         install_log_redaction(config.secret_value() or "")
         self._channel: Channel | None = None
@@ -98,7 +102,11 @@ class AgentClient:
 
     async def _open_channel(self) -> Channel:
         if self._channel_factory is None:
-            return open_channel(self._config)
+            # Each address of hub_url in turn, from the one after the address used last
+            # (fail-over); the channel comes back connected.
+            channel = await self._dialer.connect()
+            self._hub_url = str(self._dialer.current)
+            return channel
         return await self._channel_factory()
 
     @property
@@ -344,18 +352,33 @@ class AgentClient:
             raise self._error(exc, "Heartbeat") from None
         return models.HeartbeatResponse.from_wire(reply)
 
-    async def stream_events(self) -> AsyncIterator[models.TaskStreamEvent]:
+    async def stream_events(
+        self, *, batch_assignments: bool = False
+    ) -> AsyncIterator[models.TaskStreamEvent]:
         """The session's task stream: each event carries an `assignment` (a task leased to
-        this session) or a `cancel` (stop working on a task)."""
-        async for event in self._stream_events_wire():
+        this session) or a `cancel` (stop working on a task).
+
+        With `batch_assignments` an event may instead carry several `assignments` (in
+        lease order) when the agent has room for several tasks: fewer messages at high
+        throughput. A Hub that predates them sends one per event regardless.
+        """
+        async for event in self._stream_events_wire(batch_assignments=batch_assignments):
             yield models.TaskStreamEvent.from_wire(event)
 
-    async def _stream_events_wire(self) -> AsyncIterator[pb.TaskStreamEvent]:
+    def assignment_batch_bytes(self) -> int:
+        """The `StreamTasksRequest.assignment_batch_bytes` this client asks for: half its
+        message limit, at most 1 MiB (an event must stay within `max_message_bytes`)."""
+        return min(self._config.max_message_bytes // 2, _MAX_ASSIGNMENT_BATCH_BYTES)
+
+    async def _stream_events_wire(
+        self, *, batch_assignments: bool = False
+    ) -> AsyncIterator[pb.TaskStreamEvent]:
         """`stream_events` as wire messages (the agent's hot path converts per task)."""
         self._require_session()
         request = pb.StreamTasksRequest(
             agent_id=self._config.agent_id,
             max_concurrent_tasks=self._config.max_concurrent_tasks,
+            assignment_batch_bytes=self.assignment_batch_bytes() if batch_assignments else 0,
         )
         try:
             async for event in self._agent_stub().stream_tasks(request):
@@ -364,10 +387,13 @@ class AgentClient:
             raise self._error(exc, "StreamTasks") from None
 
     async def stream_tasks(self) -> AsyncIterator[models.TaskAssignment]:
-        """Assignments leased to this session, as they arrive (cancellations are skipped)."""
-        async for event in self._stream_events_wire():
+        """Assignments leased to this session, one at a time as they arrive (cancellations
+        are skipped; assignments the Hub sent together come one after another)."""
+        async for event in self._stream_events_wire(batch_assignments=True):
             if event.assignment is not None:
                 yield models.TaskAssignment.from_wire(event.assignment)
+            for assignment in event.assignments:
+                yield models.TaskAssignment.from_wire(assignment)
 
     async def report_status(self, status: models.TaskStatus) -> bool:
         """Report progress of a leased task; returns whether the Hub recorded it."""
@@ -409,6 +435,18 @@ class AgentClient:
                 yield ack
         except Exception as exc:
             raise self._error(exc, "SubmitResults") from None
+
+    async def _submit_result_batches_wire(
+        self, batches: AsyncIterable[pb.TaskResultBatch]
+    ) -> AsyncIterator[pb.SubmitResultBatchResponse]:
+        """The `SubmitResultBatches` stream (several results per message; the agent's hot
+        path): one answer per batch, with one acknowledgement per result, in order."""
+        self._require_session()
+        try:
+            async for answer in self._agent_stub().submit_result_batches(batches):
+                yield answer
+        except Exception as exc:
+            raise self._error(exc, "SubmitResultBatches") from None
 
     # Stubs of the Hub services, bound to the session; used by the `aether.hub` facades,
     # which return the replies as models.

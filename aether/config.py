@@ -18,7 +18,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from aether.address import DEFAULT_HUB_URL, HubAddress, parse_hub_url
+from aether.address import DEFAULT_HUB_URL, HubAddress, parse_hub_url, parse_hub_urls
 from aether.errors import AetherConfigError
 
 # HubAddress and parse_hub_url live in aether.address; they stay importable from here.
@@ -78,7 +78,10 @@ class AgentConfig(BaseModel):
     version: str = Field(default="0.1.0", description="Agent version.")
     hub_url: str = Field(
         default=DEFAULT_HUB_URL,
-        description=("Hub address: host:port or host (port 50051); grpcs:// or https:// for TLS."),
+        description=(
+            "Hub address: host:port or host (port 50051); grpcs:// or https:// for TLS."
+            " Several, comma-separated (h1:50051,h2:50051), to fail over between them."
+        ),
     )
     capabilities: dict[str, str] = Field(
         default_factory=dict, description="Key-value capability flags."
@@ -211,21 +214,28 @@ class AgentConfig(BaseModel):
     @field_validator("hub_url")
     @classmethod
     def _check_hub_url(cls, value: str) -> str:
-        parse_hub_url(value)
+        parse_hub_urls(value)
         return value
 
     @property
     def hub_address(self) -> HubAddress:
-        """The parsed `hub_url`; its `tls` is `uses_tls` (a tls_* setting also means TLS)."""
-        address = parse_hub_url(self.hub_url)
-        if address.tls or not self._tls_settings_given():
-            return address
-        return HubAddress(host=address.host, port=address.port, tls=True)
+        """The (first) address of `hub_url`; its `tls` is `uses_tls` (a tls_* setting also
+        means TLS). See `hub_addresses` for all of them."""
+        return self.hub_addresses[0]
+
+    @property
+    def hub_addresses(self) -> tuple[HubAddress, ...]:
+        """Every address of `hub_url` (one, or the comma-separated list), in order, each
+        with `tls` set as in `hub_address`. The agent fails over from one to the next."""
+        addresses = parse_hub_urls(self.hub_url)
+        if addresses[0].tls or not self._tls_settings_given():
+            return addresses
+        return tuple(HubAddress(host=a.host, port=a.port, tls=True) for a in addresses)
 
     @property
     def uses_tls(self) -> bool:
         """Whether the connection uses TLS (grpcs:// or https://, or any tls_* setting)."""
-        return parse_hub_url(self.hub_url).tls or self._tls_settings_given()
+        return parse_hub_urls(self.hub_url)[0].tls or self._tls_settings_given()
 
     def _tls_settings_given(self) -> bool:
         return any((self.tls_ca_file, self.tls_cert_file, self.tls_key_file, self.tls_server_name))

@@ -30,6 +30,7 @@ __all__ = (
     "TaskNotFoundError",
     "TaskWaitTimeoutError",
     "map_exception",
+    "method_not_served",
 )
 
 # Statuses after which the same call may succeed on a fresh connection.
@@ -196,6 +197,16 @@ def _tls_of(hub_url: str) -> bool | None:
     if not sep:
         return None
     return scheme.lower() in ("grpcs", "https")
+
+
+def method_not_served(exc: AetherError) -> bool:
+    """Whether `exc` says the Hub does not serve the method called (one that predates it):
+    UNIMPLEMENTED, or what a grpclib server answers for a method it does not know (a
+    trailers-only reply without a content-type, which grpclib's client reports as
+    UNKNOWN "Missing content-type header")."""
+    return exc.status is Status.UNIMPLEMENTED or (
+        exc.status is Status.UNKNOWN and exc.detail == "Missing content-type header"
+    )
 
 
 def map_exception(

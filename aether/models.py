@@ -20,6 +20,7 @@ __all__ = (
     "HeartbeatResponse",
     "QueueStats",
     "SubmitResultResponse",
+    "SubmitTaskRequest",
     "Task",
     "TaskAssignment",
     "TaskCancellation",
@@ -38,6 +39,7 @@ CancelTaskResponse = _models.CancelTaskResponse
 HeartbeatResponse = _models.HeartbeatResponse
 QueueStats = _models.QueueStats
 SubmitResultResponse = _models.SubmitResultResponse
+SubmitTaskRequest = _models.SubmitTaskRequest
 Task = _models.Task
 TaskAssignment = _models.TaskAssignment
 TaskCancellation = _models.TaskCancellation

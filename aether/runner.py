@@ -24,7 +24,7 @@ from dotenv import dotenv_values
 from pydantic import ValidationError
 
 from aether._logging import LOG_FORMATS, configure_logging
-from aether.address import parse_hub_url
+from aether.address import parse_hub_urls
 from aether.agent import AetherAgent
 from aether.config import AgentConfig
 from aether.errors import AetherConfigError, AetherError
@@ -129,7 +129,7 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
     if args.hub_url is not None:
         # The one address grammar (aether.address), checked here to name the flag.
         try:
-            parse_hub_url(args.hub_url)
+            parse_hub_urls(args.hub_url)
         except AetherConfigError as exc:
             raise AetherConfigError(f"--hub-url: {exc}", variable="--hub-url") from None
     simple = {
@@ -192,7 +192,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--hub-url",
-        help="the Hub's address: HOST[:PORT], grpc:// or grpcs:// (TLS) (env AETHER_HUB_URL)",
+        help="the Hub's address: HOST[:PORT], grpc:// or grpcs:// (TLS); several,"
+        " comma-separated, to fail over between them (env AETHER_HUB_URL)",
     )
     parser.add_argument("--agent-id", help="unique agent id (env AETHER_AGENT_ID)")
     parser.add_argument(

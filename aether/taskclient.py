@@ -24,29 +24,38 @@ import asyncio
 import builtins
 import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Final, TypeVar
 
 from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 from pydantic import SecretStr, ValidationError
 
-from aether._connection import ChannelFactory, TlsFiles, open_hub_channel, ssl_context
+from aether._connection import (
+    ChannelFactory,
+    TlsFiles,
+    failover_error,
+    open_hub_channel,
+    ssl_context,
+)
 from aether._tracing import client_span
 from aether._wire import client as wire_client
-from aether._wire import models as wire_models
 from aether._wire import pb
-from aether.address import DEFAULT_HUB_URL, HubAddress, parse_hub_url
+from aether.address import DEFAULT_HUB_URL, HubAddress, describe_hub_addresses, parse_hub_urls
 from aether.config import DEFAULT_MAX_MESSAGE_BYTES, AgentConfig
 from aether.errors import (
     AetherConfigError,
+    AetherConnectionError,
     AetherError,
     AgentStateError,
     HubError,
     MessageTooLargeError,
     TaskWaitTimeoutError,
     map_exception,
+    method_not_served,
 )
 from aether.logredact import install_log_redaction
 from aether.models import (
@@ -54,6 +63,7 @@ from aether.models import (
     AgentInfo,
     CancelTaskResponse,
     QueueStats,
+    SubmitTaskRequest,
     Task,
     TaskState,
 )
@@ -62,6 +72,7 @@ __all__ = (
     "CLIENT_TOKEN_ENV",
     "DEFAULT_CALL_TIMEOUT",
     "HUB_URL_ENV",
+    "MAX_SUBMIT_BATCH",
     "SubmittedTask",
     "TaskClient",
 )
@@ -73,8 +84,17 @@ HUB_URL_ENV: Final = AgentConfig.ENV_VARS["hub_url"]
 #: Seconds each call to the Hub may take, unless the client is made with another `timeout`.
 DEFAULT_CALL_TIMEOUT: Final = 10.0
 
+# Calls that only read: safe to make again at another address after a failure on the way.
+_READ_OPERATIONS: Final = frozenset(
+    {"GetTask", "ListTasks", "WatchTask", "ListAgents", "GetQueueStats"}
+)
+
 # The Hub answers at most this many tasks per ListTasks page.
 _MAX_PAGE_SIZE: Final = 1000
+#: Tasks one `SubmitTasks` call may carry (the API's limit).
+MAX_SUBMIT_BATCH: Final = 1000
+# SubmitTask calls in flight at once when the Hub has no SubmitTasks.
+_UNARY_IN_FLIGHT: Final = 64
 
 _T = TypeVar("_T")
 
@@ -110,8 +130,13 @@ class TaskClient:
     """An async client of the Hub's `TaskService`. See the module docs for an example.
 
     `hub_url` takes the forms of `aether.address.parse_hub_url` (default: `$AETHER_HUB_URL`,
-    else ``localhost:50051``). `token` is the Hub's client token, sent as
-    ``authorization: Bearer <token>`` (a development Hub on loopback needs none). The
+    else ``localhost:50051``), or several of them comma-separated (``h1:50051,h2:50051``):
+    then a call that cannot connect moves on to the next address, and so does a call that
+    failed on its way (connection lost, timeout, UNAVAILABLE) when repeating it is safe:
+    reads (`get`, `list`, `watch`, `wait`, `list_agents`, `queue_stats`) and a `submit`
+    with an `idempotency_key`. The client then stays on the address that answered.
+    `token` is the Hub's client token, sent as ``authorization: Bearer <token>`` (a
+    development Hub on loopback needs none). The
     `tls_*` settings are those of `AgentConfig`: any of them, or a ``grpcs://`` /
     ``https://`` address, means TLS. `timeout` bounds every call except `watch` and `wait`
     (which follow a task for as long as it takes, or their own `timeout`). Replies larger
@@ -146,14 +171,16 @@ class TaskClient:
             )
         if hub_url is None:
             hub_url = os.environ.get(HUB_URL_ENV) or DEFAULT_HUB_URL
-        parsed = parse_hub_url(hub_url)
+        parsed = parse_hub_urls(hub_url)
         tls = TlsFiles(
             ca_file=tls_ca_file,
             cert_file=tls_cert_file,
             key_file=tls_key_file,
             server_name=tls_server_name,
         )
-        self._address = HubAddress(parsed.host, parsed.port, tls=parsed.tls or tls.given)
+        self._addresses = tuple(HubAddress(a.host, a.port, tls=a.tls or tls.given) for a in parsed)
+        #: The address in use: the first, until a call fails over to the next.
+        self._current = 0
         self._tls = tls
         # Built now so that a missing or bad certificate file fails here, by name, rather
         # than as an unreachable Hub at the first call.
@@ -175,6 +202,8 @@ class TaskClient:
         # TLS port reached in plaintext (map_exception's fresh_connection).
         self._answered = False
         self._closed = False
+        # False once the Hub showed it has no SubmitTasks (it predates it).
+        self._batch_supported = True
 
     @classmethod
     def from_env(
@@ -201,7 +230,7 @@ class TaskClient:
 
         hub_url = read("hub_url") or DEFAULT_HUB_URL
         try:
-            parse_hub_url(hub_url)
+            parse_hub_urls(hub_url)
         except AetherConfigError as exc:
             raise AetherConfigError(f"{HUB_URL_ENV}: {exc}", variable=HUB_URL_ENV) from None
         return cls(
@@ -218,12 +247,22 @@ class TaskClient:
 
     def __repr__(self) -> str:
         token = "***" if self._token is not None else None
-        return f"<TaskClient hub={self._address} token={token}>"
+        return f"<TaskClient hub={describe_hub_addresses(self._addresses)} token={token}>"
 
     @property
     def address(self) -> HubAddress:
-        """The Hub's address (`tls` is true when the connection uses TLS)."""
-        return self._address
+        """The Hub's address in use (`tls` is true when the connection uses TLS): the first
+        of `addresses` until a call fails over to another."""
+        return self._addresses[self._current]
+
+    @property
+    def addresses(self) -> tuple[HubAddress, ...]:
+        """Every address the client may use, in order (one unless `hub_url` lists more)."""
+        return self._addresses
+
+    @property
+    def _address(self) -> HubAddress:
+        return self._addresses[self._current]
 
     @property
     def timeout(self) -> float:
@@ -238,11 +277,26 @@ class TaskClient:
         Raises `AetherConnectionError` when the Hub cannot be reached. Calls connect on
         their own; this only makes an unreachable Hub fail early.
         """
-        channel = await self._ensure_channel()
-        try:
-            await channel.__connect__()
-        except Exception as exc:
-            raise self._error(exc, "Connect") from None
+        if not self._fails_over:
+            channel = await self._ensure_channel()
+            try:
+                await channel.__connect__()
+            except Exception as exc:
+                raise self._error(exc, "Connect") from None
+            return
+        failures: builtins.list[tuple[HubAddress, AetherError]] = []
+        for _ in self._addresses:
+            address = self._address
+            try:
+                await self._connected_stub()
+            except AetherError as exc:
+                if not _fail_over_after(exc):
+                    raise
+                failures.append((address, exc))
+                self._fail_over(address)
+                continue
+            return
+        raise failover_error("Connect", failures)
 
     async def close(self) -> None:
         """Close the connection. Idempotent; the client cannot be used afterwards."""
@@ -320,21 +374,79 @@ class TaskClient:
             client_certificate=bool(self._tls.cert_file),
         )
 
+    @property
+    def _fails_over(self) -> bool:
+        # A channel factory makes its own connections: there is nothing to fail over to.
+        return len(self._addresses) > 1 and self._channel_factory is None
+
+    async def _connected_stub(self) -> wire_client.TaskServiceStub:
+        """The stub, its channel connected now (within `timeout`): a failure here means
+        nothing was sent, so any call may go to the next address."""
+        channel = await self._ensure_channel()
+        try:
+            await asyncio.wait_for(channel.__connect__(), self._timeout)
+        except Exception as exc:
+            self._drop()
+            raise self._error(exc, "Connect") from None
+        assert self._stub is not None
+        return self._stub
+
+    def _fail_over(self, failed: HubAddress) -> None:
+        """Move on from `failed` to the next address (unless a concurrent call already did)."""
+        if self._address != failed:
+            return
+        self._drop()
+        self._current = (self._current + 1) % len(self._addresses)
+
     async def _call(
         self,
         operation: str,
         call: Callable[[wire_client.TaskServiceStub], Awaitable[_T]],
         task_id: str | None = None,
+        *,
+        idempotent: bool | None = None,
     ) -> _T:
-        # No reconnect logic here: a grpclib channel opens a new connection for the next
-        # call after its connection failed.
-        stub = await self._stub_now()
-        try:
-            reply = await call(stub)
-        except Exception as exc:
-            raise self._error(exc, operation, task_id) from None
-        self._answered = True
-        return reply
+        """Make `call` on the stub; failures become `aether.errors` types.
+
+        With several addresses, a call that cannot connect goes to the next address, and
+        so does one that failed on its way when it is `idempotent` (default: the reads of
+        `_READ_OPERATIONS`); each address is tried once per call.
+        """
+        if not self._fails_over:
+            # No reconnect logic here: a grpclib channel opens a new connection for the
+            # next call after its connection failed.
+            stub = await self._stub_now()
+            try:
+                reply = await call(stub)
+            except Exception as exc:
+                raise self._error(exc, operation, task_id) from None
+            self._answered = True
+            return reply
+        safe = operation in _READ_OPERATIONS if idempotent is None else idempotent
+        failures: builtins.list[tuple[HubAddress, AetherError]] = []
+        for _ in self._addresses:
+            address = self._address
+            try:
+                stub = await self._connected_stub()
+            except AetherError as exc:
+                if not _fail_over_after(exc):
+                    raise
+                failures.append((address, exc))
+                self._fail_over(address)
+                continue
+            try:
+                reply = await call(stub)
+            except Exception as exc:
+                error = self._error(exc, operation, task_id)
+                # The request may have reached the Hub: only a safe call is made again.
+                if not (safe and _fail_over_after(error)):
+                    raise error from None
+                failures.append((address, error))
+                self._fail_over(address)
+                continue
+            self._answered = True
+            return reply
+        raise failover_error(operation, failures)
 
     # -- tasks ---------------------------------------------------------------------------
 
@@ -365,7 +477,7 @@ class TaskClient:
         """
         try:
             # The model checks what the wire would silently wrap (int32 ranges).
-            request = wire_models.SubmitTaskRequest(
+            request = SubmitTaskRequest(
                 description=description,
                 payload=payload.encode("utf-8") if isinstance(payload, str) else bytes(payload),
                 task_type=task_type,
@@ -383,19 +495,160 @@ class TaskClient:
             raise ValueError(f"submit(): {where}: {first['msg']}") from None
         size = len(bytes(request))
         if size > self._max_message_bytes:
-            raise MessageTooLargeError(
-                f"SubmitTask: the task is {size} bytes, more than max_message_bytes="
-                f"{self._max_message_bytes}; send large inputs by reference (e.g. a URL)"
-            )
+            raise self._too_large(size)
+        return await self._submit_wire(request)
+
+    def _too_large(self, size: int) -> MessageTooLargeError:
+        return MessageTooLargeError(
+            f"SubmitTask: the task is {size} bytes, more than max_message_bytes="
+            f"{self._max_message_bytes}; send large inputs by reference (e.g. a URL)"
+        )
+
+    async def _submit_wire(self, request: pb.SubmitTaskRequest) -> SubmittedTask:
         with client_span("/aether.v1.TaskService/SubmitTask") as call:
             reply = await self._call(
                 "SubmitTask",
                 lambda stub: stub.submit_task(
                     request, timeout=self._timeout, metadata=call.metadata
                 ),
+                # Repeating it is harmless only when the key finds the first task.
+                idempotent=bool(request.idempotency_key),
             )
             call.set("aether.task.id", reply.task_id)
         return SubmittedTask(reply.task_id, self)
+
+    async def submit_many(
+        self,
+        tasks: Iterable[SubmitTaskRequest | str],
+        *,
+        chunk_size: int = MAX_SUBMIT_BATCH,
+    ) -> builtins.list[SubmittedTask | AetherError]:
+        """Queue many tasks with few calls; one outcome per task, in the order given.
+
+        Each task is a `SubmitTaskRequest` (the arguments of `submit`, checked when the
+        model is built) or just a description. They go out in `SubmitTasks` calls of at
+        most `chunk_size` tasks (1 to 1000) that each stay within `max_message_bytes`,
+        one call after another, so the tasks are queued in the order given. The Hub
+        treats each task as `submit` would: its own idempotency key, its own refusal.
+
+        Returns, for each task, its `SubmittedTask`, or the error `submit` would have
+        raised for it (a `HubError` for a field the Hub refused, `PermissionDeniedError`,
+        a `MessageTooLargeError` for a task too large to send, which is not sent); the
+        other tasks are queued regardless. When a whole call fails (the Hub cannot be
+        reached, refuses the token, cannot store now), each task of that call and of the
+        calls not made yet gets that error, while the ids of the tasks queued before it
+        are kept: check each item (`isinstance(item, SubmittedTask)`), and submit the
+        failed ones again (with idempotency keys, a repeat is harmless). A Hub that has no
+        `SubmitTasks` (UNIMPLEMENTED) is sent one `SubmitTask` per task instead, up to 64
+        at once.
+        """
+        if not 1 <= chunk_size <= MAX_SUBMIT_BATCH:
+            raise ValueError(f"chunk_size must be from 1 to {MAX_SUBMIT_BATCH}, got {chunk_size}")
+        outcomes: builtins.list[SubmittedTask | AetherError | None] = []
+        chunk: builtins.list[tuple[int, pb.SubmitTaskRequest]] = []
+        chunk_bytes = 0
+        # Room in one SubmitTasks message: each task costs its bytes plus a tag and a length.
+        budget = self._max_message_bytes - 16
+        failed: AetherError | None = None
+        for task in tasks:
+            model = SubmitTaskRequest(description=task) if isinstance(task, str) else task
+            request = model.to_wire()
+            size = len(bytes(request))
+            outcomes.append(None)
+            if size > self._max_message_bytes:
+                outcomes[-1] = self._too_large(size)
+                continue
+            cost = size + 6
+            if chunk and (len(chunk) >= chunk_size or chunk_bytes + cost > budget):
+                failed = await self._submit_chunk(chunk, outcomes, failed)
+                chunk, chunk_bytes = [], 0
+            chunk.append((len(outcomes) - 1, request))
+            chunk_bytes += cost
+        if chunk:
+            await self._submit_chunk(chunk, outcomes, failed)
+        return [item for item in outcomes if item is not None]
+
+    async def _submit_chunk(
+        self,
+        chunk: Sequence[tuple[int, pb.SubmitTaskRequest]],
+        outcomes: builtins.list[SubmittedTask | AetherError | None],
+        failed: AetherError | None,
+    ) -> AetherError | None:
+        """Submit one chunk of `submit_many`, writing each task's outcome in its place;
+        the error of a failed call (that every later chunk then gets), else `failed`."""
+        if failed is None:
+            if self._batch_supported:
+                try:
+                    self._place(chunk, await self._submit_tasks(chunk), outcomes)
+                    return None
+                except AetherError as exc:
+                    if not method_not_served(exc):
+                        failed = exc
+                    else:
+                        self._batch_supported = False  # a Hub that predates SubmitTasks
+            if failed is None:
+                await self._submit_each(chunk, outcomes)
+                return None
+        for index, _ in chunk:
+            outcomes[index] = failed
+        return failed
+
+    async def _submit_tasks(
+        self, chunk: Sequence[tuple[int, pb.SubmitTaskRequest]]
+    ) -> builtins.list[pb.SubmitTasksResult]:
+        request = pb.SubmitTasksRequest(tasks=[wire for _, wire in chunk])
+        with client_span(
+            "/aether.v1.TaskService/SubmitTasks", {"aether.tasks.count": len(chunk)}
+        ) as call:
+            reply = await self._call(
+                "SubmitTasks",
+                lambda stub: stub.submit_tasks(
+                    request, timeout=self._timeout, metadata=call.metadata
+                ),
+                idempotent=all(wire.idempotency_key for _, wire in chunk),
+            )
+        if len(reply.results) != len(chunk):
+            raise HubError(
+                f"SubmitTasks: the Hub at {self._address} answered {len(reply.results)}"
+                f" results for {len(chunk)} tasks"
+            )
+        return reply.results
+
+    def _place(
+        self,
+        chunk: Sequence[tuple[int, pb.SubmitTaskRequest]],
+        results: Sequence[pb.SubmitTasksResult],
+        outcomes: builtins.list[SubmittedTask | AetherError | None],
+    ) -> None:
+        for (index, _), result in zip(chunk, results, strict=True):
+            if result.submitted is not None:
+                outcomes[index] = SubmittedTask(result.submitted.task_id, self)
+                continue
+            error = result.error or pb.SubmitTaskError(
+                code=Status.UNKNOWN.value, message="the Hub answered neither an id nor an error"
+            )
+            try:
+                status = Status(error.code)
+            except ValueError:
+                status = Status.UNKNOWN
+            outcomes[index] = self._error(GRPCError(status, error.message), "SubmitTasks")
+
+    async def _submit_each(
+        self,
+        chunk: Sequence[tuple[int, pb.SubmitTaskRequest]],
+        outcomes: builtins.list[SubmittedTask | AetherError | None],
+    ) -> None:
+        """The unary fallback: one SubmitTask per task, up to `_UNARY_IN_FLIGHT` at once."""
+        slots = asyncio.Semaphore(_UNARY_IN_FLIGHT)
+
+        async def one(index: int, request: pb.SubmitTaskRequest) -> None:
+            async with slots:
+                try:
+                    outcomes[index] = await self._submit_wire(request)
+                except AetherError as exc:
+                    outcomes[index] = exc
+
+        await asyncio.gather(*(one(index, request) for index, request in chunk))
 
     async def get(self, task_id: str) -> Task:
         """The task now. An unknown id raises `TaskNotFoundError`."""
@@ -424,31 +677,60 @@ class TaskClient:
         Raises `TaskNotFoundError` for an unknown id and `HubError` when the Hub ends the
         watch before the task is final (e.g. it shut down). Breaking out early leaves the
         task alone; wrap the iterator in `contextlib.aclosing` to end the watch at once.
+
+        With several addresses, a watch that cannot connect, breaks or is ended early
+        watches again at the next address (it then yields the task's state there again).
         """
-        stub = await self._stub_now()
-        updates = stub.watch_task(pb.WatchTaskRequest(task_id=task_id), timeout=None)
-        try:
-            async for update in updates:
-                self._answered = True
-                if update.task is None:
+        # Failures since the last update, one per address at most (several addresses).
+        failures: builtins.list[tuple[HubAddress, AetherError]] = []
+        while True:
+            address = self._address
+            if self._fails_over:
+                try:
+                    stub = await self._connected_stub()
+                except AetherError as exc:
+                    if not _fail_over_after(exc):
+                        raise
+                    failures.append((address, exc))
+                    if len(failures) >= len(self._addresses):
+                        raise failover_error("WatchTask", failures) from None
+                    self._fail_over(address)
                     continue
-                task = Task.from_wire(update.task)
-                yield task
-                if task.state in TERMINAL_TASK_STATES:
-                    return
-        except Exception as exc:
-            raise self._error(exc, "WatchTask", task_id) from None
-        finally:
-            # Leaving at a final state (or early) must end the call now, not when the
-            # garbage collector finds the stream.
-            close = getattr(updates, "aclose", None)
-            if close is not None:
-                await close()
-        raise HubError(
-            f"WatchTask: the Hub at {self._address} ended the watch of task {task_id!r} before "
-            "the task finished",
-            retryable=True,
-        )
+            else:
+                stub = await self._stub_now()
+            updates = stub.watch_task(pb.WatchTaskRequest(task_id=task_id), timeout=None)
+            try:
+                async for update in updates:
+                    self._answered = True
+                    failures.clear()
+                    if update.task is None:
+                        continue
+                    task = Task.from_wire(update.task)
+                    yield task
+                    if task.state in TERMINAL_TASK_STATES:
+                        return
+            except Exception as exc:
+                error = self._error(exc, "WatchTask", task_id)
+                if not (self._fails_over and _fail_over_after(error)):
+                    raise error from None
+            else:
+                error = HubError(
+                    f"WatchTask: the Hub at {address} ended the watch of task {task_id!r} "
+                    "before the task finished",
+                    retryable=True,
+                )
+                if not self._fails_over:
+                    raise error
+            finally:
+                # Leaving at a final state (or early) must end the call now, not when the
+                # garbage collector finds the stream.
+                close = getattr(updates, "aclose", None)
+                if close is not None:
+                    await close()
+            failures.append((address, error))
+            if len(failures) >= len(self._addresses):
+                raise failover_error("WatchTask", failures)
+            self._fail_over(address)
 
     async def wait(self, task_id: str, *, timeout: float | None = None) -> Task:
         """Wait until the task is final (succeeded, failed, cancelled, timed out); return it.
@@ -572,3 +854,9 @@ def _tls_context(tls: TlsFiles) -> ssl.SSLContext:
             f"cannot load the TLS files ({', '.join(files) or 'system CAs'}): {reason}",
             variable="tls_ca_file",
         ) from None
+
+
+def _fail_over_after(error: AetherError) -> bool:
+    """Whether `error` is worth trying another Hub address for: the Hub could not be
+    reached, the connection broke or timed out, or the Hub answered UNAVAILABLE."""
+    return isinstance(error, AetherConnectionError) or error.status is Status.UNAVAILABLE

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -19,7 +21,7 @@ from aether_hub.sessions import Session, SessionRegistry, SessionState
 from aether_hub.taskrecord import to_datetime
 from aether_hub.tasks import TaskQueue, invalid
 
-__all__ = ("AgentService",)
+__all__ = ("AgentService", "take_assignments")
 
 log = logging.getLogger("aether_hub.agent_service")
 
@@ -48,6 +50,82 @@ def _peer_host(context: runtime.ServerContext) -> str:
     if isinstance(addr, tuple) and addr:
         return str(addr[0])
     return ""
+
+
+# Bytes a TaskAssignment takes besides its payload, description and metadata (ids, type,
+# numbers, timestamps, tags), rounded well up: batches are cut by an upper bound.
+_ASSIGNMENT_OVERHEAD = 256
+
+
+def _size_bound(assignment: pb.TaskAssignment) -> int:
+    """An upper bound of the assignment's encoded size (at most 4 bytes a character)."""
+    size = _ASSIGNMENT_OVERHEAD + len(assignment.payload) + 4 * len(assignment.description)
+    for key, value in assignment.metadata.items():
+        size += 16 + 4 * (len(key) + len(value))
+    return size + 4 * (len(assignment.task_id) + len(assignment.task_type))
+
+
+def take_assignments(unsent: deque[pb.TaskStreamEvent], max_bytes: int) -> pb.TaskStreamEvent:
+    """One stream event for the assignments at the front of `unsent` (taken off it): as
+    many as fit `max_bytes` together, stopping at a cancellation (events keep their
+    order). One alone (also one larger than `max_bytes`) goes as a plain `assignment`."""
+    first = unsent.popleft()
+    assert first.assignment is not None
+    batch = [first.assignment]
+    used = _size_bound(first.assignment)
+    while unsent:
+        nxt = unsent[0].assignment
+        if nxt is None:
+            break
+        size = _size_bound(nxt)
+        if used + size > max_bytes:
+            break
+        unsent.popleft()
+        batch.append(nxt)
+        used += size
+    if len(batch) == 1:
+        return first
+    return pb.TaskStreamEvent(assignments=batch)
+
+
+_A = TypeVar("_A")
+
+
+async def _stored(queue: TaskQueue, answers: AsyncIterator[_A]) -> AsyncIterator[_A]:
+    """The answers of a result stream, each once the results it acknowledges are stored.
+
+    `answers` records as it reads the requests, in a task of its own, so requests that
+    arrive while earlier ones are being stored are recorded meanwhile and share the next
+    commit. The request stream's own error, if it ends with one, is raised at its end.
+    """
+    ready: asyncio.Queue[_A | None] = asyncio.Queue()
+
+    async def read() -> None:
+        try:
+            async for answer in answers:
+                ready.put_nowait(answer)
+        finally:
+            ready.put_nowait(None)
+
+    reader = asyncio.create_task(read())
+    try:
+        ended = False
+        while not ended:
+            batch = [await ready.get()]
+            while not ready.empty():
+                batch.append(ready.get_nowait())
+            ended = batch[-1] is None
+            done = [answer for answer in batch if answer is not None]
+            if done:
+                await queue.durable()
+                for answer in done:
+                    yield answer
+        await reader  # the request stream's own error, if it ended with one
+    finally:
+        if not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
 
 
 class AgentService(server.AgentServiceBase):
@@ -216,6 +294,9 @@ class AgentService(server.AgentServiceBase):
         session = self._caller(context, request.agent_id)
         if request.max_concurrent_tasks < 0:
             raise invalid("max_concurrent_tasks", "must not be negative (0 keeps the default)")
+        if request.assignment_batch_bytes < 0:
+            raise invalid("assignment_batch_bytes", "must not be negative (0: one per event)")
+        batch_bytes = request.assignment_batch_bytes
         gen = self._queue.open_stream(session, request.max_concurrent_tasks)
         self._sessions.touch(session)
         unsent = session.unsent
@@ -229,7 +310,10 @@ class AgentService(server.AgentServiceBase):
                         raise GRPCError(Status.UNAUTHENTICATED, session.end_error)
                     return
                 if unsent:
-                    yield unsent.popleft()
+                    if batch_bytes and len(unsent) > 1 and unsent[0].assignment is not None:
+                        yield take_assignments(unsent, batch_bytes)
+                    else:
+                        yield unsent.popleft()
                     continue
                 wake.clear()
                 await wake.wait()
@@ -269,34 +353,29 @@ class AgentService(server.AgentServiceBase):
         unacknowledged results and sends them again.
         """
         session = self._sessions.require(context)
-        acks: asyncio.Queue[pb.SubmitResultResponse | None] = asyncio.Queue()
 
-        async def read() -> None:
-            try:
-                async for result in requests:
-                    acks.put_nowait(self._record(session, result))
-            finally:
-                acks.put_nowait(None)
+        async def record() -> AsyncIterator[pb.SubmitResultResponse]:
+            async for result in requests:
+                yield self._record(session, result)
 
-        reader = asyncio.create_task(read())
-        try:
-            ended = False
-            while not ended:
-                batch = [await acks.get()]
-                while not acks.empty():
-                    batch.append(acks.get_nowait())
-                ended = batch[-1] is None
-                ready = [ack for ack in batch if ack is not None]
-                if ready:
-                    await self._queue.durable()
-                    for ack in ready:
-                        yield ack
-            await reader  # the request stream's own error, if it ended with one
-        finally:
-            if not reader.done():
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+        async for ack in _stored(self._queue, record()):
+            yield ack
+
+    async def submit_result_batches(
+        self, requests: AsyncIterator[pb.TaskResultBatch], context: runtime.ServerContext
+    ) -> AsyncIterator[pb.SubmitResultBatchResponse]:
+        """SubmitResults with several results per message: one answer per request, with
+        one acknowledgement per result in order, each sent once its results are stored
+        (the batches that arrived meanwhile share one commit)."""
+        session = self._sessions.require(context)
+
+        async def record() -> AsyncIterator[pb.SubmitResultBatchResponse]:
+            async for batch in requests:
+                acks = [self._record(session, result) for result in batch.results]
+                yield pb.SubmitResultBatchResponse(acks=acks)
+
+        async for answer in _stored(self._queue, record()):
+            yield answer
 
     def _record(self, session: Session, result: pb.TaskResult) -> pb.SubmitResultResponse:
         bind_task(result.task_id)

@@ -132,7 +132,13 @@ def configure_hub_parser(parser: argparse.ArgumentParser) -> None:
         default=s,
         help="enrol unknown agents on their first register (trust level low)",
     )
-    parser.add_argument("--nats-url", default=s, metavar="URL", help="bridge messaging to NATS")
+    parser.add_argument(
+        "--nats-url",
+        default=s,
+        metavar="URL[,URL...]",
+        help="bridge messaging to NATS: one server, or a cluster's nodes comma-separated"
+        " (tried in order; the Hub fails over between them)",
+    )
     parser.add_argument(
         "--llm-provider", choices=("echo", "openai"), default=s, help="LLM provider (echo)"
     )

@@ -7,7 +7,7 @@ also takes tasks without a type and tasks addressed to it (docs/architecture.md,
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from aether_hub._wire import pb
@@ -66,11 +66,24 @@ class _Tally:
     waiting_for_target: int = 0
 
 
-def queue_stats(sessions: Iterable[Session], records: Iterable[TaskRecord]) -> pb.QueueStats:
-    """Pending and running tasks per type, with the connected agents that serve each."""
+def queue_stats(
+    sessions: Iterable[Session],
+    records: Iterable[TaskRecord],
+    unread: Mapping[tuple[str, str], int] | None = None,
+) -> pb.QueueStats:
+    """Pending and running tasks per type, with the connected agents that serve each.
+
+    `unread`: pending tasks a restarted Hub has not read from its database yet, per
+    (task type, target agent id) (`TaskQueue.backlog_counts`).
+    """
     live = [s for s in sessions if s.live]
     connected = {s.agent_id for s in live}
     tallies: dict[str, _Tally] = {}
+    for (task_type, target), n in (unread or {}).items():
+        tally = tallies.setdefault(task_type, _Tally())
+        tally.pending += n
+        if target and target not in connected:
+            tally.waiting_for_target += n
     for rec in records:
         if rec.state == pb.TaskState.PENDING:
             tally = tallies.setdefault(rec.task_type, _Tally())

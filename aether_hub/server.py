@@ -45,6 +45,7 @@ from aether_hub.bus import BusError, MessageBus
 from aether_hub.clock import Clock, SystemClock
 from aether_hub.connections import ConnectionLimits
 from aether_hub.db import Database
+from aether_hub.dblock import DatabaseLock
 from aether_hub.guard import GuardedService
 from aether_hub.health import HealthService
 from aether_hub.llm_providers import LLMProvider, make_llm_provider
@@ -155,6 +156,7 @@ class HubServer:
         self._stopped = False
         self._stop_lock = asyncio.Lock()
         self._db: Database | None = None
+        self._db_lock: DatabaseLock | None = None
         self._agents: AgentRegistry | None = None
         self._sessions: SessionRegistry | None = None
         self._queue: TaskQueue | None = None
@@ -250,6 +252,11 @@ class HubServer:
         # No secret or token in any log record (hpack prints headers at DEBUG).
         install_log_redaction(client_token or "")
         clock = self._clock
+        if config.db_path is not None:
+            # One Hub per database file: a second one is refused, naming the holder.
+            db_lock = DatabaseLock(config.db_path)
+            db_lock.acquire()
+            self._db_lock = db_lock
         db = Database(config.db_path)
         self._db = db
         agents = AgentRegistry(db)
@@ -445,8 +452,12 @@ class HubServer:
                 log.exception("closing the LLM provider failed")
         if self._sock is not None and self._server is None:
             self._sock.close()
-        if self._db is not None:
-            self._db.close()
+        try:
+            if self._db is not None:
+                self._db.close()
+        finally:
+            if self._db_lock is not None:
+                self._db_lock.release()
 
     async def __aenter__(self) -> HubServer:
         await self.start()

@@ -146,6 +146,8 @@ class HubConfig:
             raise ConfigError(f"shared_subjects: {exc}") from None
         if self.log_format not in ("", "plain", "json"):
             raise ConfigError(f"log_format must be 'plain' or 'json', not {self.log_format!r}")
+        if self.nats_url:  # "" means no NATS, as create_bus() reads it
+            self._validate_nats_url(self.nats_url)
         if self.llm_provider not in ("echo", "openai"):
             raise ConfigError(f"llm_provider must be 'echo' or 'openai', not {self.llm_provider!r}")
         if self.client_token_env is None and not is_loopback_host(self.host):
@@ -155,6 +157,16 @@ class HubConfig:
                 " or bind 127.0.0.1"
             )
         self._validate_security()
+
+    @staticmethod
+    def _validate_nats_url(value: str) -> None:
+        # nats_bus imports nats-py lazily, so this needs no [hub] extra.
+        from aether_hub.nats_bus import NatsUrlError, parse_nats_urls
+
+        try:
+            parse_nats_urls(value)
+        except NatsUrlError as exc:
+            raise ConfigError(str(exc)) from None
 
     def _validate_security(self) -> None:
         for name in (
@@ -220,6 +232,11 @@ class HubConfig:
                 raise ConfigError(f"{path}: unknown hub option {key!r}")
             if name in explicit:
                 continue
+            if name == "nats_url" and isinstance(value, list):
+                # Several servers as a list of URLs: the same as comma-separated.
+                if not value or not all(isinstance(v, str) for v in value):
+                    raise ConfigError(f"{path}: 'nats_url' must be a string or a list of strings")
+                value = ",".join(value)
             if name in ("tools", "shared_subjects"):
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise ConfigError(f"{path}: {name!r} must be a list of strings")

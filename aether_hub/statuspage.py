@@ -285,7 +285,7 @@ class StatusPage:
         """The status page."""
         live = self._sessions.live()
         agents = inspection.agent_infos(live, pb.ListAgentsRequest()).agents
-        stats = inspection.queue_stats(live, self._queue.records())
+        stats = inspection.queue_stats(live, self._queue.records(), self._queue.backlog_counts())
         recent, _ = self._queue.list_tasks(limit=RECENT_TASKS)
         body = "\n".join(
             (

@@ -3,10 +3,12 @@
 The queue lives in memory: one heap per routing key (target agent, task type, or any),
 ordered by priority then submission order. A session's stream is fed by `_fill`, which
 looks only at the heaps the session is eligible for, so dispatch is O(k log n) for an
-agent handling k task types. A submitted task goes straight to a free session when there
-is one; the session's stream handler is woken through its own `asyncio.Event`. Nothing
-here awaits: every change is one synchronous step, so no lock is ever held across an
-await and a slow agent only slows its own stream.
+agent handling k task types. A Hub restarted with `--db` leaves the pending tasks of its
+database in the table and pages them into these heaps, in the same order, as sessions
+look for work (`aether_hub/taskbacklog.py`). A submitted task goes straight to a free
+session when there is one; the session's stream handler is woken through its own
+`asyncio.Event`. Nothing here awaits: every change is one synchronous step, so no lock is
+ever held across an await and a slow agent only slows its own stream.
 
 Leases: a task is leased when it is put on a session's stream. A lease ends with a
 result, with the session's end (missed heartbeats, broken stream: attempt counted; an
@@ -28,7 +30,7 @@ import logging
 import math
 import secrets
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from grpclib.const import Status
@@ -41,6 +43,7 @@ from aether_hub.clock import Clock, SystemClock
 from aether_hub.logcontext import bind_task
 from aether_hub.metrics import HubMetrics
 from aether_hub.sessions import Session, SessionRegistry, StreamState
+from aether_hub.taskbacklog import Backlog
 from aether_hub.taskindex import TaskIndex
 from aether_hub.taskrecord import RoutingKey, TaskRecord, state_name
 from aether_hub.taskstore import StoreUnavailableError, TaskStore
@@ -61,6 +64,8 @@ _HeapEntry = tuple[int, int, TaskRecord]
 
 MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 100
+#: Tasks one SubmitTasks call may carry (the API's limit, proto/aether/v1/tasks.proto).
+MAX_SUBMIT_BATCH = 1000
 
 
 def invalid(field_name: str, problem: str) -> GRPCError:
@@ -158,45 +163,81 @@ class TaskQueue:
         self._seq = itertools.count(1)
         # Set by the Hub before it stops: broken streams then requeue without an attempt.
         self.shutting_down = False
+        # With `--db`: the pending tasks of the database not read yet (taskbacklog.py).
+        self._backlog: Backlog | None = None
         if store is not None:
             self._restore(store)
 
     # -- restore ------------------------------------------------------------------------
 
     def _restore(self, store: TaskStore) -> None:
-        records = store.load(terminal_limit=self._retention)
-        self._seq = itertools.count(store.max_seq() + 1)
-        requeued = 0
-        for rec in records:
-            self._tasks[rec.task_id] = rec
-            self._index.note(rec)
-            self._note_workflow(rec, rec.submitted_by)
-            self._note_workflow(rec, rec.assigned_agent_id)
-            if rec.idempotency_key:
-                self._idempotency[rec.idempotency_key] = rec.task_id
-            if rec.terminal:
-                self._hold_terminal(rec)
-                continue
-            if rec.state != _PENDING:
-                # The Hub stopped while the task was leased: the lease died with it, and
-                # that is not the task's fault, so the attempt does not count.
-                rec.state = _PENDING
-                rec.attempt = max(0, rec.attempt - 1)
-                rec.session_id = ""
-                rec.updated_at = self._clock.time()
-                store.mark(rec)
-                self._index.note(rec)
-                requeued += 1
-            heapq.heappush(self._heaps.setdefault(rec.key, []), (-rec.priority, rec.seq, rec))
-            if rec.deadline is not None:
-                heapq.heappush(self._deadlines, (rec.deadline, rec.seq, rec))
+        """Take over the database's tasks: the leased ones go back to the queue, the
+        newest finished ones are held (retention), the pending ones stay in the table
+        and are read a page at a time as agents have room (`Backlog`), so a start costs
+        neither time nor memory per pending task."""
+        max_seq = store.max_seq()
+        self._seq = itertools.count(max_seq + 1)
+        leased = store.load_leased()
+        finished = store.load_finished(self._retention)
+        backlog = Backlog(store, max_seq)  # counts the pending tasks, reads none
+        now = self._clock.time()
+        for rec in leased:
+            # The Hub stopped while the task was leased: the lease died with it, and
+            # that is not the task's fault, so the attempt does not count.
+            rec.state = _PENDING
+            rec.attempt = max(0, rec.attempt - 1)
+            rec.session_id = ""
+            rec.updated_at = now
+            store.mark(rec)
+            self._adopt(rec)
+        for rec in finished:
+            self._adopt(rec)
         self._trim_terminal()
-        if records:
+        if backlog:
+            self._backlog = backlog
+        if leased or finished or backlog:
             log.info(
-                "restored %d tasks from the database (%d were leased and are pending again)",
-                len(records),
-                requeued,
+                "restored tasks from the database: %d pending (read as agents have room),"
+                " %d were leased and are pending again, %d finished held in memory",
+                backlog.remaining,
+                len(leased),
+                len(finished),
             )
+
+    def _adopt(self, rec: TaskRecord) -> None:
+        """Hold a task read from the database: indexed, and queued while pending."""
+        self._tasks[rec.task_id] = rec
+        self._index.note(rec)
+        self._note_workflow(rec, rec.submitted_by)
+        self._note_workflow(rec, rec.assigned_agent_id)
+        if rec.idempotency_key:
+            self._idempotency[rec.idempotency_key] = rec.task_id
+        if rec.terminal:
+            self._hold_terminal(rec)
+            return
+        if self._backlog is not None:
+            self._backlog.taken(rec)
+        heapq.heappush(self._heaps.setdefault(rec.key, []), (-rec.priority, rec.seq, rec))
+        if rec.deadline is not None:
+            heapq.heappush(self._deadlines, (rec.deadline, rec.seq, rec))
+
+    def _page_in(self, key: RoutingKey, heap: list[_HeapEntry] | None) -> list[_HeapEntry] | None:
+        """`key`'s heap with its true best on top: the next pages of the database's
+        backlog read first while the top may not be the best (taskbacklog.py)."""
+        backlog = self._backlog
+        while backlog is not None:
+            while heap and heap[0][2].state != _PENDING:
+                heapq.heappop(heap)
+            if not backlog.needs_page(key, heap[0][:2] if heap else None):
+                break
+            tasks = self._tasks
+            for rec in backlog.page(key):
+                if rec.task_id not in tasks:
+                    self._adopt(rec)
+            heap = self._heaps.get(key)
+            if not backlog:
+                self._backlog = None
+        return heap
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -205,6 +246,13 @@ class TaskQueue:
         rec = self._tasks.get(task_id)
         if rec is None and self._store is not None:
             rec = self._store.fetch(task_id)
+            backlog = self._backlog
+            if rec is not None and not rec.terminal and backlog and rec.seq <= backlog.max_seq:
+                # A pending task of the database not read yet: held from now on, so that
+                # every caller (watchers, CancelTask, the dispatcher) shares one record.
+                self._adopt(rec)
+                if not self._backlog:
+                    self._backlog = None
         return rec
 
     def __len__(self) -> int:
@@ -221,7 +269,10 @@ class TaskQueue:
 
     def agent_in_workflow(self, agent_id: str, workflow_id: str) -> bool:
         """Whether `agent_id` submitted or ran a task of `workflow_id` (workflow memory)."""
-        return agent_id in self._workflow_agents.get(workflow_id, ())
+        if agent_id in self._workflow_agents.get(workflow_id, ()):
+            return True
+        backlog = self._backlog
+        return backlog is not None and backlog.in_workflow(workflow_id, agent_id)
 
     @property
     def list_examined(self) -> int:
@@ -240,7 +291,13 @@ class TaskQueue:
                 # Heaps keep entries of tasks that left the queue until they reach the top.
                 if rec.state == _PENDING:
                     counts[rec.task_type] = counts.get(rec.task_type, 0) + 1
+        for (task_type, _), n in self.backlog_counts().items():
+            counts[task_type] = counts.get(task_type, 0) + n
         return counts
+
+    def backlog_counts(self) -> dict[tuple[str, str], int]:
+        """Pending tasks still only in the database, per (task type, target agent id)."""
+        return self._backlog.counts() if self._backlog is not None else {}
 
     def running_by_type(self) -> dict[str, int]:
         """Leased, unfinished tasks per task type ("" = untyped); O(leases), for metrics."""
@@ -280,6 +337,28 @@ class TaskQueue:
         if fresh:
             self._admit(rec)
         return rec
+
+    async def submit_many_durably(self, subs: Sequence[TaskSubmission]) -> list[TaskRecord]:
+        """`submit_durably` for several tasks with one wait for the store (SubmitTasks).
+
+        Each task is created in order (or found by its idempotency key, also one given
+        earlier in `subs`), all are stored in one commit, then queued in order. Raises
+        `StoreUnavailableError` (and forgets every new task) when the store cannot write
+        them.
+        """
+        created = [self._create(sub) for sub in subs]
+        if self._store is not None:
+            try:
+                await self._store.durable()
+            except StoreUnavailableError:
+                for rec, fresh in created:
+                    if fresh:
+                        self._discard(rec)
+                raise
+        for rec, fresh in created:
+            if fresh:
+                self._admit(rec)
+        return [rec for rec, _ in created]
 
     async def durable(self) -> None:
         """Return once every change made so far is stored (at once without `--db`)."""
@@ -369,6 +448,8 @@ class TaskQueue:
             best_heap: list[_HeapEntry] | None = None
             for key in session.routing_keys:
                 heap = heaps.get(key)
+                if self._backlog is not None:  # a restarted Hub's pending tasks
+                    heap = self._page_in(key, heap)
                 if not heap:
                     continue
                 # Entries of tasks that left the pending state meanwhile are dropped lazily.
@@ -793,17 +874,62 @@ class TaskQueue:
             visible_to=visible_to,
             before=before,
         )
+        if self._backlog is not None and state in (pb.TaskState.UNSPECIFIED, _PENDING):
+            # Pending tasks still only in the database, merged in seq order.
+            unread = self._unread_matching(
+                before,
+                agent_id=agent_id,
+                task_type=task_type,
+                workflow_id=workflow_id,
+                visible_to=visible_to,
+            )
+            matches = heapq.merge(matches, unread, key=lambda rec: -rec.seq)
         for rec in matches:
             if len(out) == limit:
                 return out, f"s{out[-1].seq}"
             out.append(rec)
         return out, ""
 
+    def _unread_matching(
+        self,
+        before: int | None,
+        *,
+        agent_id: str,
+        task_type: str,
+        workflow_id: str,
+        visible_to: str,
+    ) -> Iterator[TaskRecord]:
+        """Pending tasks of the database not held in memory, matching the filters,
+        newest first (read for the listing only: nothing is adopted)."""
+        backlog, store = self._backlog, self._store
+        while backlog is not None and store is not None:
+            page = backlog.listing(
+                before,
+                256,
+                agent_id=agent_id,
+                task_type=task_type,
+                workflow_id=workflow_id,
+                visible_to=visible_to,
+            )
+            for rec in page:
+                if rec.task_id not in self._tasks and not store.is_dirty(rec.task_id):
+                    yield rec
+            if len(page) < 256:
+                return
+            before = page[-1].seq
+
     # -- time ---------------------------------------------------------------------------
 
     def sweep(self) -> int:
         """Time out tasks past their deadline; how many timed out."""
         now = self._clock.time()
+        if self._backlog is not None:
+            # Pending tasks of the database past their deadline: held, then timed out below.
+            for rec in self._backlog.expired(now):
+                if rec.task_id not in self._tasks:
+                    self._adopt(rec)
+            if not self._backlog:
+                self._backlog = None
         deadlines = self._deadlines
         timed_out = 0
         while deadlines and deadlines[0][0] <= now:
@@ -822,7 +948,11 @@ class TaskQueue:
         deadlines = self._deadlines
         while deadlines and deadlines[0][2].terminal:
             heapq.heappop(deadlines)
-        return deadlines[0][0] if deadlines else None
+        first = deadlines[0][0] if deadlines else None
+        later = self._backlog.next_deadline if self._backlog is not None else None
+        if later is None or (first is not None and first <= later):
+            return first
+        return later
 
     # -- watching and persistence ---------------------------------------------------------
 
@@ -880,6 +1010,11 @@ def may_see(caller: Caller, rec: TaskRecord) -> bool:
     return caller.is_client or caller.agent_id in (rec.submitted_by, rec.assigned_agent_id)
 
 
+def _submit_error(status: Status, message: str) -> pb.SubmitTasksResult:
+    """One refused task of a SubmitTasks call."""
+    return pb.SubmitTasksResult(error=pb.SubmitTaskError(code=status.value, message=message))
+
+
 def _denied(caller: Caller, what: str) -> GRPCError:
     return GRPCError(
         Status.PERMISSION_DENIED,
@@ -918,6 +1053,47 @@ class TaskService(server.TaskServiceBase):
                 " use keys of your own",
             )
         return pb.SubmitTaskResponse(task_id=rec.task_id)
+
+    async def submit_tasks(
+        self, request: pb.SubmitTasksRequest, context: runtime.ServerContext
+    ) -> pb.SubmitTasksResponse:
+        """Queue several tasks, each as `submit_task` would (same checks, roles, trace
+        context and idempotency keys), with one wait for the store; one result per task,
+        in order: its id, or the status `submit_task` would have failed with."""
+        caller = self._auth.check(context)
+        if len(request.tasks) > MAX_SUBMIT_BATCH:
+            raise invalid(
+                "tasks",
+                f"at most {MAX_SUBMIT_BATCH} tasks per SubmitTasks call, got"
+                f" {len(request.tasks)}; split the batch",
+            )
+        results: list[pb.SubmitTasksResult | None] = []
+        subs: list[TaskSubmission] = []
+        for task in request.tasks:
+            try:
+                sub = TaskSubmission.from_request(task, submitted_by=caller.agent_id)
+            except GRPCError as exc:
+                results.append(_submit_error(exc.status, exc.message or ""))
+                continue
+            tracing.stamp_submission(sub.metadata, context.metadata)
+            subs.append(sub)
+            results.append(None)
+        records = iter(await self._queue.submit_many_durably(subs))
+        for i, result in enumerate(results):
+            if result is not None:
+                continue
+            rec = next(records)
+            if rec.submitted_by != caller.agent_id and not caller.is_client:
+                results[i] = _submit_error(
+                    Status.PERMISSION_DENIED,
+                    f"idempotency_key: names a task {caller.describe()} did not submit;"
+                    " use keys of your own",
+                )
+            else:
+                results[i] = pb.SubmitTasksResult(
+                    submitted=pb.SubmitTaskResponse(task_id=rec.task_id)
+                )
+        return pb.SubmitTasksResponse(results=[r for r in results if r is not None])
 
     async def get_task(self, request: pb.GetTaskRequest, context: runtime.ServerContext) -> pb.Task:
         """One task; NOT_FOUND when unknown."""
@@ -999,7 +1175,9 @@ class TaskService(server.TaskServiceBase):
         caller = self._auth.check(context)
         if not caller.is_client:
             raise _denied(caller, "read the queue statistics")
-        return inspection.queue_stats(self._sessions.live(), self._queue.records())
+        return inspection.queue_stats(
+            self._sessions.live(), self._queue.records(), self._queue.backlog_counts()
+        )
 
     def _require(self, task_id: str, caller: Caller, action: str) -> TaskRecord:
         if not task_id:

@@ -66,6 +66,28 @@ CREATE INDEX IF NOT EXISTS tasks_idempotency ON tasks (idempotency_key)
     WHERE idempotency_key != '';
 """
 
+# The queue of a restarted Hub reads its pending tasks from the table a page at a time
+# (aether_hub/taskbacklog.py), so these partial indexes hold only what a start or a page
+# needs: pending tasks in dispatch order per routing key, leased tasks (requeued on start),
+# finished tasks by seq (the newest are held in memory), pending deadlines and workflows.
+# Their WHERE clauses are literals, repeated word for word by the queries that use them
+# (SQLite picks a partial index only then). States: 1 pending, 2 leased, 3 running,
+# 4..7 finished.
+_BACKLOG_SCHEMA = """
+CREATE INDEX IF NOT EXISTS tasks_backlog_agent
+    ON tasks (target_agent_id, priority DESC, seq, task_type)
+    WHERE state = 1 AND target_agent_id != '';
+CREATE INDEX IF NOT EXISTS tasks_backlog_type ON tasks (task_type, priority DESC, seq)
+    WHERE state = 1 AND target_agent_id = '';
+CREATE INDEX IF NOT EXISTS tasks_backlog_seq ON tasks (seq) WHERE state = 1;
+CREATE INDEX IF NOT EXISTS tasks_backlog_deadline ON tasks (deadline)
+    WHERE state = 1 AND deadline IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_backlog_workflow ON tasks (workflow_id)
+    WHERE state = 1 AND workflow_id != '';
+CREATE INDEX IF NOT EXISTS tasks_leased ON tasks (seq) WHERE state IN (2, 3);
+CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (seq) WHERE state IN (4, 5, 6, 7);
+"""
+
 _COLUMNS = (
     "task_id, seq, description, payload, task_type, target_agent_id, priority, metadata,"
     " workflow_id, max_attempts, created_at, deadline, idempotency_key, state, attempt,"
@@ -201,6 +223,7 @@ class TaskStore:
         self._failing: str | None = None
         db.ensure_schema(_SCHEMA)
         _migrate(db)
+        db.ensure_schema(_BACKLOG_SCHEMA)
 
     @property
     def failing(self) -> str | None:
@@ -288,6 +311,131 @@ class TaskStore:
             f"the Hub could not store the change: its database cannot be written ({reason});"
             " nothing was acknowledged, retry later"
         )
+
+    def is_dirty(self, task_id: str) -> bool:
+        """Whether a change of `task_id` waits to be written (the table is behind)."""
+        return task_id in self._dirty
+
+    def load_leased(self) -> list[TaskRecord]:
+        """The tasks that were leased or running when the Hub stopped, by seq."""
+        return [
+            _from_row(row)
+            for row in self._db.conn.execute(
+                f"SELECT {_COLUMNS} FROM tasks WHERE state IN (2, 3) ORDER BY seq"
+            )
+        ]
+
+    def load_finished(self, limit: int) -> list[TaskRecord]:
+        """The newest `limit` finished tasks, oldest first."""
+        rows = self._db.conn.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE state IN (4, 5, 6, 7) ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        rows.reverse()
+        return [_from_row(row) for row in rows]
+
+    def backlog_counts(self, max_seq: int) -> dict[tuple[str, str], int]:
+        """Pending tasks with seq <= `max_seq` per (task type, target agent)."""
+        conn = self._db.conn
+        counts: dict[tuple[str, str], int] = {}
+        for task_type, target, n in conn.execute(
+            "SELECT task_type, target_agent_id, COUNT(*) FROM tasks"
+            " WHERE state = 1 AND target_agent_id != '' AND seq <= ?"
+            " GROUP BY target_agent_id, task_type",
+            (max_seq,),
+        ):
+            counts[(str(task_type), str(target))] = int(n)
+        for task_type, n in conn.execute(
+            "SELECT task_type, COUNT(*) FROM tasks"
+            " WHERE state = 1 AND target_agent_id = '' AND seq <= ? GROUP BY task_type",
+            (max_seq,),
+        ):
+            counts[(str(task_type), "")] = int(n)
+        return counts
+
+    def backlog_page(
+        self, key: tuple[str, str], after: tuple[int, int] | None, max_seq: int, limit: int
+    ) -> list[TaskRecord]:
+        """Up to `limit` pending tasks of routing key `key` with seq <= `max_seq`, in
+        dispatch order (priority descending, then seq), after the position `after`
+        (-priority, seq) when given."""
+        kind, name = key
+        if kind == "agent":
+            where = "state = 1 AND target_agent_id != '' AND target_agent_id = ?"
+        else:
+            where = "state = 1 AND target_agent_id = '' AND task_type = ?"
+        args: list[object] = [name, max_seq]
+        sql = f"SELECT {_COLUMNS} FROM tasks WHERE {where} AND seq <= ?"
+        if after is not None:
+            priority, seq = -after[0], after[1]
+            sql += " AND (priority < ? OR (priority = ? AND seq > ?))"
+            args += [priority, priority, seq]
+        sql += " ORDER BY priority DESC, seq LIMIT ?"
+        args.append(limit)
+        return [_from_row(row) for row in self._db.conn.execute(sql, args).fetchall()]
+
+    def backlog_expired(self, now: float, max_seq: int) -> list[TaskRecord]:
+        """Pending tasks with seq <= `max_seq` whose deadline is at or before `now`."""
+        rows = self._db.conn.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE state = 1 AND deadline IS NOT NULL"
+            " AND deadline <= ? AND seq <= ? ORDER BY deadline",
+            (now, max_seq),
+        ).fetchall()
+        return [rec for rec in map(_from_row, rows) if rec.task_id not in self._dirty]
+
+    def backlog_next_deadline(self, after: float, max_seq: int) -> float | None:
+        """The earliest deadline after `after` of a pending task with seq <= `max_seq`."""
+        row = self._db.conn.execute(
+            "SELECT MIN(deadline) FROM tasks WHERE state = 1 AND deadline IS NOT NULL"
+            " AND deadline > ? AND seq <= ?",
+            (after, max_seq),
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def backlog_in_workflow(self, workflow_id: str, agent_id: str, max_seq: int) -> bool:
+        """Whether a pending task of `workflow_id` with seq <= `max_seq` was submitted
+        or last run by `agent_id`."""
+        row = self._db.conn.execute(
+            "SELECT 1 FROM tasks WHERE state = 1 AND workflow_id != '' AND workflow_id = ?"
+            " AND seq <= ? AND (submitted_by = ? OR assigned_agent_id = ?) LIMIT 1",
+            (workflow_id, max_seq, agent_id, agent_id),
+        ).fetchone()
+        return row is not None
+
+    def backlog_listing(
+        self,
+        before: int | None,
+        max_seq: int,
+        limit: int,
+        *,
+        agent_id: str = "",
+        task_type: str = "",
+        workflow_id: str = "",
+        visible_to: str = "",
+    ) -> list[TaskRecord]:
+        """Up to `limit` pending tasks with seq <= `max_seq` (and < `before`) matching
+        the ListTasks filters, newest first (ListTasks merges them with the tasks held in
+        memory)."""
+        top = max_seq if before is None else min(max_seq, before - 1)
+        where = "state = 1 AND seq <= ?"
+        args: list[object] = [top]
+        if agent_id:
+            where += " AND (target_agent_id = ? OR assigned_agent_id = ?)"
+            args += [agent_id, agent_id]
+        if task_type:
+            where += " AND task_type = ?"
+            args.append(task_type)
+        if workflow_id:
+            where += " AND workflow_id = ?"
+            args.append(workflow_id)
+        if visible_to:
+            where += " AND (submitted_by = ? OR assigned_agent_id = ?)"
+            args += [visible_to, visible_to]
+        rows = self._db.conn.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE {where} ORDER BY seq DESC LIMIT ?",
+            [*args, limit],
+        ).fetchall()
+        return [_from_row(row) for row in rows]
 
     def load(self, *, terminal_limit: int) -> list[TaskRecord]:
         """Every unfinished task and the newest `terminal_limit` finished ones, by seq."""

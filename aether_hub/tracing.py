@@ -49,6 +49,7 @@ _UNTRACED: frozenset[str] = frozenset(
         "/aether.v1.AgentService/Heartbeat",
         "/aether.v1.AgentService/StreamTasks",
         "/aether.v1.AgentService/SubmitResults",
+        "/aether.v1.AgentService/SubmitResultBatches",
     }
 )
 _UNTRACED_PREFIXES = ("/grpc.",)

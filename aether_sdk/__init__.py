@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from aether import RetrieveResponse as RetrieveResponse
     from aether import StoreResponse as StoreResponse
     from aether import SubmitResultResponse as SubmitResultResponse
+    from aether import SubmitTaskRequest as SubmitTaskRequest
     from aether import SubmittedTask as SubmittedTask
     from aether import Task as Task
     from aether import TaskAssignment as TaskAssignment
@@ -122,6 +123,7 @@ __all__ = (
     "RetrieveResponse",
     "StoreResponse",
     "SubmitResultResponse",
+    "SubmitTaskRequest",
     "SubmittedTask",
     "Task",
     "TaskAssignment",

@@ -1,13 +1,20 @@
 """End to end through the public API, each part in its own process: what a user gets.
 
 - the Hub: `python -m aether_hub --dev` (in memory, or with `--db FILE`),
-- the agents: `python -m benchmarks.api_agent` (real `AetherAgent`s),
+- the agents: `python -m benchmarks.api_agent` (real `AetherAgent`s, 1 or 4 in one
+  process, 64 task slots each),
 - the client: this process, submitting with `aether.TaskClient.submit` (one SubmitTask RPC
   per task, up to `IN_FLIGHT` at once) and following the queue with `queue_stats()`.
 
+The same runs against the baseline (benchmarks/baseline.py: a bare grpclib broker, agents
+and client with the same message classes and RPC shape, none of the Hub's logic) give
+the ours / baseline ratios.
+
 Throughput is tasks / seconds from the first submit until the Hub reports every task final
 (all stored, with `--db`: an OK means committed). Latency is measured one task at a time
-at low load: submit → `wait()` returns the final task (result stored).
+at low load: submit → the agent's handler starts (the agent reports its
+`time.perf_counter()` — CLOCK_MONOTONIC, one clock for every process of the machine — in
+the result's metrics) and submit → `wait()` returns the final task (result stored).
 """
 
 from __future__ import annotations
@@ -18,43 +25,79 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from aether import TaskClient, TaskState
 from benchmarks.api_agent import TASK_TYPE
+from benchmarks.baseline import BaselineClient
 from benchmarks.timing import percentile
 
 #: Submissions in flight at once (the client's concurrency).
 IN_FLIGHT = 64
-_LISTENING = re.compile(rb"Aether Hub listening on 127\.0\.0\.1:(\d+)")
+_LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
 _STARTUP = 60.0
+
+
+#: The payloads of the runs: none ("tiny") and 64 KiB.
+PAYLOADS = {"tiny": b"", "64 KiB": b"p" * (64 * 1024)}
+#: 64 KiB tasks per run, as a fraction of the tiny ones (keeps `make bench` short).
+LARGE_DIVISOR = 5
+OURS = "ours"
+BASELINE = "baseline (bare grpclib)"
 
 
 @dataclass(frozen=True)
 class ApiRun:
     """One measured configuration."""
 
-    store: str  # "memory" or "sqlite (--db)"
+    store: str  # "memory", "sqlite (--db)", or "-" for the baseline
     agents: int
     tasks: int
     seconds: float
-    latency_p50_ms: float
-    latency_p99_ms: float
+    latency_p50_ms: float | None  # submit -> result stored (the final task read back)
+    latency_p99_ms: float | None
     latency_samples: int
+    system: str = OURS
+    payload: str = "tiny"
+    payload_bytes: int = 0
+    assigned_p50_ms: float | None = None  # submit -> the agent's handler starts
+    assigned_p99_ms: float | None = None
 
     @property
     def tasks_per_s(self) -> float:
         """Throughput of the run."""
         return self.tasks / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def label(self) -> str:
+        """`ours, memory, 1 agent, tiny` and the like."""
+        where = "" if self.system != OURS else f"{self.store}, "
+        plural = "" if self.agents == 1 else "s"
+        return f"{self.system}, {where}{self.agents} agent{plural}, {self.payload}"
+
+
+@dataclass(frozen=True)
+class _Latencies:
+    stored: list[float]
+    assigned: list[float]
+
 
 @contextlib.asynccontextmanager
-async def _hub(db: Path | None) -> AsyncIterator[str]:
-    argv = [sys.executable, "-m", "aether_hub", "--dev", "--port", "0", "--log-level", "INFO"]
+async def _hub(db: Path | None, python: list[str] | None = None) -> AsyncIterator[str]:
+    argv = [*(python or [sys.executable, "-m"]), "aether_hub", "--dev", "--port", "0"]
+    argv += ["--log-level", "INFO"]
     if db is not None:
         argv += ["--db", str(db)]
+    async with serve_process(argv) as (url, _):
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def serve_process(argv: list[str]) -> AsyncIterator[tuple[str, int]]:
+    """Run a server process until the block ends; its `127.0.0.1:PORT` (read from the
+    `... listening on 127.0.0.1:PORT` line of its stderr) and its pid."""
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
@@ -68,7 +111,7 @@ async def _hub(db: Path | None) -> AsyncIterator[str]:
                 pass
 
         drain = asyncio.create_task(swallow(proc.stderr))
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", proc.pid
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -92,11 +135,10 @@ async def _port(stderr: asyncio.StreamReader) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _agents(url: str, count: int) -> AsyncIterator[None]:
+async def _agents(argv: list[str]) -> AsyncIterator[None]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "benchmarks.api_agent", "--hub-url", url, "--agents", str(count),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
     assert proc.stdout is not None and proc.stdin is not None
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), _STARTUP)
@@ -113,60 +155,164 @@ async def _agents(url: str, count: int) -> AsyncIterator[None]:
                 await proc.wait()
 
 
-async def _throughput(client: TaskClient, tasks: int) -> float:
+def _our_agents(url: str, count: int, python: list[str] | None = None) -> list[str]:
+    argv = [*(python or [sys.executable, "-m"]), "benchmarks.api_agent"]
+    return [*argv, "--hub-url", url, "--agents", str(count)]
+
+
+def _baseline_agents(url: str, count: int) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.baseline", "agents", "--url", url,
+            "--agents", str(count)]  # fmt: skip
+
+
+async def _throughput(
+    submit: Callable[[int], Awaitable[object]], idle: Callable[[], Awaitable[bool]], tasks: int
+) -> float:
     slots = asyncio.Semaphore(IN_FLIGHT)
 
     async def one(i: int) -> None:
         async with slots:
-            await client.submit(f"bench {i}", task_type=TASK_TYPE)
+            await submit(i)
 
     start = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(tasks)))
-    while True:
-        stats = await client.queue_stats()
-        if stats.pending == 0 and stats.running == 0:
-            return time.perf_counter() - start
+    while not await idle():
         await asyncio.sleep(0.01)
+    return time.perf_counter() - start
 
 
-async def _latency(client: TaskClient, samples: int) -> list[float]:
-    seconds = []
+async def _our_latency(client: TaskClient, samples: int, payload: bytes) -> _Latencies:
+    out = _Latencies([], [])
     for i in range(samples):
         start = time.perf_counter()
-        task = await client.submit(f"latency {i}", task_type=TASK_TYPE)
+        task = await client.submit(f"latency {i}", task_type=TASK_TYPE, payload=payload)
         done = await task.wait(timeout=30)
+        end = time.perf_counter()
         if done.state is not TaskState.SUCCEEDED:
             raise RuntimeError(f"latency task ended {done.state.name}")
-        seconds.append(time.perf_counter() - start)
-    return seconds
+        out.stored.append(end - start)
+        out.assigned.append(float(done.metrics["arrived"]) - start)
+    return out
 
 
-async def run_one(*, db: bool, agents: int, tasks: int, latency_samples: int) -> ApiRun:
-    """Measure one configuration (a fresh Hub and agents)."""
-    with tempfile.TemporaryDirectory(prefix="aether-bench-") as tmp:
-        path = Path(tmp) / "hub.sqlite3" if db else None
-        async with _hub(path) as url, _agents(url, agents), TaskClient(url) as client:
-            await _throughput(client, min(200, tasks))  # warm up both sides
-            seconds = await _throughput(client, tasks)
-            latencies = await _latency(client, latency_samples)
+async def _baseline_latency(client: BaselineClient, samples: int, payload: bytes) -> _Latencies:
+    out = _Latencies([], [])
+    for i in range(samples):
+        start = time.perf_counter()
+        task_id = await client.submit(f"latency {i}", task_type=TASK_TYPE, payload=payload)
+        done = await client.wait(task_id)
+        end = time.perf_counter()
+        out.stored.append(end - start)
+        out.assigned.append(float(done.metrics["arrived"]) - start)
+    return out
+
+
+def _ms(values: list[float], fraction: float) -> float | None:
+    return percentile(sorted(values), fraction) * 1000 if values else None
+
+
+def _result(
+    *, system: str, store: str, agents: int, payload: str, tasks: int, seconds: float,
+    lat: _Latencies,
+) -> ApiRun:  # fmt: skip
     return ApiRun(
-        store="sqlite (--db)" if db else "memory",
+        store=store,
         agents=agents,
         tasks=tasks,
         seconds=seconds,
-        latency_p50_ms=percentile(sorted(latencies), 0.50) * 1000,
-        latency_p99_ms=percentile(sorted(latencies), 0.99) * 1000,
-        latency_samples=latency_samples,
+        latency_p50_ms=_ms(lat.stored, 0.50),
+        latency_p99_ms=_ms(lat.stored, 0.99),
+        latency_samples=len(lat.stored),
+        system=system,
+        payload=payload,
+        payload_bytes=len(PAYLOADS[payload]),
+        assigned_p50_ms=_ms(lat.assigned, 0.50),
+        assigned_p99_ms=_ms(lat.assigned, 0.99),
     )
 
 
+async def run_one(
+    *,
+    db: bool,
+    agents: int,
+    tasks: int,
+    latency_samples: int,
+    payload: str = "tiny",
+    python: list[str] | None = None,
+) -> ApiRun:
+    """Measure one configuration of ours (a fresh Hub and agents). `python` runs a module
+    in the Hub's and the agents' processes (default `python -m`)."""
+    data = PAYLOADS[payload]
+    with tempfile.TemporaryDirectory(prefix="aether-bench-") as tmp:
+        path = Path(tmp) / "hub.sqlite3" if db else None
+        async with (
+            _hub(path, python) as url,
+            _agents(_our_agents(url, agents, python)),
+            TaskClient(url) as client,
+        ):
+
+            async def submit(i: int) -> object:
+                return await client.submit(f"bench {i}", task_type=TASK_TYPE, payload=data)
+
+            async def idle() -> bool:
+                stats = await client.queue_stats()
+                return stats.pending == 0 and stats.running == 0
+
+            await _throughput(submit, idle, min(200, tasks))  # warm up every side
+            seconds = await _throughput(submit, idle, tasks)
+            lat = await _our_latency(client, latency_samples, data)
+    store = "sqlite (--db)" if db else "memory"
+    return _result(
+        system=OURS, store=store, agents=agents, payload=payload, tasks=tasks,
+        seconds=seconds, lat=lat,
+    )  # fmt: skip
+
+
+async def run_baseline(
+    *, agents: int, tasks: int, latency_samples: int, payload: str = "tiny"
+) -> ApiRun:
+    """Measure one configuration of the bare grpclib baseline (benchmarks/baseline.py)."""
+    data = PAYLOADS[payload]
+    broker = [sys.executable, "-m", "benchmarks.baseline", "broker"]
+    async with (
+        serve_process(broker) as (url, _),
+        _agents(_baseline_agents(url, agents)),
+        BaselineClient(url) as client,
+    ):
+
+        async def submit(i: int) -> object:
+            return await client.submit(f"bench {i}", task_type=TASK_TYPE, payload=data)
+
+        await _throughput(submit, client.idle, min(200, tasks))
+        seconds = await _throughput(submit, client.idle, tasks)
+        lat = await _baseline_latency(client, latency_samples, data)
+    return _result(
+        system=BASELINE, store="-", agents=agents, payload=payload, tasks=tasks,
+        seconds=seconds, lat=lat,
+    )  # fmt: skip
+
+
 def measure(tasks: int, latency_samples: int) -> list[ApiRun]:
-    """In memory and with `--db`, one agent, in one run (same machine state)."""
+    """Ours (in memory and with `--db`) and the baseline, 1 and 4 agents, tiny and 64 KiB
+    payloads, in one run (same machine state). Latency (one task at a time) is measured
+    with tiny payloads and 1 agent; 64 KiB runs have `tasks // LARGE_DIVISOR` tasks."""
 
-    async def both() -> list[ApiRun]:
-        return [
-            await run_one(db=False, agents=1, tasks=tasks, latency_samples=latency_samples),
-            await run_one(db=True, agents=1, tasks=tasks, latency_samples=latency_samples),
-        ]
+    async def every() -> list[ApiRun]:
+        runs = []
+        for payload in PAYLOADS:
+            n = tasks if payload == "tiny" else max(1, tasks // LARGE_DIVISOR)
+            for agents in (1, 4):
+                samples = latency_samples if payload == "tiny" and agents == 1 else 0
+                for db in (False, True):
+                    run = await run_one(
+                        db=db, agents=agents, tasks=n, latency_samples=samples, payload=payload
+                    )
+                    runs.append(run)
+                runs.append(
+                    await run_baseline(
+                        agents=agents, tasks=n, latency_samples=samples, payload=payload
+                    )
+                )
+        return runs
 
-    return asyncio.run(both())
+    return asyncio.run(every())

@@ -1,8 +1,15 @@
 """Command line of the benchmarks: run them, print a table, write JSON.
 
     python -m benchmarks [--tasks N] [--latency-samples N] [--codec-iterations N]
-                         [--agent-concurrency N] [--e2e-mode subprocess|in-process]
-                         [--json PATH|-] [--strict]
+                         [--codec-rounds N] [--agent-concurrency N] [--api-tasks N]
+                         [--retention-tasks N] [--steady-tasks N] [--backlog-tasks N]
+                         [--connected-agents N] [--agent-processes N] [--import-runs N]
+                         [--e2e-mode subprocess|in-process] [--json PATH|-] [--strict]
+
+Every row of the table names whose figure it is: "ours" (the SDK and the dev Hub) or
+"baseline" (benchmarks/baseline.py: a bare grpclib broker, agents and client with the
+same message classes and none of the Hub's logic; or, for the codec, Google's upb).
+README.md ("Benchmarks: make bench") says what each row measures.
 
 Exit status 0 even when a target is missed (the benchmarks report, they do not gate),
 unless `--strict`: then 1 when any target is missed.
@@ -19,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from benchmarks import api_e2e, codec, e2e
+from benchmarks import api_e2e, codec, e2e, footprint
 
 # docs/architecture.md#performance-budget.
 CODEC_MAX_RATIO_TO_UPB = 10.0
@@ -27,6 +34,10 @@ MIN_TASKS_PER_S = 10_000.0
 MAX_DISPATCH_P50_MS = 1.0
 # With --db every acknowledgement waits for its commit; throughput stays within 20 %.
 MIN_DB_TO_MEMORY_RATIO = 0.8
+# Issue 12: growth that does not depend on history, and a quick start.
+MAX_STEADY_GROWTH_KIB_PER_10K = 1024.0
+MAX_BACKLOG_START_S = 1.0
+MAX_IMPORT_MS = 200.0
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--codec-iterations",
         type=_positive_int,
         default=20_000,
-        help="encode+decode operations per round (best of 3; the generic codec does 1/20)",
+        help="encode+decode operations per round (the generic codec does 1/20)",
+    )
+    parser.add_argument(
+        "--codec-rounds",
+        type=_positive_int,
+        default=codec.ROUNDS,
+        help="interleaved rounds of ours and upb (the ratio is their median)",
     )
     parser.add_argument(
         "--agent-concurrency", type=_positive_int, default=64, help="the agent's task slots"
@@ -75,7 +92,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-tasks",
         type=_positive_int,
         default=10_000,
-        help="tasks of each public-API run (memory and --db)",
+        help="tiny-payload tasks of each public-API run (64 KiB runs: a fifth)",
+    )
+    parser.add_argument(
+        "--retention-tasks",
+        type=_positive_int,
+        default=100_000,
+        help="finished tasks before the Hub's RSS is read (default retention: 100,000)",
+    )
+    parser.add_argument(
+        "--steady-tasks",
+        type=_positive_int,
+        default=50_000,
+        help="finished tasks after retention turned over once, for the steady-state growth",
+    )
+    parser.add_argument(
+        "--backlog-tasks",
+        type=_positive_int,
+        default=100_000,
+        help="pending tasks in the --db file of the start benchmark",
+    )
+    parser.add_argument(
+        "--connected-agents", type=_positive_int, default=1000, help="agents for the RSS figure"
+    )
+    parser.add_argument(
+        "--agent-processes", type=_positive_int, default=4, help="processes running them"
+    )
+    parser.add_argument(
+        "--import-runs", type=_positive_int, default=5, help="fresh interpreters importing"
     )
     parser.add_argument("--e2e-mode", choices=sorted(e2e.MODES), default="subprocess")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON (- = stdout)")
@@ -93,12 +137,14 @@ def checks(c: codec.CodecResult, r: e2e.E2EResult) -> list[Check]:
     )
     lines = [
         Check(
-            f"codec: ours vs upb, {c.message_bytes} B TaskAssignment",
-            f"≤ {CODEC_MAX_RATIO_TO_UPB:g}× upb",
-            f"{c.ratio_to_upb:.1f}× ({c.ours_ops_per_s:,.0f} vs {c.upb_ops_per_s:,.0f} ops/s)",
+            f"codec: upb (baseline) / ours, {c.message_bytes} B TaskAssignment, median of"
+            f" {len(c.round_ratios) or 1} interleaved rounds",
+            f"≤ {CODEC_MAX_RATIO_TO_UPB:g}×",
+            f"{c.ratio_to_upb:.1f}× (ours {c.ours_ops_per_s:,.0f}, upb {c.upb_ops_per_s:,.0f}"
+            " ops/s)",
             c.ratio_to_upb <= CODEC_MAX_RATIO_TO_UPB,
         ),
-        Check("codec: betterproto2 generic", "-", generic, None),
+        Check("codec: betterproto2 generic (reference)", "-", generic, None),
         Check(
             f"e2e: tasks/s, {r.tasks} tasks, {r.mode}",
             f"≥ {MIN_TASKS_PER_S:,.0f}/s",
@@ -114,47 +160,151 @@ def checks(c: codec.CodecResult, r: e2e.E2EResult) -> list[Check]:
         Check("e2e: dispatch p99", "-", f"{r.dispatch_p99_ms:.3f} ms", None),
     ]
     if r.mode == "in-process":  # one process: one figure
-        return [*lines, _memory("Hub+agent process", r.hub_rss_growth_kib_per_10k_tasks)]
-    return [
-        *lines,
-        _memory("Hub", r.hub_rss_growth_kib_per_10k_tasks),
-        _memory("agent", r.agent_rss_growth_kib_per_10k_tasks),
-    ]
+        lines.append(_memory("Hub+agent process", r.hub_rss_growth_kib_per_10k_tasks))
+    else:
+        lines += [
+            _memory("Hub", r.hub_rss_growth_kib_per_10k_tasks),
+            _memory("agent", r.agent_rss_growth_kib_per_10k_tasks),
+        ]
+    if r.retention_tasks:
+        growth = r.hub_rss_steady_growth_kib_per_10k
+        lines += [
+            Check(
+                f"memory: ours, Hub RSS after {r.retention_tasks:,} finished tasks"
+                " (default retention)",
+                "-",
+                f"{r.hub_rss_at_retention_kib / 1024:,.1f} MiB",
+                None,
+            ),
+            Check(
+                f"memory: ours, Hub RSS growth per 10k finished while retention turns over"
+                f" (next {r.retention_tasks:,})",
+                "-",
+                f"{r.hub_rss_turnover_growth_kib_per_10k:,.0f} KiB",
+                None,
+            ),
+            Check(
+                f"memory: ours, Hub RSS growth per 10k finished at steady state"
+                f" (then {r.steady_tasks:,})",
+                f"≤ {MAX_STEADY_GROWTH_KIB_PER_10K:,.0f} KiB",
+                f"{growth:,.0f} KiB",
+                growth <= MAX_STEADY_GROWTH_KIB_PER_10K,
+            ),
+        ]
+    return lines
 
 
 def api_checks(runs: Sequence[api_e2e.ApiRun]) -> list[Check]:
-    """The public-API runs: tasks/s per store, --db against memory, latency at low load."""
+    """The public-API runs: tasks/s of ours and the baseline, the ratios, --db against
+    memory, latency at low load."""
     lines = [
         Check(
-            f"api e2e: tasks/s, {r.store}, {r.agents} agent, {r.tasks} tasks",
-            "-",
-            f"{r.tasks_per_s:,.0f}/s",
-            None,
+            f"api e2e tasks/s: {r.label}, {r.tasks:,} tasks", "-", f"{r.tasks_per_s:,.0f}/s", None
         )
         for r in runs
     ]
-    by_store = {r.store: r for r in runs}
-    memory, db = by_store.get("memory"), by_store.get("sqlite (--db)")
-    if memory is not None and db is not None and memory.tasks_per_s > 0:
-        ratio = db.tasks_per_s / memory.tasks_per_s
-        lines.append(
-            Check(
-                "api e2e: --db / memory tasks/s",
-                f">= {MIN_DB_TO_MEMORY_RATIO:.0%}",
-                f"{ratio:.0%}",
-                ratio >= MIN_DB_TO_MEMORY_RATIO,
-            )
-        )
+    by_key = {(r.system, r.store, r.agents, r.payload): r for r in runs}
     for r in runs:
+        if r.system != api_e2e.OURS:
+            continue
+        base = by_key.get((api_e2e.BASELINE, "-", r.agents, r.payload))
+        if base is not None and base.tasks_per_s > 0:
+            plural = "" if r.agents == 1 else "s"
+            lines.append(
+                Check(
+                    f"api e2e tasks/s, ours / baseline: {r.store}, {r.agents} agent{plural},"
+                    f" {r.payload}",
+                    "-",
+                    f"{r.tasks_per_s / base.tasks_per_s:.2f}×",
+                    None,
+                )
+            )
+        if r.store != "memory":
+            continue
+        db = by_key.get((api_e2e.OURS, "sqlite (--db)", r.agents, r.payload))
+        if db is not None and r.tasks_per_s > 0:
+            ratio = db.tasks_per_s / r.tasks_per_s
+            plural = "" if r.agents == 1 else "s"
+            lines.append(
+                Check(
+                    f"api e2e tasks/s, ours: --db / memory, {r.agents} agent{plural}, {r.payload}",
+                    f">= {MIN_DB_TO_MEMORY_RATIO:.0%}",
+                    f"{ratio:.0%}",
+                    ratio >= MIN_DB_TO_MEMORY_RATIO,
+                )
+            )
+    for r in runs:
+        if r.latency_samples == 0:
+            continue
+        who = r.label
         lines.append(
             Check(
-                f"api e2e: submit -> result stored, {r.store}, p50/p99",
+                f"api e2e latency p50/p99, submit -> assigned: {who}",
                 "-",
-                f"{r.latency_p50_ms:.2f} / {r.latency_p99_ms:.2f} ms",
+                f"{_f(r.assigned_p50_ms)} / {_f(r.assigned_p99_ms)} ms",
                 None,
             )
         )
+        lines.append(
+            Check(
+                f"api e2e latency p50/p99, submit -> result stored: {who}",
+                "-",
+                f"{_f(r.latency_p50_ms)} / {_f(r.latency_p99_ms)} ms",
+                None,
+            )
+        )
+    base = next((r for r in runs if r.system == api_e2e.BASELINE and r.latency_samples), None)
+    for r in runs:
+        if r.system != api_e2e.OURS or not r.latency_samples or base is None:
+            continue
+        if r.latency_p50_ms and base.latency_p50_ms:
+            lines.append(
+                Check(
+                    f"api e2e latency p50, submit -> result stored, ours / baseline: {r.store}",
+                    "-",
+                    f"{r.latency_p50_ms / base.latency_p50_ms:.2f}×",
+                    None,
+                )
+            )
     return lines
+
+
+def footprint_checks(f: footprint.Footprint) -> list[Check]:
+    """Start with a backlog, memory with many agents, import time."""
+    return [
+        Check(
+            f"start: ours, Hub with {f.backlog_tasks:,} pending tasks in --db, spawn -> listening",
+            f"≤ {MAX_BACKLOG_START_S:g} s",
+            f"{f.start_with_backlog_s:.2f} s (empty --db: {f.start_empty_s:.2f} s)",
+            f.start_with_backlog_s <= MAX_BACKLOG_START_S,
+        ),
+        Check(
+            f"memory: ours, Hub RSS after start with {f.backlog_tasks:,} pending",
+            "-",
+            f"{f.hub_rss_with_backlog_kib / 1024:,.1f} MiB (empty --db:"
+            f" {f.hub_rss_empty_kib / 1024:,.1f} MiB)",
+            None,
+        ),
+        Check(
+            f"memory: ours, Hub RSS with {f.agents:,} connected agents"
+            f" ({f.agent_processes} processes)",
+            "-",
+            f"{f.hub_rss_with_agents_kib / 1024:,.1f} MiB (none:"
+            f" {f.hub_rss_before_agents_kib / 1024:,.1f} MiB; {f.hub_kib_per_agent:,.1f}"
+            " KiB/agent)",
+            None,
+        ),
+        Check(
+            f"import aether_sdk, fresh interpreter, median of {f.import_runs}",
+            f"≤ {MAX_IMPORT_MS:g} ms",
+            f"{f.import_aether_sdk_ms:.1f} ms",
+            f.import_aether_sdk_ms <= MAX_IMPORT_MS,
+        ),
+    ]
+
+
+def _f(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms:.2f}"
 
 
 def _memory(what: str, kib: float) -> Check:
@@ -176,9 +326,11 @@ def results_json(
     r: e2e.E2EResult,
     lines: Sequence[Check],
     runs: Sequence[api_e2e.ApiRun] = (),
+    foot: footprint.Footprint | None = None,
 ) -> str:
     """Every figure, the mode notes and the verdicts, as one JSON document."""
     codec_part = {**dataclasses.asdict(c), "ratio_to_upb": c.ratio_to_upb}
+    codec_part["round_ratios"] = list(c.round_ratios)
     codec_part["target_max_ratio_to_upb"] = CODEC_MAX_RATIO_TO_UPB
     memory_keys = [f.name for f in dataclasses.fields(r) if "rss" in f.name]
     e2e_part = {k: v for k, v in dataclasses.asdict(r).items() if k not in memory_keys}
@@ -187,11 +339,24 @@ def results_json(
     memory = {k: getattr(r, k) for k in memory_keys}
     memory["tasks"] = r.tasks
     memory["method"] = "RSS from /proc/self/statm after gc.collect(), before and after the run"
+    memory["hub_rss_steady_growth_kib_per_10k"] = r.hub_rss_steady_growth_kib_per_10k
+    memory["hub_rss_turnover_growth_kib_per_10k"] = r.hub_rss_turnover_growth_kib_per_10k
+    memory["target_max_steady_growth_kib_per_10k"] = MAX_STEADY_GROWTH_KIB_PER_10K
     doc = {
         "codec": codec_part,
         "e2e": e2e_part,
         "memory": memory,
-        "api_e2e": [{**dataclasses.asdict(x), "tasks_per_s": x.tasks_per_s} for x in runs],
+        "api_e2e": [
+            {**dataclasses.asdict(x), "label": x.label, "tasks_per_s": x.tasks_per_s} for x in runs
+        ],
+        "footprint": None
+        if foot is None
+        else {
+            **dataclasses.asdict(foot),
+            "hub_kib_per_agent": foot.hub_kib_per_agent,
+            "target_max_start_with_backlog_s": MAX_BACKLOG_START_S,
+            "target_max_import_ms": MAX_IMPORT_MS,
+        },
         "checks": [{**dataclasses.asdict(x), "verdict": x.verdict} for x in lines],
         "all_targets_met": all(x.passed is not False for x in lines),
     }
@@ -203,25 +368,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     table_out: TextIO = sys.stderr if args.json == "-" else sys.stdout
     print("codec ...", file=sys.stderr, flush=True)
-    c = codec.measure(args.codec_iterations)
+    c = codec.measure(args.codec_iterations, args.codec_rounds)
     print(f"end to end ({args.e2e_mode}) ...", file=sys.stderr, flush=True)
-    r = e2e.measure(args.e2e_mode, args.tasks, args.latency_samples, args.agent_concurrency)
+    r = e2e.measure(
+        args.e2e_mode,
+        args.tasks,
+        args.latency_samples,
+        args.agent_concurrency,
+        args.retention_tasks,
+        args.steady_tasks,
+    )
     print(
         "end to end through the public API (Hub, agents, client: 3 processes) ...",
         file=sys.stderr,
         flush=True,
     )
     runs = api_e2e.measure(args.api_tasks, args.latency_samples)
-    lines = checks(c, r) + api_checks(runs)
+    print("footprint: start with a backlog, many agents, import ...", file=sys.stderr, flush=True)
+    foot = footprint.measure(
+        import_runs=args.import_runs,
+        backlog=args.backlog_tasks,
+        agents=args.connected_agents,
+        agent_processes=args.agent_processes,
+    )
+    lines = checks(c, r) + api_checks(runs) + footprint_checks(foot)
     print(format_table(lines), file=table_out)
     print(f"e2e mode: {r.mode_description}; tasks {r.submission}.", file=table_out)
     print(
-        "api e2e: each task submitted by TaskClient (SubmitTask RPC) in a client process, run"
-        " by an AetherAgent process, through a Hub process; throughput until every task is"
-        " final, latency one task at a time.",
+        "api e2e: ours = each task submitted by TaskClient (SubmitTask RPC) in a client"
+        " process, run by AetherAgents in an agent process, through a Hub process; baseline ="
+        " the same shape with a bare grpclib broker, agents and client (benchmarks/baseline.py);"
+        " throughput until every task is final, latency one task at a time.",
         file=table_out,
     )
-    document = results_json(c, r, lines, runs)
+    document = results_json(c, r, lines, runs, foot)
     if args.json == "-":
         print(document)
     elif args.json:

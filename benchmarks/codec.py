@@ -3,6 +3,8 @@
 - ours: the generated straight-line codec (`bytes(msg)`, `TaskAssignment.parse`);
 - upb: Google's protobuf, classes made by `grpc_tools.protoc --python_out` into a
   temporary folder from proto/, measured in a subprocess (see `benchmarks.upb_worker`);
+  ours and upb run in interleaved rounds (ours, upb, ours, upb, ...: the same machine
+  state for both) and the ratio reported is the median of the per-round ratios;
 - betterproto2's generic, reflection-driven codec (`betterproto2.Message.__bytes__` and
   `Message.load`), which our generated methods override.
 """
@@ -12,9 +14,11 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +51,14 @@ class CodecResult:
     betterproto2_ops_per_s: float | None
     betterproto2_iterations: int
     betterproto2_skipped_reason: str
+    #: upb's rate / ours in each interleaved round.
+    round_ratios: tuple[float, ...] = ()
 
     @property
     def ratio_to_upb(self) -> float:
-        """How many times slower than upb ours is (1.0 = as fast)."""
+        """How many times slower than upb ours is (1.0 = as fast): the median round."""
+        if self.round_ratios:
+            return statistics.median(self.round_ratios)
         return self.upb_ops_per_s / self.ours_ops_per_s
 
 
@@ -110,8 +118,12 @@ def protoc_python_out(out: Path) -> None:
         (package / "__init__.py").touch()
 
 
+#: Interleaved rounds of ours and upb (the ratio is their median).
+ROUNDS = 7
+
+
 def measure_upb(iterations: int) -> tuple[float, str, int]:
-    """upb's rate, implementation name and encoded size of the sample."""
+    """upb's rate (best of 3), implementation name and encoded size of the sample."""
     with tempfile.TemporaryDirectory(prefix="aether-bench-upb-") as tmp:
         out = Path(tmp)
         protoc_python_out(out)
@@ -120,8 +132,39 @@ def measure_upb(iterations: int) -> tuple[float, str, int]:
     return float(data["ops_per_s"]), str(data["implementation"]), int(data["message_bytes"])
 
 
-def measure(iterations: int) -> CodecResult:
-    """Run all three codecs (best of 3 rounds each, after a warm-up)."""
+def _interleaved(
+    ours: Callable[[], object], iterations: int, rounds: int
+) -> tuple[list[float], list[float], str, int]:
+    """Rates of ours and upb in alternating rounds, upb's implementation and size."""
+    with tempfile.TemporaryDirectory(prefix="aether-bench-upb-") as tmp:
+        out = Path(tmp)
+        protoc_python_out(out)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.upb_worker", str(out), str(iterations), "--rounds"],
+            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert worker.stdin is not None and worker.stdout is not None
+        try:
+            head = json.loads(worker.stdout.readline())
+            ours_rates: list[float] = []
+            upb_rates: list[float] = []
+            for _ in range(rounds):
+                ours_rates.append(best_ops_per_second(ours, iterations, rounds=1))
+                worker.stdin.write("round\n")
+                worker.stdin.flush()
+                line = worker.stdout.readline()
+                if not line:
+                    raise BenchmarkError("the upb worker exited during the rounds")
+                upb_rates.append(float(json.loads(line)["ops_per_s"]))
+        finally:
+            worker.stdin.close()
+            worker.wait(_SUBPROCESS_TIMEOUT)
+    return ours_rates, upb_rates, str(head["implementation"]), int(head["message_bytes"])
+
+
+def measure(iterations: int, rounds: int = ROUNDS) -> CodecResult:
+    """Ours against upb in interleaved rounds (after a warm-up), and the generic codec
+    (best of 3)."""
     msg = sample_message()
     data = bytes(msg)
     if pb.TaskAssignment.parse(data) != msg:
@@ -131,9 +174,8 @@ def measure(iterations: int) -> CodecResult:
     def ours() -> object:
         return cls.parse(bytes(msg))
 
-    warmup = max(1, iterations // 10)
-    ours_rate = best_ops_per_second(ours, iterations, warmup=warmup)
-    upb_rate, implementation, upb_size = measure_upb(iterations)
+    best_ops_per_second(ours, max(1, iterations // 10), rounds=1)  # warm-up
+    ours_rates, upb_rates, implementation, upb_size = _interleaved(ours, iterations, rounds)
     if upb_size != len(data):
         raise BenchmarkError(f"upb encodes the sample in {upb_size} bytes, ours in {len(data)}")
 
@@ -147,12 +189,13 @@ def measure(iterations: int) -> CodecResult:
     return CodecResult(
         message_bytes=len(data),
         iterations=iterations,
-        ours_ops_per_s=ours_rate,
-        upb_ops_per_s=upb_rate,
+        ours_ops_per_s=statistics.median(ours_rates),
+        upb_ops_per_s=statistics.median(upb_rates),
         upb_implementation=implementation,
         betterproto2_ops_per_s=generic_rate,
         betterproto2_iterations=generic_iterations,
         betterproto2_skipped_reason=skipped,
+        round_ratios=tuple(u / o for u, o in zip(upb_rates, ours_rates, strict=True)),
     )
 
 

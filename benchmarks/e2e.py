@@ -157,6 +157,31 @@ class E2EResult:
     agent_rss_before_kib: int
     agent_rss_after_kib: int
     agent_rss_growth_kib_per_10k_tasks: float
+    # Retention: the Hub's RSS once `retention_tasks` tasks finished (default retention:
+    # the newest 100,000 finished tasks stay in memory), after as many more (every held
+    # task replaced once: the one-time growth of the Hub's dicts under churn happens
+    # here), and after `steady_tasks` more (the steady state).
+    retention_tasks: int = 0
+    hub_rss_at_retention_kib: int = 0
+    hub_rss_after_turnover_kib: int = 0
+    steady_tasks: int = 0
+    hub_rss_after_steady_kib: int = 0
+
+    @property
+    def hub_rss_turnover_growth_kib_per_10k(self) -> float:
+        """The Hub's RSS growth per 10k finished tasks while retention turns over once."""
+        if self.retention_tasks <= 0:
+            return 0.0
+        grown = self.hub_rss_after_turnover_kib - self.hub_rss_at_retention_kib
+        return grown * 10_000 / self.retention_tasks
+
+    @property
+    def hub_rss_steady_growth_kib_per_10k(self) -> float:
+        """The Hub's RSS growth per 10k finished tasks once retention is full."""
+        if self.steady_tasks <= 0:
+            return 0.0
+        grown = self.hub_rss_after_steady_kib - self.hub_rss_after_turnover_kib
+        return grown * 10_000 / self.steady_tasks
 
 
 async def _start_hub(mode: str) -> _Hub:
@@ -174,8 +199,27 @@ async def _latencies(hub: _Hub, agent: BenchAgent, samples: int) -> list[float]:
     return out
 
 
-async def run(mode: str, tasks: int, latency_samples: int, agent_concurrency: int) -> E2EResult:
-    """Start the Hub and the agent, warm up, then measure."""
+#: Tasks per `run` command while filling retention (bounds the queue's pending peak).
+_CHUNK = 10_000
+
+
+async def _run_chunked(hub: _Hub, n: int) -> None:
+    while n > 0:
+        await hub.run(min(n, _CHUNK))
+        n -= _CHUNK
+
+
+async def run(
+    mode: str,
+    tasks: int,
+    latency_samples: int,
+    agent_concurrency: int,
+    retention_tasks: int = 0,
+    steady_tasks: int = 0,
+) -> E2EResult:
+    """Start the Hub and the agent, warm up, then measure; then, with `retention_tasks`,
+    run tasks until that many finished, as many more, and `steady_tasks` more, reading
+    the Hub's RSS after each."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, not {mode!r}")
     hub = await _start_hub(mode)
@@ -200,6 +244,17 @@ async def run(mode: str, tasks: int, latency_samples: int, agent_concurrency: in
             agent.arrivals.clear()
             hub_after, agent_after = await hub.rss_kib(), rss_kib()
             lat = await _latencies(hub, agent, latency_samples)
+            done = min(tasks, 2000) + min(latency_samples, 50) + tasks + latency_samples
+            at_retention = after_turnover = after_steady = 0
+            if retention_tasks > 0:
+                retention_tasks = max(retention_tasks, done)
+                await _run_chunked(hub, retention_tasks - done)
+                at_retention = await hub.rss_kib()
+                await _run_chunked(hub, retention_tasks)
+                after_turnover = await hub.rss_kib()
+                await _run_chunked(hub, steady_tasks)
+                after_steady = await hub.rss_kib()
+            agent.arrivals.clear()
         finally:
             await agent.stop()
     finally:
@@ -222,10 +277,24 @@ async def run(mode: str, tasks: int, latency_samples: int, agent_concurrency: in
         agent_rss_before_kib=agent_before,
         agent_rss_after_kib=agent_after,
         agent_rss_growth_kib_per_10k_tasks=(agent_after - agent_before) * per_10k,
+        retention_tasks=retention_tasks,
+        hub_rss_at_retention_kib=at_retention,
+        hub_rss_after_turnover_kib=after_turnover,
+        steady_tasks=steady_tasks if retention_tasks > 0 else 0,
+        hub_rss_after_steady_kib=after_steady,
     )
 
 
-def measure(mode: str, tasks: int, latency_samples: int, agent_concurrency: int) -> E2EResult:
+def measure(
+    mode: str,
+    tasks: int,
+    latency_samples: int,
+    agent_concurrency: int,
+    retention_tasks: int = 0,
+    steady_tasks: int = 0,
+) -> E2EResult:
     """Run the end-to-end benchmark in a fresh event loop (SDK and Hub logs quietened)."""
     logging.getLogger("aether").setLevel(logging.WARNING)
-    return asyncio.run(run(mode, tasks, latency_samples, agent_concurrency))
+    return asyncio.run(
+        run(mode, tasks, latency_samples, agent_concurrency, retention_tasks, steady_tasks)
+    )

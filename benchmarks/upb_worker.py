@@ -1,11 +1,15 @@
 """Google's upb protobuf side of the codec benchmark; runs in its own process.
 
-    python -m benchmarks.upb_worker PB_DIR ITERATIONS
+    python -m benchmarks.upb_worker PB_DIR ITERATIONS [--rounds]
 
 PB_DIR holds `grpc_tools.protoc --python_out` output for proto/aether/v1 (made by
 `benchmarks.codec`). Those modules are named `aether.v1.*_pb2`, which clashes with our
 SDK package `aether`, so they are imported here, in a process that never imports the SDK,
 with PB_DIR first on sys.path. Prints one JSON object: ops_per_s and message_bytes.
+
+With `--rounds` it warms up, prints that object (its ops_per_s from the warm-up), then
+times one round of ITERATIONS for every line read from stdin, printing
+`{"ops_per_s": R}` after each: the codec benchmark interleaves these rounds with its own.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from google.protobuf import message
@@ -65,6 +70,8 @@ def main(argv: list[str]) -> int:
     def op() -> object:
         return cls.FromString(msg.SerializeToString())
 
+    if len(argv) > 2 and argv[2] == "--rounds":
+        return _rounds(op, iterations, len(data))
     rate = best_ops_per_second(op, iterations, warmup=max(1, iterations // 10))
     out = {
         "implementation": api_implementation.Type(),
@@ -72,6 +79,16 @@ def main(argv: list[str]) -> int:
         "message_bytes": len(data),
     }
     print(json.dumps(out))
+    return 0
+
+
+def _rounds(op: Callable[[], object], iterations: int, size: int) -> int:
+    warmup = best_ops_per_second(op, max(1, iterations // 10), rounds=1)
+    out = {"implementation": api_implementation.Type(), "ops_per_s": warmup, "message_bytes": size}
+    print(json.dumps(out), flush=True)
+    for _ in sys.stdin:
+        rate = best_ops_per_second(op, iterations, rounds=1)
+        print(json.dumps({"ops_per_s": rate}), flush=True)
     return 0
 
 

@@ -38,9 +38,29 @@ POSITIVE = {
         "hub_rss_after_kib",
         "agent_rss_before_kib",
         "agent_rss_after_kib",
+        "hub_rss_at_retention_kib",
+        "hub_rss_after_turnover_kib",
+        "hub_rss_after_steady_kib",
+    ],
+    "footprint": [
+        "import_aether_sdk_ms",
+        "start_with_backlog_s",
+        "start_empty_s",
+        "hub_rss_with_backlog_kib",
+        "hub_rss_empty_kib",
+        "hub_rss_before_agents_kib",
+        "hub_rss_with_agents_kib",
     ],
 }
-FINITE = {"memory": ["hub_rss_growth_kib_per_10k_tasks", "agent_rss_growth_kib_per_10k_tasks"]}
+FINITE = {
+    "memory": [
+        "hub_rss_growth_kib_per_10k_tasks",
+        "agent_rss_growth_kib_per_10k_tasks",
+        "hub_rss_steady_growth_kib_per_10k",
+        "hub_rss_turnover_growth_kib_per_10k",
+    ],
+    "footprint": ["hub_kib_per_agent"],
+}
 
 
 def _number(doc: dict[str, dict[str, object]], section: str, key: str) -> float:
@@ -65,13 +85,27 @@ def test_benchmark_entry_writes_every_figure(tmp_path: Path) -> None:
             "200",
             "--api-tasks",
             "100",
+            "--codec-rounds",
+            "3",
+            "--retention-tasks",
+            "400",
+            "--steady-tasks",
+            "200",
+            "--backlog-tasks",
+            "100",
+            "--connected-agents",
+            "4",
+            "--agent-processes",
+            "2",
+            "--import-runs",
+            "1",
             "--json",
             str(out),
         ],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=240,
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -86,13 +120,27 @@ def test_benchmark_entry_writes_every_figure(tmp_path: Path) -> None:
     assert doc["e2e"]["tasks"] == 200 and doc["e2e"]["latency_samples"] == 20
     assert doc["e2e"]["mode"] == "subprocess"
     verdicts = {c["verdict"] for c in doc["checks"]}
-    assert verdicts <= {"PASS", "FAIL", "info"} and len(doc["checks"]) == 7 + 5
-    # The public-API runs: in memory and with --db, each through three processes.
-    runs = {run["store"]: run for run in doc["api_e2e"]}
-    assert set(runs) == {"memory", "sqlite (--db)"}
-    for run in runs.values():
-        assert run["tasks"] == 100 and run["tasks_per_s"] > 0
-        assert 0 < run["latency_p50_ms"] <= run["latency_p99_ms"]
+    assert verdicts <= {"PASS", "FAIL", "info"}
+    assert len(doc["codec"]["round_ratios"]) == 3
+    # The public-API runs: ours in memory and with --db, and the bare grpclib baseline,
+    # 1 and 4 agents, tiny and 64 KiB payloads, each through three processes.
+    runs = {
+        (run["system"], run["store"], run["agents"], run["payload"]): run for run in doc["api_e2e"]
+    }
+    assert len(runs) == 12
+    assert {key[0] for key in runs} == {"ours", "baseline (bare grpclib)"}
+    assert {key[1] for key in runs} == {"memory", "sqlite (--db)", "-"}
+    for (_, _, agents, payload), run in runs.items():
+        assert run["tasks"] == (100 if payload == "tiny" else 20) and run["tasks_per_s"] > 0
+        if payload == "tiny" and agents == 1:  # latency: one task at a time
+            assert 0 < run["latency_p50_ms"] <= run["latency_p99_ms"]
+            assert 0 < run["assigned_p50_ms"] <= run["assigned_p99_ms"]
+        else:
+            assert run["latency_samples"] == 0
+    names = " ".join(c["name"] for c in doc["checks"])
+    for needle in ("ours / baseline", "--db / memory", "submit -> assigned", "steady state"):
+        assert needle in names, needle
+    assert "import aether_sdk" in names and "pending tasks in --db" in names
     # The table printed to stdout names every check with its verdict.
     for check in doc["checks"]:
         assert check["name"] in done.stdout and check["verdict"] in done.stdout

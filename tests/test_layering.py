@@ -1,9 +1,12 @@
 """The layers of the project and their import rules (docs/architecture.md, "Layers").
 
     aether_api (generated)  <-  aether (SDK)  <-  aether_hub (Hub)
+                                              <-  aether_cli (`aether task`, `aether agents`)
 
-- `aether` never imports `aether_hub`, not even lazily: the SDK must work where the Hub is
-  absent, and `aether hub` reaches the Hub only through the `aether.commands` entry points.
+- `aether` never imports `aether_hub` or `aether_cli`, not even lazily: the SDK must work
+  where the Hub is absent, and `aether hub`/`task`/`agents` reach them only through the
+  `aether.commands` entry points.
+- `aether_cli` imports only public modules of `aether` (no `aether._*`) and never the Hub.
 - `aether_hub` uses only the public names of `aether` (those in `aether.__all__`).
 - `aether_api` imports neither (it is vendorable).
 - No import circles among the project's modules (imports under `if TYPE_CHECKING:` excluded,
@@ -19,7 +22,11 @@ from pathlib import Path
 import aether
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = {"aether": REPO / "aether", "aether_hub": REPO / "aether_hub"}
+PACKAGES = {
+    "aether": REPO / "aether",
+    "aether_cli": REPO / "aether_cli",
+    "aether_hub": REPO / "aether_hub",
+}
 GENERATED = REPO / "generated" / "aether_api"
 
 
@@ -79,16 +86,28 @@ def test_the_sdk_never_imports_the_hub() -> None:
         for name, (path, imports) in _modules().items()
         if _top(name) == "aether"
         for target, _ in imports
-        if _top(target) == "aether_hub"
+        if _top(target) in {"aether_hub", "aether_cli"}
     ]
     assert offenders == []
-    # Nor by name through importlib: no string in the SDK names the Hub's modules.
+    # Nor by name through importlib: no string in the SDK names their modules.
     texts = [
         str(p.relative_to(REPO))
         for p in PACKAGES["aether"].rglob("*.py")
-        if '"aether_hub.' in p.read_text(encoding="utf-8")
+        if any(f'"{pkg}.' in p.read_text(encoding="utf-8") for pkg in ("aether_hub", "aether_cli"))
     ]
     assert texts == []
+
+
+def test_the_cli_uses_only_public_sdk_modules_and_not_the_hub() -> None:
+    offenders = [
+        f"{path.relative_to(REPO)} imports {target}"
+        for name, (path, imports) in _modules().items()
+        if _top(name) == "aether_cli"
+        for target, _ in imports
+        if _top(target) == "aether_hub"
+        or (_top(target) == "aether" and any(p.startswith("_") for p in target.split(".")[1:]))
+    ]
+    assert offenders == []
 
 
 def test_the_hub_uses_only_public_sdk_names() -> None:
@@ -109,7 +128,7 @@ def test_the_generated_package_imports_neither() -> None:
     for path in GENERATED.rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for target, _ in _imports(tree, "aether_api", False):
-            assert _top(target) not in {"aether", "aether_hub"}, path
+            assert _top(target) not in {"aether", "aether_cli", "aether_hub"}, path
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

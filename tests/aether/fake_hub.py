@@ -66,6 +66,9 @@ class HubState:
         self.result_calls: list[pb.TaskResult] = []
         self.result_streams = 0
         self.unary_results_only = False
+        # Serve SubmitResultBatches (off: UNIMPLEMENTED, as a Hub that predates it).
+        self.result_batches = False
+        self.result_batches_seen: list[int] = []
         self.unregistered: list[pb.UnregisterRequest] = []
         self.pending: list[pb.TaskAssignment] = []
         self.max_leased_seen = 0
@@ -257,14 +260,32 @@ class FakeAgentService(server.AgentServiceBase):
         self.state.session(context)
         self.state.result_streams += 1
         async for request in requests:
-            try:
-                yield await self.submit_result(request, context)
-            except GRPCError as exc:
-                yield pb.SubmitResultResponse(
-                    task_id=request.task_id,
-                    accepted=False,
-                    message=f"{exc.status.name}: {exc.message or ''}",
-                )
+            yield await self._ack(request, context)
+
+    async def _ack(
+        self, request: pb.TaskResult, context: runtime.ServerContext
+    ) -> pb.SubmitResultResponse:
+        try:
+            return await self.submit_result(request, context)
+        except GRPCError as exc:
+            return pb.SubmitResultResponse(
+                task_id=request.task_id,
+                accepted=False,
+                message=f"{exc.status.name}: {exc.message or ''}",
+            )
+
+    async def submit_result_batches(
+        self, requests: AsyncIterator[pb.TaskResultBatch], context: runtime.ServerContext
+    ) -> AsyncIterator[pb.SubmitResultBatchResponse]:
+        if self.state.unary_results_only or not self.state.result_batches:
+            raise GRPCError(Status.UNIMPLEMENTED, "no SubmitResultBatches here")
+        self.state.session(context)
+        self.state.result_streams += 1
+        async for batch in requests:
+            self.state.result_batches_seen.append(len(batch.results))
+            yield pb.SubmitResultBatchResponse(
+                acks=[await self._ack(result, context) for result in batch.results]
+            )
 
 
 class FakeLLMService(server.LLMServiceBase):

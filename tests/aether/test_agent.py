@@ -399,6 +399,18 @@ async def test_results_travel_on_one_stream(hub: FakeHub) -> None:
     assert len(hub.state.result_calls) == 20
 
 
+async def test_results_travel_in_batches_when_the_hub_has_them(hub: FakeHub) -> None:
+    hub.state.result_batches = True
+    async with EchoAgent(make_config(hub)) as agent:
+        for n in range(20):
+            await hub.state.submit(f"b{n}")
+        await hub.state.wait_for(lambda: len(hub.state.results) == 20)
+        await until(lambda: len(agent._outbox) == 0)
+    assert hub.state.result_streams == 1
+    assert sum(hub.state.result_batches_seen) == 20  # every result once, in some batch
+    assert len(hub.state.result_calls) == 20
+
+
 async def test_unary_results_when_hub_has_no_stream(hub: FakeHub) -> None:
     hub.state.unary_results_only = True
     async with EchoAgent(make_config(hub)) as agent:

@@ -44,6 +44,7 @@ PINNED = (
     "RetrieveResponse",
     "StoreResponse",
     "SubmitResultResponse",
+    "SubmitTaskRequest",
     "SubmittedTask",
     "Task",
     "TaskAssignment",

@@ -372,7 +372,6 @@ def test_address_grammar_accepts(url: str, expected: HubAddress) -> None:
         ("[::1:7000", "missing ']'"),
         ("[hub]:1", "is not an IPv6 address"),
         ("hub:1/api", "it has a path"),
-        ("a:1,b:2", "a list of Hub addresses is not supported"),
         ("my hub:1", "the host contains whitespace"),
     ],
 )
@@ -383,6 +382,12 @@ def test_address_grammar_rejects(url: str, problem: str) -> None:
     assert problem in str(info.value)
     with pytest.raises(AetherConfigError, match="invalid Hub address"):
         TaskClient(url)
+
+
+def test_one_address_grammar_refuses_a_list_which_parse_hub_urls_reads() -> None:
+    with pytest.raises(AetherConfigError, match="a list of Hub addresses is not supported here"):
+        parse_hub_url("a:1,b:2")
+    assert len(TaskClient("a:1,b:2").addresses) == 2  # clients take lists (test_failover.py)
 
 
 def test_an_address_with_credentials_is_refused_without_echoing_them() -> None:

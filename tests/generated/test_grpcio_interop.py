@@ -187,6 +187,11 @@ class _Registrar(api_server.AgentServiceBase):
     ) -> AsyncIterator[pb.SubmitResultResponse]:
         return _unimplemented_stream()
 
+    def submit_result_batches(
+        self, requests: AsyncIterator[pb.TaskResultBatch], context: ServerContext
+    ) -> AsyncIterator[pb.SubmitResultBatchResponse]:
+        return _unimplemented_stream()
+
 
 @asynccontextmanager
 async def _grpclib_server(*services: Any) -> AsyncIterator[int]:

@@ -120,22 +120,29 @@ class AgentConn:
         return bearer(self.token)
 
     def open_stream(
-        self, max_concurrent_tasks: int = 0, *, channel: grpclib.client.Channel | None = None
+        self,
+        max_concurrent_tasks: int = 0,
+        *,
+        channel: grpclib.client.Channel | None = None,
+        assignment_batch_bytes: int = 0,
     ) -> None:
         """Start reading the session's task stream into `events`.
 
         With `channel`, the stream runs on that connection (close it to simulate a lost
-        connection); otherwise on the registration's channel.
+        connection); otherwise on the registration's channel. `assignment_batch_bytes`
+        above 0 lets the Hub batch assignments (`TaskStreamEvent.assignments`).
         """
         assert self._reader is None, "stream already open"
         self.stream_ended.clear()
         stub = self.stub if channel is None else client.AgentServiceStub(channel)
-        self._reader = asyncio.create_task(self._read(stub, max_concurrent_tasks))
-
-    async def _read(self, stub: client.AgentServiceStub, max_concurrent_tasks: int) -> None:
         request = pb.StreamTasksRequest(
-            agent_id=self.agent_id, max_concurrent_tasks=max_concurrent_tasks
+            agent_id=self.agent_id,
+            max_concurrent_tasks=max_concurrent_tasks,
+            assignment_batch_bytes=assignment_batch_bytes,
         )
+        self._reader = asyncio.create_task(self._read(stub, request))
+
+    async def _read(self, stub: client.AgentServiceStub, request: pb.StreamTasksRequest) -> None:
         try:
             async for event in stub.stream_tasks(request, metadata=self.metadata):
                 self.events.put_nowait(event)

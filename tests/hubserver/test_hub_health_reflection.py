@@ -181,6 +181,7 @@ async def test_stock_grpcio_reflection(
         "ReportStatus",
         "SubmitResult",
         "SubmitResults",
+        "SubmitResultBatches",
     }
     assert (
         service.FindMethodByName("StreamTasks").output_type.full_name == "aether.v1.TaskStreamEvent"

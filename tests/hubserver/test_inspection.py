@@ -22,7 +22,7 @@ from aether import (
     TaskResult,
     TrustLevel,
 )
-from aether.taskcli import amain
+from aether_cli.tasks import amain
 from aether_hub.settings import HubConfig
 from aether_hub.testing import TestHub
 

@@ -21,7 +21,7 @@ import pytest
 
 from aether._wire import client, pb
 from aether.address import parse_hub_url
-from aether.taskcli import amain, main
+from aether_cli.tasks import amain, main
 from aether_hub.server import HubServer
 from aether_hub.settings import HubConfig
 

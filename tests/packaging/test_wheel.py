@@ -1,5 +1,5 @@
-"""The wheel ships `aether`, `aether_hub`, `aether_sdk` and `aether_api`; they import from it
-alone.
+"""The wheel ships `aether`, `aether_cli`, `aether_hub`, `aether_sdk` and `aether_api`; they
+import from it alone.
 
 Editable installs put the repo and `generated/` on sys.path, which would hide a package
 missing from the wheel; this test builds the real wheel, installs it into a fresh target
@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import importlib.metadata, json, pathlib, sys
-import aether, aether_hub, aether_sdk, aether_api, aether._wire
+import aether, aether_cli, aether_cli.tasks, aether_hub, aether_sdk, aether_api, aether._wire
 found = {}
-for mod in (aether, aether_hub, aether_sdk, aether_api):
+for mod in (aether, aether_cli, aether_hub, aether_sdk, aether_api):
     path = pathlib.Path(mod.__file__).parent
     found[mod.__name__] = {"dir": str(path), "typed": (path / "py.typed").is_file()}
 dist = importlib.metadata.distribution("aether-agent-sdk")
@@ -51,11 +51,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
-def test_wheel_contains_the_four_packages_and_no_build_inputs(wheel: Path) -> None:
+def test_wheel_contains_the_five_packages_and_no_build_inputs(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/")[0] for name in names if not name.startswith("aether_agent_sdk-")}
-    assert tops == {"aether", "aether_hub", "aether_sdk", "aether_api"}
-    for package in ("aether", "aether_hub", "aether_sdk", "aether_api"):
+    assert tops == {"aether", "aether_cli", "aether_hub", "aether_sdk", "aether_api"}
+    for package in ("aether", "aether_cli", "aether_hub", "aether_sdk", "aether_api"):
         assert f"{package}/py.typed" in names
     assert "aether_api/v1/messages.py" in names
     assert not any(name.startswith(("codegen/", "generated/", "tests/")) for name in names)
@@ -84,10 +84,10 @@ def test_installed_wheel_imports_without_the_source_tree(wheel: Path, tmp_path: 
         text=True,
     )
     found = json.loads(done.stdout)
-    for package in ("aether", "aether_hub", "aether_sdk", "aether_api"):
+    for package in ("aether", "aether_cli", "aether_hub", "aether_sdk", "aether_api"):
         assert found[package]["dir"].startswith(str(target)), found[package]
         assert found[package]["typed"]
     assert found["dist"].startswith(str(target))
     assert found["scripts"] == ["aether"]
-    assert found["commands"] == ["hub"]
+    assert found["commands"] == ["agents", "hub", "task"]
     assert found["pytest11"] == ["aether_hub.testing.plugin"]

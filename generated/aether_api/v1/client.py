@@ -185,6 +185,30 @@ class AgentServiceStub(_runtime.StubBase):
             self._options(timeout, deadline, metadata),
         )
 
+    def submit_result_batches(
+        self,
+        requests: AsyncIterable[_pb.TaskResultBatch] | Iterable[_pb.TaskResultBatch],
+        *,
+        timeout: float | None = None,
+        deadline: grpclib.metadata.Deadline | None = None,
+        metadata: _runtime.MetadataLike | None = None,
+    ) -> AsyncIterator[_pb.SubmitResultBatchResponse]:
+        """
+        SubmitResults with several results in a message, for agents that finish many tasks
+        at once: each request carries the results ready when it was sent, and each answer
+        the acknowledgements of one request, one per result, in the same order (each as
+        SubmitResults would acknowledge it). A Hub that answers UNIMPLEMENTED predates it:
+        use SubmitResults.
+        """
+        return _runtime.stream_stream_call(
+            self.channel,
+            "/aether.v1.AgentService/SubmitResultBatches",
+            requests,
+            _pb.TaskResultBatch,
+            _pb.SubmitResultBatchResponse,
+            self._options(timeout, deadline, metadata),
+        )
+
 
 class LLMServiceStub(_runtime.StubBase):
     """LLMService runs chat completions on the model the agent's trust level allows."""
@@ -460,6 +484,30 @@ class TaskServiceStub(_runtime.StubBase):
             request,
             _pb.SubmitTaskRequest,
             _pb.SubmitTaskResponse,
+            self._options(timeout, deadline, metadata),
+        )
+
+    async def submit_tasks(
+        self,
+        request: _pb.SubmitTasksRequest,
+        *,
+        timeout: float | None = None,
+        deadline: grpclib.metadata.Deadline | None = None,
+        metadata: _runtime.MetadataLike | None = None,
+    ) -> _pb.SubmitTasksResponse:
+        """
+        Queue several tasks in one call: each task is checked, stored and acknowledged on
+        its own, exactly as by SubmitTask (its own idempotency key, its own error: a bad
+        task does not fail the others), and the answer holds one result per task, in
+        order. At most 1000 tasks per call (more is INVALID_ARGUMENT naming the limit). A
+        Hub that answers UNIMPLEMENTED predates it: send SubmitTask per task.
+        """
+        return await _runtime.unary_unary_call(
+            self.channel,
+            "/aether.v1.TaskService/SubmitTasks",
+            request,
+            _pb.SubmitTasksRequest,
+            _pb.SubmitTasksResponse,
             self._options(timeout, deadline, metadata),
         )
 

@@ -55,14 +55,20 @@ __all__ = (
     "StoreRequest",
     "StoreResponse",
     "StreamTasksRequest",
+    "SubmitResultBatchResponse",
     "SubmitResultResponse",
+    "SubmitTaskError",
     "SubmitTaskRequest",
     "SubmitTaskResponse",
+    "SubmitTasksRequest",
+    "SubmitTasksResponse",
+    "SubmitTasksResult",
     "SubscribeRequest",
     "Task",
     "TaskAssignment",
     "TaskCancellation",
     "TaskResult",
+    "TaskResultBatch",
     "TaskState",
     "TaskStatus",
     "TaskStreamEvent",
@@ -3972,6 +3978,15 @@ class StreamTasksRequest(betterproto2.Message):
     max_concurrent_tasks: int = betterproto2.field(2, betterproto2.TYPE_INT32)
     """Overrides the max_concurrent_tasks of the registration when above 0."""
 
+    assignment_batch_bytes: int = betterproto2.field(3, betterproto2.TYPE_INT32)
+    """
+    Above 0: the agent reads TaskStreamEvent.assignments, and the Hub may put several
+    assignments in one event (when the agent has room for several tasks), as long as
+    the event stays within this many bytes (an assignment larger than that still comes
+    alone). 0 (agents that predate it): every event carries one assignment or one
+    cancellation.
+    """
+
     def __bytes__(self) -> bytes:
         """The wire encoding of this message (generated straight-line codec)."""
         out = bytearray()
@@ -3979,6 +3994,8 @@ class StreamTasksRequest(betterproto2.Message):
             _codec.put_str(out, b"\n", self.agent_id)
         if self.max_concurrent_tasks:
             _codec.put_int(out, b"\x10", self.max_concurrent_tasks)
+        if self.assignment_batch_bytes:
+            _codec.put_int(out, b"\x18", self.assignment_batch_bytes)
         out += self._unknown_fields
         return bytes(out)
 
@@ -3990,6 +4007,7 @@ class StreamTasksRequest(betterproto2.Message):
         """
         f_agent_id: str = ""
         f_max_concurrent_tasks: int = 0
+        f_assignment_batch_bytes: int = 0
         unknown = bytearray()
         pos = 0
         end = len(data)
@@ -4008,6 +4026,13 @@ class StreamTasksRequest(betterproto2.Message):
                 pos += 1
             else:
                 f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 24:
+            pos += 1
+            if pos < end and data[pos] < 0x80:
+                f_assignment_batch_bytes = data[pos]
+                pos += 1
+            else:
+                f_assignment_batch_bytes, pos = _codec.read_int32(data, pos)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -4028,12 +4053,19 @@ class StreamTasksRequest(betterproto2.Message):
                     pos += 1
                 else:
                     f_max_concurrent_tasks, pos = _codec.read_int32(data, pos)
+            elif tag == 24:
+                if pos < end and data[pos] < 0x80:
+                    f_assignment_batch_bytes = data[pos]
+                    pos += 1
+                else:
+                    f_assignment_batch_bytes, pos = _codec.read_int32(data, pos)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
         message = cls(
             agent_id=f_agent_id,
             max_concurrent_tasks=f_max_concurrent_tasks,
+            assignment_batch_bytes=f_assignment_batch_bytes,
         )
         if unknown:
             message._unknown_fields = bytes(unknown)
@@ -4042,6 +4074,60 @@ class StreamTasksRequest(betterproto2.Message):
 
 _message_pool.default_message_pool.register_message(
     "aether.v1", "StreamTasksRequest", StreamTasksRequest
+)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class SubmitResultBatchResponse(betterproto2.Message):
+    """The acknowledgements of one TaskResultBatch."""
+
+    acks: list[SubmitResultResponse] = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """One acknowledgement per result of the batch, in the same order."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        _codec.put_each(out, b"\n", self.acks, _codec.put_message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> SubmitResultBatchResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_acks: list[SubmitResultResponse] = []
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            pos = _codec.append_message(f_acks, data, pos, SubmitResultResponse.parse)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                pos = _codec.append_message(f_acks, data, pos, SubmitResultResponse.parse)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            acks=f_acks,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
+
+_message_pool.default_message_pool.register_message(
+    "aether.v1", "SubmitResultBatchResponse", SubmitResultBatchResponse
 )
 
 
@@ -4152,6 +4238,90 @@ class SubmitResultResponse(betterproto2.Message):
 _message_pool.default_message_pool.register_message(
     "aether.v1", "SubmitResultResponse", SubmitResultResponse
 )
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class SubmitTaskError(betterproto2.Message):
+    """Why one task of a SubmitTasks call was not queued."""
+
+    code: int = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    The gRPC status code SubmitTask would have failed with (3 INVALID_ARGUMENT,
+    7 PERMISSION_DENIED, ...).
+    """
+
+    message: str = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """The status message SubmitTask would have failed with; names the bad field."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.code:
+            _codec.put_int(out, b"\x08", self.code)
+        if self.message:
+            _codec.put_str(out, b"\x12", self.message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> SubmitTaskError:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_code: int = 0
+        f_message: str = ""
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        if pos < end and data[pos] == 8:
+            pos += 1
+            if pos < end and data[pos] < 0x80:
+                f_code = data[pos]
+                pos += 1
+            else:
+                f_code, pos = _codec.read_int32(data, pos)
+        if pos < end and data[pos] == 18:
+            pos += 1
+            if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                start = pos + 1
+                pos = start + data[pos]
+                f_message = data[start:pos].decode()
+            else:
+                f_message, pos = _codec.read_str(data, pos)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 8:
+                if pos < end and data[pos] < 0x80:
+                    f_code = data[pos]
+                    pos += 1
+                else:
+                    f_code, pos = _codec.read_int32(data, pos)
+            elif tag == 18:
+                if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:
+                    start = pos + 1
+                    pos = start + data[pos]
+                    f_message = data[start:pos].decode()
+                else:
+                    f_message, pos = _codec.read_str(data, pos)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            code=f_code,
+            message=f_message,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
+
+_message_pool.default_message_pool.register_message("aether.v1", "SubmitTaskError", SubmitTaskError)
 
 
 @dataclasses.dataclass(eq=False, repr=False)
@@ -4466,6 +4636,191 @@ class SubmitTaskResponse(betterproto2.Message):
 
 _message_pool.default_message_pool.register_message(
     "aether.v1", "SubmitTaskResponse", SubmitTaskResponse
+)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class SubmitTasksRequest(betterproto2.Message):
+    """Several new tasks (SubmitTasks)."""
+
+    tasks: list[SubmitTaskRequest] = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """The tasks, at most 1000; each is what SubmitTask would take."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        _codec.put_each(out, b"\n", self.tasks, _codec.put_message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> SubmitTasksRequest:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_tasks: list[SubmitTaskRequest] = []
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            pos = _codec.append_message(f_tasks, data, pos, SubmitTaskRequest.parse)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                pos = _codec.append_message(f_tasks, data, pos, SubmitTaskRequest.parse)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            tasks=f_tasks,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
+
+_message_pool.default_message_pool.register_message(
+    "aether.v1", "SubmitTasksRequest", SubmitTasksRequest
+)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class SubmitTasksResponse(betterproto2.Message):
+    """The Hub's answer to SubmitTasks."""
+
+    results: list[SubmitTasksResult] = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """One result per task of the request, in the same order."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        _codec.put_each(out, b"\n", self.results, _codec.put_message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> SubmitTasksResponse:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_results: list[SubmitTasksResult] = []
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            pos = _codec.append_message(f_results, data, pos, SubmitTasksResult.parse)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                pos = _codec.append_message(f_results, data, pos, SubmitTasksResult.parse)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            results=f_results,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
+
+_message_pool.default_message_pool.register_message(
+    "aether.v1", "SubmitTasksResponse", SubmitTasksResponse
+)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class SubmitTasksResult(betterproto2.Message):
+    """
+    The outcome of one task of a SubmitTasks call.
+
+    Oneof `outcome` (at most one of `submitted`, `error` is set). What became of the task.
+    """
+
+    submitted: SubmitTaskResponse | None = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, optional=True, group="outcome"
+    )
+    """The task is queued (and stored): what SubmitTask would have answered."""
+
+    error: SubmitTaskError | None = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True, group="outcome"
+    )
+    """The task was refused; nothing was queued for it."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        if self.submitted is not None:
+            _codec.put_message(out, b"\n", self.submitted)
+        if self.error is not None:
+            _codec.put_message(out, b"\x12", self.error)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> SubmitTasksResult:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_submitted: SubmitTaskResponse | None = None
+        f_error: SubmitTaskError | None = None
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            f_submitted, pos = _codec.read_message(data, pos, SubmitTaskResponse.parse, f_submitted)
+            f_error = None
+        if pos < end and data[pos] == 18:
+            pos += 1
+            f_error, pos = _codec.read_message(data, pos, SubmitTaskError.parse, f_error)
+            f_submitted = None
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                f_submitted, pos = _codec.read_message(
+                    data, pos, SubmitTaskResponse.parse, f_submitted
+                )
+                f_error = None
+            elif tag == 18:
+                f_error, pos = _codec.read_message(data, pos, SubmitTaskError.parse, f_error)
+                f_submitted = None
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            submitted=f_submitted,
+            error=f_error,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
+
+_message_pool.default_message_pool.register_message(
+    "aether.v1", "SubmitTasksResult", SubmitTasksResult
 )
 
 
@@ -5443,6 +5798,56 @@ _message_pool.default_message_pool.register_message("aether.v1", "TaskResult", T
 
 
 @dataclasses.dataclass(eq=False, repr=False)
+class TaskResultBatch(betterproto2.Message):
+    """Several results, sent together on SubmitResultBatches."""
+
+    results: list[TaskResult] = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """The results, in the order they were finished."""
+
+    def __bytes__(self) -> bytes:
+        """The wire encoding of this message (generated straight-line codec)."""
+        out = bytearray()
+        _codec.put_each(out, b"\n", self.results, _codec.put_message)
+        out += self._unknown_fields
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> TaskResultBatch:
+        """Decode a message from its wire encoding (generated straight-line codec).
+
+        Raises ValueError on truncated or malformed input.
+        """
+        f_results: list[TaskResult] = []
+        unknown = bytearray()
+        pos = 0
+        end = len(data)
+        if pos < end and data[pos] == 10:
+            pos += 1
+            pos = _codec.append_message(f_results, data, pos, TaskResult.parse)
+        while pos < end:
+            start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _codec.read_varint(data, pos)
+            if tag == 10:
+                pos = _codec.append_message(f_results, data, pos, TaskResult.parse)
+            else:
+                pos = _codec.skip_field(data, pos, tag)
+                unknown += data[start:pos]
+        message = cls(
+            results=f_results,
+        )
+        if unknown:
+            message._unknown_fields = bytes(unknown)
+        return message
+
+
+_message_pool.default_message_pool.register_message("aether.v1", "TaskResultBatch", TaskResultBatch)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
 class TaskStatus(betterproto2.Message):
     """Intermediate status of a running task."""
 
@@ -5569,6 +5974,14 @@ class TaskStreamEvent(betterproto2.Message):
     )
     """A task of this session was cancelled by a client."""
 
+    assignments: list[TaskAssignment] = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    Several tasks leased to this session at once, in lease order; only sent to a
+    stream opened with assignment_batch_bytes above 0, and then `event` is not set.
+    """
+
     def __bytes__(self) -> bytes:
         """The wire encoding of this message (generated straight-line codec)."""
         out = bytearray()
@@ -5576,6 +5989,7 @@ class TaskStreamEvent(betterproto2.Message):
             _codec.put_message(out, b"\n", self.assignment)
         if self.cancel is not None:
             _codec.put_message(out, b"\x12", self.cancel)
+        _codec.put_each(out, b"\x1a", self.assignments, _codec.put_message)
         out += self._unknown_fields
         return bytes(out)
 
@@ -5587,6 +6001,7 @@ class TaskStreamEvent(betterproto2.Message):
         """
         f_assignment: TaskAssignment | None = None
         f_cancel: TaskCancellation | None = None
+        f_assignments: list[TaskAssignment] = []
         unknown = bytearray()
         pos = 0
         end = len(data)
@@ -5598,6 +6013,9 @@ class TaskStreamEvent(betterproto2.Message):
             pos += 1
             f_cancel, pos = _codec.read_message(data, pos, TaskCancellation.parse, f_cancel)
             f_assignment = None
+        if pos < end and data[pos] == 26:
+            pos += 1
+            pos = _codec.append_message(f_assignments, data, pos, TaskAssignment.parse)
         while pos < end:
             start = pos
             tag = data[pos]
@@ -5613,12 +6031,15 @@ class TaskStreamEvent(betterproto2.Message):
             elif tag == 18:
                 f_cancel, pos = _codec.read_message(data, pos, TaskCancellation.parse, f_cancel)
                 f_assignment = None
+            elif tag == 26:
+                pos = _codec.append_message(f_assignments, data, pos, TaskAssignment.parse)
             else:
                 pos = _codec.skip_field(data, pos, tag)
                 unknown += data[start:pos]
         message = cls(
             assignment=f_assignment,
             cancel=f_cancel,
+            assignments=f_assignments,
         )
         if unknown:
             message._unknown_fields = bytes(unknown)

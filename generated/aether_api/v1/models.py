@@ -54,14 +54,20 @@ __all__ = (
     "StoreRequest",
     "StoreResponse",
     "StreamTasksRequest",
+    "SubmitResultBatchResponse",
     "SubmitResultResponse",
+    "SubmitTaskError",
     "SubmitTaskRequest",
     "SubmitTaskResponse",
+    "SubmitTasksRequest",
+    "SubmitTasksResponse",
+    "SubmitTasksResult",
     "SubscribeRequest",
     "Task",
     "TaskAssignment",
     "TaskCancellation",
     "TaskResult",
+    "TaskResultBatch",
     "TaskStatus",
     "TaskStreamEvent",
     "TaskTypeStats",
@@ -1335,11 +1341,23 @@ class StreamTasksRequest(_mb.WireModel):
         description="Overrides the max_concurrent_tasks of the registration when above 0.",
     )
 
+    assignment_batch_bytes: _mb.Int32 = pydantic.Field(
+        default=0,
+        description=(
+            "Above 0: the agent reads TaskStreamEvent.assignments, and the Hub may "
+            "put several assignments in one event (when the agent has room for "
+            "several tasks), as long as the event stays within this many bytes (an "
+            "assignment larger than that still comes alone). 0 (agents that predate "
+            "it): every event carries one assignment or one cancellation."
+        ),
+    )
+
     def to_wire(self) -> _pb.StreamTasksRequest:
         """This model as the wire message."""
         return _pb.StreamTasksRequest(
             agent_id=self.agent_id,
             max_concurrent_tasks=self.max_concurrent_tasks,
+            assignment_batch_bytes=self.assignment_batch_bytes,
         )
 
     @classmethod
@@ -1348,6 +1366,29 @@ class StreamTasksRequest(_mb.WireModel):
         return cls.model_construct(
             agent_id=wire.agent_id,
             max_concurrent_tasks=wire.max_concurrent_tasks,
+            assignment_batch_bytes=wire.assignment_batch_bytes,
+        )
+
+
+class SubmitResultBatchResponse(_mb.WireModel):
+    """The acknowledgements of one TaskResultBatch."""
+
+    acks: list[SubmitResultResponse] = pydantic.Field(
+        default_factory=list,
+        description="One acknowledgement per result of the batch, in the same order.",
+    )
+
+    def to_wire(self) -> _pb.SubmitResultBatchResponse:
+        """This model as the wire message."""
+        return _pb.SubmitResultBatchResponse(
+            acks=[v.to_wire() for v in self.acks],
+        )
+
+    @classmethod
+    def from_wire(cls, wire: _pb.SubmitResultBatchResponse) -> SubmitResultBatchResponse:
+        """The model of a wire message (trusted: built without re-validation)."""
+        return cls.model_construct(
+            acks=[SubmitResultResponse.from_wire(v) for v in wire.acks],
         )
 
 
@@ -1383,6 +1424,38 @@ class SubmitResultResponse(_mb.WireModel):
             task_id=wire.task_id,
             accepted=wire.accepted,
             duplicate=wire.duplicate,
+            message=wire.message,
+        )
+
+
+class SubmitTaskError(_mb.WireModel):
+    """Why one task of a SubmitTasks call was not queued."""
+
+    code: _mb.Int32 = pydantic.Field(
+        default=0,
+        description=(
+            "The gRPC status code SubmitTask would have failed with (3 "
+            "INVALID_ARGUMENT, 7 PERMISSION_DENIED, ...)."
+        ),
+    )
+
+    message: str = pydantic.Field(
+        default="",
+        description=("The status message SubmitTask would have failed with; names the bad field."),
+    )
+
+    def to_wire(self) -> _pb.SubmitTaskError:
+        """This model as the wire message."""
+        return _pb.SubmitTaskError(
+            code=self.code,
+            message=self.message,
+        )
+
+    @classmethod
+    def from_wire(cls, wire: _pb.SubmitTaskError) -> SubmitTaskError:
+        """The model of a wire message (trusted: built without re-validation)."""
+        return cls.model_construct(
+            code=wire.code,
             message=wire.message,
         )
 
@@ -1477,6 +1550,88 @@ class SubmitTaskResponse(_mb.WireModel):
         """The model of a wire message (trusted: built without re-validation)."""
         return cls.model_construct(
             task_id=wire.task_id,
+        )
+
+
+class SubmitTasksRequest(_mb.WireModel):
+    """Several new tasks (SubmitTasks)."""
+
+    tasks: list[SubmitTaskRequest] = pydantic.Field(
+        default_factory=list,
+        description="The tasks, at most 1000; each is what SubmitTask would take.",
+    )
+
+    def to_wire(self) -> _pb.SubmitTasksRequest:
+        """This model as the wire message."""
+        return _pb.SubmitTasksRequest(
+            tasks=[v.to_wire() for v in self.tasks],
+        )
+
+    @classmethod
+    def from_wire(cls, wire: _pb.SubmitTasksRequest) -> SubmitTasksRequest:
+        """The model of a wire message (trusted: built without re-validation)."""
+        return cls.model_construct(
+            tasks=[SubmitTaskRequest.from_wire(v) for v in wire.tasks],
+        )
+
+
+class SubmitTasksResponse(_mb.WireModel):
+    """The Hub's answer to SubmitTasks."""
+
+    results: list[SubmitTasksResult] = pydantic.Field(
+        default_factory=list, description="One result per task of the request, in the same order."
+    )
+
+    def to_wire(self) -> _pb.SubmitTasksResponse:
+        """This model as the wire message."""
+        return _pb.SubmitTasksResponse(
+            results=[v.to_wire() for v in self.results],
+        )
+
+    @classmethod
+    def from_wire(cls, wire: _pb.SubmitTasksResponse) -> SubmitTasksResponse:
+        """The model of a wire message (trusted: built without re-validation)."""
+        return cls.model_construct(
+            results=[SubmitTasksResult.from_wire(v) for v in wire.results],
+        )
+
+
+class SubmitTasksResult(_mb.WireModel):
+    """
+    The outcome of one task of a SubmitTasks call.
+
+    Oneof `outcome` (at most one of `submitted`, `error` is set). What became of the task.
+    """
+
+    submitted: SubmitTaskResponse | None = pydantic.Field(
+        default=None,
+        description="The task is queued (and stored): what SubmitTask would have answered.",
+    )
+
+    error: SubmitTaskError | None = pydantic.Field(
+        default=None, description="The task was refused; nothing was queued for it."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _check_oneofs(self) -> SubmitTasksResult:
+        _mb.check_oneof(self, "outcome", ("submitted", "error"))
+        return self
+
+    def to_wire(self) -> _pb.SubmitTasksResult:
+        """This model as the wire message."""
+        return _pb.SubmitTasksResult(
+            submitted=None if self.submitted is None else self.submitted.to_wire(),
+            error=None if self.error is None else self.error.to_wire(),
+        )
+
+    @classmethod
+    def from_wire(cls, wire: _pb.SubmitTasksResult) -> SubmitTasksResult:
+        """The model of a wire message (trusted: built without re-validation)."""
+        return cls.model_construct(
+            submitted=None
+            if wire.submitted is None
+            else SubmitTaskResponse.from_wire(wire.submitted),
+            error=None if wire.error is None else SubmitTaskError.from_wire(wire.error),
         )
 
 
@@ -1780,6 +1935,27 @@ class TaskResult(_mb.WireModel):
         )
 
 
+class TaskResultBatch(_mb.WireModel):
+    """Several results, sent together on SubmitResultBatches."""
+
+    results: list[TaskResult] = pydantic.Field(
+        default_factory=list, description="The results, in the order they were finished."
+    )
+
+    def to_wire(self) -> _pb.TaskResultBatch:
+        """This model as the wire message."""
+        return _pb.TaskResultBatch(
+            results=[v.to_wire() for v in self.results],
+        )
+
+    @classmethod
+    def from_wire(cls, wire: _pb.TaskResultBatch) -> TaskResultBatch:
+        """The model of a wire message (trusted: built without re-validation)."""
+        return cls.model_construct(
+            results=[TaskResult.from_wire(v) for v in wire.results],
+        )
+
+
 class TaskStatus(_mb.WireModel):
     """Intermediate status of a running task."""
 
@@ -1832,6 +2008,15 @@ class TaskStreamEvent(_mb.WireModel):
         default=None, description="A task of this session was cancelled by a client."
     )
 
+    assignments: list[TaskAssignment] = pydantic.Field(
+        default_factory=list,
+        description=(
+            "Several tasks leased to this session at once, in lease order; only "
+            "sent to a stream opened with assignment_batch_bytes above 0, and then "
+            "`event` is not set."
+        ),
+    )
+
     @pydantic.model_validator(mode="after")
     def _check_oneofs(self) -> TaskStreamEvent:
         _mb.check_oneof(self, "event", ("assignment", "cancel"))
@@ -1842,6 +2027,7 @@ class TaskStreamEvent(_mb.WireModel):
         return _pb.TaskStreamEvent(
             assignment=None if self.assignment is None else self.assignment.to_wire(),
             cancel=None if self.cancel is None else self.cancel.to_wire(),
+            assignments=[v.to_wire() for v in self.assignments],
         )
 
     @classmethod
@@ -1852,6 +2038,7 @@ class TaskStreamEvent(_mb.WireModel):
             if wire.assignment is None
             else TaskAssignment.from_wire(wire.assignment),
             cancel=None if wire.cancel is None else TaskCancellation.from_wire(wire.cancel),
+            assignments=[TaskAssignment.from_wire(v) for v in wire.assignments],
         )
 
 
@@ -2118,14 +2305,20 @@ RetrieveResponse.model_rebuild()
 StoreRequest.model_rebuild()
 StoreResponse.model_rebuild()
 StreamTasksRequest.model_rebuild()
+SubmitResultBatchResponse.model_rebuild()
 SubmitResultResponse.model_rebuild()
+SubmitTaskError.model_rebuild()
 SubmitTaskRequest.model_rebuild()
 SubmitTaskResponse.model_rebuild()
+SubmitTasksRequest.model_rebuild()
+SubmitTasksResponse.model_rebuild()
+SubmitTasksResult.model_rebuild()
 SubscribeRequest.model_rebuild()
 Task.model_rebuild()
 TaskAssignment.model_rebuild()
 TaskCancellation.model_rebuild()
 TaskResult.model_rebuild()
+TaskResultBatch.model_rebuild()
 TaskStatus.model_rebuild()
 TaskStreamEvent.model_rebuild()
 TaskTypeStats.model_rebuild()

@@ -105,6 +105,20 @@ class AgentServiceBase(abc.ABC):
         acknowledgement per result, in the order the results were sent.
         """
 
+    @abc.abstractmethod
+    def submit_result_batches(
+        self,
+        requests: AsyncIterator[_pb.TaskResultBatch],
+        context: _runtime.ServerContext,
+    ) -> AsyncIterator[_pb.SubmitResultBatchResponse]:
+        """
+        SubmitResults with several results in a message, for agents that finish many tasks
+        at once: each request carries the results ready when it was sent, and each answer
+        the acknowledgements of one request, one per result, in the same order (each as
+        SubmitResults would acknowledge it). A Hub that answers UNIMPLEMENTED predates it:
+        use SubmitResults.
+        """
+
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         """The grpclib handler table (grpclib's IServable interface)."""
         return {
@@ -149,6 +163,14 @@ class AgentServiceBase(abc.ABC):
                 grpclib.const.Cardinality.STREAM_STREAM,
                 _pb.TaskResult,
                 _pb.SubmitResultResponse,
+            ),
+            "/aether.v1.AgentService/SubmitResultBatches": grpclib.const.Handler(
+                _runtime.stream_stream_handler(
+                    self, self.submit_result_batches, _pb.TaskResultBatch
+                ),
+                grpclib.const.Cardinality.STREAM_STREAM,
+                _pb.TaskResultBatch,
+                _pb.SubmitResultBatchResponse,
             ),
         }
 
@@ -344,6 +366,20 @@ class TaskServiceBase(abc.ABC):
         """Queue a task; it is routed to an agent when one is free."""
 
     @abc.abstractmethod
+    async def submit_tasks(
+        self,
+        request: _pb.SubmitTasksRequest,
+        context: _runtime.ServerContext,
+    ) -> _pb.SubmitTasksResponse:
+        """
+        Queue several tasks in one call: each task is checked, stored and acknowledged on
+        its own, exactly as by SubmitTask (its own idempotency key, its own error: a bad
+        task does not fail the others), and the answer holds one result per task, in
+        order. At most 1000 tasks per call (more is INVALID_ARGUMENT naming the limit). A
+        Hub that answers UNIMPLEMENTED predates it: send SubmitTask per task.
+        """
+
+    @abc.abstractmethod
     async def get_task(
         self,
         request: _pb.GetTaskRequest,
@@ -403,6 +439,12 @@ class TaskServiceBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 _pb.SubmitTaskRequest,
                 _pb.SubmitTaskResponse,
+            ),
+            "/aether.v1.TaskService/SubmitTasks": grpclib.const.Handler(
+                _runtime.unary_unary_handler(self, self.submit_tasks, _pb.SubmitTasksRequest),
+                grpclib.const.Cardinality.UNARY_UNARY,
+                _pb.SubmitTasksRequest,
+                _pb.SubmitTasksResponse,
             ),
             "/aether.v1.TaskService/GetTask": grpclib.const.Handler(
                 _runtime.unary_unary_handler(self, self.get_task, _pb.GetTaskRequest),

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Final, TextIO
 
 from grpclib.const import Status
 
-from aether.address import DEFAULT_HUB_URL, HubAddress, parse_hub_url
+from aether.address import DEFAULT_HUB_URL, HubAddress, parse_hub_urls
 from aether.config import AgentConfig
 from aether.errors import (
     AetherConfigError,
@@ -148,8 +148,9 @@ def _common_options() -> argparse.ArgumentParser:
         dest="hub_url",
         metavar="URL",
         default=None,
-        help=f"the Hub's address: HOST[:PORT], grpc:// or grpcs:// (TLS)"
-        f" (default: ${HUB_URL_ENV} or {DEFAULT_HUB_URL})",
+        help=f"the Hub's address: HOST[:PORT], grpc:// or grpcs:// (TLS); several,"
+        f" comma-separated, to fail over between them (default: ${HUB_URL_ENV} or"
+        f" {DEFAULT_HUB_URL})",
     )
     # The flag's first name, still accepted.
     group.add_argument("--hub", dest="hub_url", default=None, help=argparse.SUPPRESS)
@@ -315,7 +316,7 @@ def _client(args: argparse.Namespace, environ: Mapping[str, str]) -> TaskClient:
     url: str = args.hub_url or environ.get(HUB_URL_ENV) or DEFAULT_HUB_URL
     source = "--hub-url" if args.hub_url else f"${HUB_URL_ENV}"
     try:
-        parse_hub_url(url)
+        parse_hub_urls(url)
     except AetherConfigError as exc:
         raise UsageError(f"{source}: {exc}") from None
     tls: dict[str, str | None] = {}
@@ -336,10 +337,10 @@ def _client(args: argparse.Namespace, environ: Mapping[str, str]) -> TaskClient:
 async def _run(command: _Command, args: argparse.Namespace) -> int:
     out, err = sys.stdout, sys.stderr
     name: str = getattr(args, "cli_name", "aether task")  # what messages start with
-    address: HubAddress | None = None
+    addresses: tuple[HubAddress, ...] = ()
     try:
         client = _client(args, os.environ)
-        address = client.address
+        addresses = client.addresses
         async with client:
             return await command(_Context(client, bool(args.json), out, err), args)
     except (UsageError, AetherConfigError) as exc:
@@ -359,7 +360,7 @@ async def _run(command: _Command, args: argparse.Namespace) -> int:
         )
         return EXIT_HUB
     except AetherConnectionError as exc:
-        print(_connection_message(address, exc, name), file=err)
+        print(_connection_message(addresses, exc, name), file=err)
         return EXIT_HUB
     except HubError as exc:
         return _hub_error(exc, err, name)
@@ -390,8 +391,10 @@ def _discard_output(out: TextIO) -> None:
         os.close(devnull)
 
 
-def _connection_message(address: HubAddress | None, exc: AetherConnectionError, name: str) -> str:
-    where = address.authority if address is not None else "?"
+def _connection_message(
+    addresses: tuple[HubAddress, ...], exc: AetherConnectionError, name: str
+) -> str:
+    where = " or ".join(address.authority for address in addresses) or "?"
     if exc.reason == "refused":
         return f"cannot reach the Aether Hub at {where} — is `aether hub` running?"
     if exc.reason == "unreachable":
