@@ -3,8 +3,10 @@
 - the Hub: `python -m aether_hub --dev` (in memory, or with `--db FILE`),
 - the agents: `python -m benchmarks.api_agent` (real `AetherAgent`s, 1 or 4 in one
   process, 64 task slots each),
-- the client: this process, submitting with `aether.TaskClient.submit` (one SubmitTask RPC
-  per task, up to `IN_FLIGHT` at once) and following the queue with `queue_stats()`.
+- the client: this process, submitting with `aether.TaskClient.submit_many` (SubmitTasks
+  calls of up to 1,000 tasks: what a program with many tasks uses), or — the rows labelled
+  "submit per task" — with `TaskClient.submit` (one SubmitTask RPC per task, up to
+  `IN_FLIGHT` at once), and following the queue with `queue_stats()`.
 
 The same runs against the baseline (benchmarks/baseline.py: a bare grpclib broker, agents
 and client with the same message classes and RPC shape, none of the Hub's logic) give
@@ -29,7 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aether import TaskClient, TaskState
+from aether import SubmitTaskRequest, SubmittedTask, TaskClient, TaskState
 from benchmarks.api_agent import TASK_TYPE
 from benchmarks.baseline import BaselineClient
 from benchmarks.timing import percentile
@@ -64,6 +66,7 @@ class ApiRun:
     payload_bytes: int = 0
     assigned_p50_ms: float | None = None  # submit -> the agent's handler starts
     assigned_p99_ms: float | None = None
+    batched: bool = False  # ours: submitted with `submit_many` (else one `submit` per task)
 
     @property
     def tasks_per_s(self) -> float:
@@ -75,7 +78,8 @@ class ApiRun:
         """`ours, memory, 1 agent, tiny` and the like."""
         where = "" if self.system != OURS else f"{self.store}, "
         plural = "" if self.agents == 1 else "s"
-        return f"{self.system}, {where}{self.agents} agent{plural}, {self.payload}"
+        how = "submit_many" if self.batched else "submit per task"
+        return f"{self.system}, {where}{self.agents} agent{plural}, {self.payload}, {how}"
 
 
 @dataclass(frozen=True)
@@ -213,7 +217,7 @@ def _ms(values: list[float], fraction: float) -> float | None:
 
 def _result(
     *, system: str, store: str, agents: int, payload: str, tasks: int, seconds: float,
-    lat: _Latencies,
+    lat: _Latencies, batched: bool = False,
 ) -> ApiRun:  # fmt: skip
     return ApiRun(
         store=store,
@@ -228,6 +232,7 @@ def _result(
         payload_bytes=len(PAYLOADS[payload]),
         assigned_p50_ms=_ms(lat.assigned, 0.50),
         assigned_p99_ms=_ms(lat.assigned, 0.99),
+        batched=batched,
     )
 
 
@@ -239,6 +244,7 @@ async def run_one(
     latency_samples: int,
     payload: str = "tiny",
     python: list[str] | None = None,
+    batched: bool = True,
 ) -> ApiRun:
     """Measure one configuration of ours (a fresh Hub and agents). `python` runs a module
     in the Hub's and the agents' processes (default `python -m`)."""
@@ -258,13 +264,29 @@ async def run_one(
                 stats = await client.queue_stats()
                 return stats.pending == 0 and stats.running == 0
 
-            await _throughput(submit, idle, min(200, tasks))  # warm up every side
-            seconds = await _throughput(submit, idle, tasks)
+            async def submit_all(count: int) -> float:
+                if not batched:
+                    return await _throughput(submit, idle, count)
+                start = time.perf_counter()
+                requests = (
+                    SubmitTaskRequest(description=f"bench {i}", task_type=TASK_TYPE, payload=data)
+                    for i in range(count)
+                )
+                outcomes = await client.submit_many(requests)
+                refused = [o for o in outcomes if not isinstance(o, SubmittedTask)]
+                if refused:
+                    raise RuntimeError(f"{len(refused)} tasks refused: {refused[0]}")
+                while not await idle():
+                    await asyncio.sleep(0.01)
+                return time.perf_counter() - start
+
+            await submit_all(min(200, tasks))  # warm up every side
+            seconds = await submit_all(tasks)
             lat = await _our_latency(client, latency_samples, data)
     store = "sqlite (--db)" if db else "memory"
     return _result(
         system=OURS, store=store, agents=agents, payload=payload, tasks=tasks,
-        seconds=seconds, lat=lat,
+        seconds=seconds, lat=lat, batched=batched,
     )  # fmt: skip
 
 
@@ -293,12 +315,14 @@ async def run_baseline(
 
 
 def measure(tasks: int, latency_samples: int) -> list[ApiRun]:
-    """Ours (in memory and with `--db`) and the baseline, 1 and 4 agents, tiny and 64 KiB
-    payloads, in one run (same machine state). Latency (one task at a time) is measured
-    with tiny payloads and 1 agent; 64 KiB runs have `tasks // LARGE_DIVISOR` tasks."""
+    """Ours (in memory and with `--db`, with `submit_many`) and the baseline, 1 and 4
+    agents, tiny and 64 KiB payloads, in one run (same machine state), and ours with one
+    `submit` per task (in memory, 1 agent, tiny: the baseline's shape). Latency (one task
+    at a time) is measured with tiny payloads and 1 agent; 64 KiB runs have
+    `tasks // LARGE_DIVISOR` tasks."""
 
     async def every() -> list[ApiRun]:
-        runs = []
+        runs = [await run_one(db=False, agents=1, tasks=tasks, latency_samples=0, batched=False)]
         for payload in PAYLOADS:
             n = tasks if payload == "tiny" else max(1, tasks // LARGE_DIVISOR)
             for agents in (1, 4):

@@ -99,6 +99,10 @@ def test_benchmark_entry_writes_every_figure(tmp_path: Path) -> None:
             "2",
             "--import-runs",
             "1",
+            "--tracing-tasks",
+            "50",
+            "--tracing-rounds",
+            "1",
             "--json",
             str(out),
         ],
@@ -122,10 +126,16 @@ def test_benchmark_entry_writes_every_figure(tmp_path: Path) -> None:
     verdicts = {c["verdict"] for c in doc["checks"]}
     assert verdicts <= {"PASS", "FAIL", "info"}
     assert len(doc["codec"]["round_ratios"]) == 3
-    # The public-API runs: ours in memory and with --db, and the bare grpclib baseline,
-    # 1 and 4 agents, tiny and 64 KiB payloads, each through three processes.
+    # The public-API runs: ours in memory and with --db (submit_many), and the bare grpclib
+    # baseline, 1 and 4 agents, tiny and 64 KiB payloads, each through three processes; and
+    # ours with one submit per task (memory, 1 agent, tiny).
+    per_task = [run for run in doc["api_e2e"] if run["system"] == "ours" and not run["batched"]]
+    assert [(r["store"], r["agents"], r["payload"]) for r in per_task] == [("memory", 1, "tiny")]
+    assert per_task[0]["tasks_per_s"] > 0
     runs = {
-        (run["system"], run["store"], run["agents"], run["payload"]): run for run in doc["api_e2e"]
+        (run["system"], run["store"], run["agents"], run["payload"]): run
+        for run in doc["api_e2e"]
+        if run["system"] != "ours" or run["batched"]
     }
     assert len(runs) == 12
     assert {key[0] for key in runs} == {"ours", "baseline (bare grpclib)"}
@@ -141,6 +151,10 @@ def test_benchmark_entry_writes_every_figure(tmp_path: Path) -> None:
     for needle in ("ours / baseline", "--db / memory", "submit -> assigned", "steady state"):
         assert needle in names, needle
     assert "import aether_sdk" in names and "pending tasks in --db" in names
+    # Tracing: every mode measured, in the same run.
+    assert set(doc["tracing"]["tasks_per_s"]) == {"off", "noop", "sdk"}
+    assert all(v > 0 for v in doc["tracing"]["tasks_per_s"].values())
+    assert "SDK, in-memory exporter / not imported" in names
     # The table printed to stdout names every check with its verdict.
     for check in doc["checks"]:
         assert check["name"] in done.stdout and check["verdict"] in done.stdout
