@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from aether_hub._wire import pb
 from aether_hub.sessions import Session, StreamState
-from aether_hub.taskrecord import TaskRecord, to_datetime
+from aether_hub.taskrecord import to_datetime
 
 __all__ = ("agent_infos", "queue_stats", "serves")
 
@@ -68,10 +68,13 @@ class _Tally:
 
 def queue_stats(
     sessions: Iterable[Session],
-    records: Iterable[TaskRecord],
+    counts: Mapping[tuple[int, str, str], int],
     unread: Mapping[tuple[str, str], int] | None = None,
 ) -> pb.QueueStats:
     """Pending and running tasks per type, with the connected agents that serve each.
+
+    `counts`: tasks held per (state, task type, target agent id) (`TaskQueue.state_counts`),
+    so the cost is the number of kinds, not of tasks.
 
     `unread`: pending tasks a restarted Hub has not read from its database yet, per
     (task type, target agent id) (`TaskQueue.backlog_counts`).
@@ -84,14 +87,14 @@ def queue_stats(
         tally.pending += n
         if target and target not in connected:
             tally.waiting_for_target += n
-    for rec in records:
-        if rec.state == pb.TaskState.PENDING:
-            tally = tallies.setdefault(rec.task_type, _Tally())
-            tally.pending += 1
-            if rec.target_agent_id and rec.target_agent_id not in connected:
-                tally.waiting_for_target += 1
-        elif rec.state in (pb.TaskState.LEASED, pb.TaskState.RUNNING):
-            tallies.setdefault(rec.task_type, _Tally()).running += 1
+    for (state, task_type, target), n in counts.items():
+        if state == pb.TaskState.PENDING:
+            tally = tallies.setdefault(task_type, _Tally())
+            tally.pending += n
+            if target and target not in connected:
+                tally.waiting_for_target += n
+        elif state in (pb.TaskState.LEASED, pb.TaskState.RUNNING):
+            tallies.setdefault(task_type, _Tally()).running += n
     rows = []
     for task_type in sorted(tallies):
         tally = tallies[task_type]

@@ -285,7 +285,9 @@ class StatusPage:
         """The status page."""
         live = self._sessions.live()
         agents = inspection.agent_infos(live, pb.ListAgentsRequest()).agents
-        stats = inspection.queue_stats(live, self._queue.records(), self._queue.backlog_counts())
+        stats = inspection.queue_stats(
+            live, self._queue.state_counts(), self._queue.backlog_counts()
+        )
         recent, _ = self._queue.list_tasks(limit=RECENT_TASKS)
         body = "\n".join(
             (

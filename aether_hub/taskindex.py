@@ -64,6 +64,8 @@ class TaskIndex:
         self._workflow: _Index = {}
         self._agent: _Index = {}
         self._visible: _Index = {}
+        # Tasks per (state, task type, target agent): queue statistics in O(types).
+        self._counts: dict[tuple[int, str, str], int] = {}
         #: Records looked at by `query` so far (a hook for tests: cost, not time).
         self.examined = 0
 
@@ -88,6 +90,7 @@ class TaskIndex:
             for agent in _parties(rec.submitted_by, rec.assigned_agent_id):
                 _add(self._visible, agent, seq)
             self._noted[seq] = (state, rec.assigned_agent_id)
+            self._count(state, rec, 1)
             return
         old_state, old_assigned = was
         if old_state == state and old_assigned == rec.assigned_agent_id:
@@ -95,6 +98,8 @@ class TaskIndex:
         if old_state != state:
             _remove(self._state, old_state, seq)
             _add(self._state, state, seq)
+            self._count(old_state, rec, -1)
+            self._count(state, rec, 1)
         if old_assigned != rec.assigned_agent_id:
             self._move(self._agent, rec.target_agent_id, old_assigned, rec.assigned_agent_id, seq)
             self._move(self._visible, rec.submitted_by, old_assigned, rec.assigned_agent_id, seq)
@@ -116,6 +121,7 @@ class TaskIndex:
         if was is None:
             return
         state, assigned = was
+        self._count(state, rec, -1)
         del self._records[seq]
         _remove(self._all, None, seq)
         _remove(self._state, state, seq)
@@ -127,6 +133,18 @@ class TaskIndex:
             _remove(self._agent, agent, seq)
         for agent in _parties(rec.submitted_by, assigned):
             _remove(self._visible, agent, seq)
+
+    def _count(self, state: int, rec: TaskRecord, delta: int) -> None:
+        key = (state, rec.task_type, rec.target_agent_id)
+        n = self._counts.get(key, 0) + delta
+        if n:
+            self._counts[key] = n
+        else:
+            self._counts.pop(key, None)
+
+    def counts(self) -> dict[tuple[int, str, str], int]:
+        """How many tasks are held per (state, task type, target agent id)."""
+        return dict(self._counts)
 
     def query(
         self,

@@ -283,6 +283,10 @@ class TaskQueue:
         """Every task held in memory, oldest first (for tests and tooling)."""
         return list(self._tasks.values())
 
+    def state_counts(self) -> dict[tuple[int, str, str], int]:
+        """Tasks held in memory per (state, task type, target agent id); O(kinds)."""
+        return self._index.counts()
+
     def pending_by_type(self) -> dict[str, int]:
         """Pending tasks per task type ("" = untyped); O(queued), for metrics."""
         counts: dict[str, int] = {}
@@ -1176,7 +1180,7 @@ class TaskService(server.TaskServiceBase):
         if not caller.is_client:
             raise _denied(caller, "read the queue statistics")
         return inspection.queue_stats(
-            self._sessions.live(), self._queue.records(), self._queue.backlog_counts()
+            self._sessions.live(), self._queue.state_counts(), self._queue.backlog_counts()
         )
 
     def _require(self, task_id: str, caller: Caller, action: str) -> TaskRecord:

@@ -172,6 +172,12 @@ class Model:
         q = self.queue
         records = {rec.task_id: rec for rec in q.records()}
         assert set(self.ids) == set(records), "a task was lost"
+        # The counters behind GetQueueStats agree with the tasks themselves.
+        recount: dict[tuple[int, str, str], int] = {}
+        for rec in records.values():
+            kind = (int(rec.state), rec.task_type, rec.target_agent_id)
+            recount[kind] = recount.get(kind, 0) + 1
+        assert q.state_counts() == recount, "queue statistics drifted from the tasks"
         live = {sid: session for sid, (session, _) in self.sessions.items()}
         for rec in records.values():
             assert 0 <= rec.attempt <= rec.max_attempts

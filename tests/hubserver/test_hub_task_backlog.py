@@ -183,7 +183,7 @@ def test_get_cancel_and_watch_a_task_not_read_yet(hub: Hub) -> None:
 def test_nothing_is_lost_across_restarts_with_leases_and_counts(hub: Hub) -> None:
     ids = [hub.queue.submit(sub).task_id for sub in _mixed(120, seed=3)]
     queue = hub.restart()
-    stats = inspection.queue_stats([], queue.records(), queue.backlog_counts())
+    stats = inspection.queue_stats([], queue.state_counts(), queue.backlog_counts())
     assert stats.pending == 120
     assert sum(queue.pending_by_type().values()) == 120
     session = _session(queue, 1, capacity=4, types="a,b,c")
@@ -191,7 +191,7 @@ def test_nothing_is_lost_across_restarts_with_leases_and_counts(hub: Hub) -> Non
         _run_one(queue, session)
     # Crash with 4 leased: they are pending again after the restart, uncounted.
     queue = hub.restart()
-    stats = inspection.queue_stats([], queue.records(), queue.backlog_counts())
+    stats = inspection.queue_stats([], queue.state_counts(), queue.backlog_counts())
     assert stats.pending == 110 and stats.running == 0
     assert sum(t.waiting_for_target for t in stats.task_types) > 0  # agents not connected
     for n, agent_id in enumerate([AGENT, "agent-y"]):
@@ -210,7 +210,7 @@ def test_nothing_is_lost_across_restarts_with_leases_and_counts(hub: Hub) -> Non
     finished = [queue.get(i) for i in ids]
     assert all(r is not None and r.state == S.SUCCEEDED for r in finished)
     assert all(r is not None and r.attempt == 1 for r in finished)
-    stats = inspection.queue_stats([], queue.records(), queue.backlog_counts())
+    stats = inspection.queue_stats([], queue.state_counts(), queue.backlog_counts())
     assert stats.pending == 0
 
 
@@ -341,7 +341,7 @@ def test_any_backlog_dispatches_in_the_order_of_a_hub_that_never_stopped(
                 if i < len(ids):
                     assert queue.get(ids[i]) is not None  # read early, out of order
             assert _drain(queue, _session(queue, 1, capacity), extra) == expected
-            left = inspection.queue_stats([], queue.records(), queue.backlog_counts())
+            left = inspection.queue_stats([], queue.state_counts(), queue.backlog_counts())
             assert left.pending == len(subs) + (1 if len(expected) >= 2 else 0) - len(expected)
         finally:
             hub.close()
