@@ -85,6 +85,9 @@ class TaskRecord:
     leased_at: float | None = None
     # The agent id of an agent that submitted the task (a sub-task); '' for a client.
     submitted_by: str = ""
+    # With `--db`: the result the task's row in the table holds, None while there is no
+    # row yet (in memory only; the store reads and sets it, taskstore.py).
+    stored_result: bytes | None = None
     _created_dt: datetime.datetime | None = None
     _deadline_dt: datetime.datetime | None = None
 

@@ -64,6 +64,10 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_seq ON tasks (seq);
 CREATE INDEX IF NOT EXISTS tasks_idempotency ON tasks (idempotency_key)
     WHERE idempotency_key != '';
+CREATE TABLE IF NOT EXISTS task_payloads (
+    task_id  TEXT PRIMARY KEY,
+    payload  BLOB NOT NULL
+);
 """
 
 # The queue of a restarted Hub reads its pending tasks from the table a page at a time
@@ -94,10 +98,37 @@ _COLUMNS = (
     " assigned_agent_id, progress, status_message, result, error_message, metrics,"
     " updated_at, completed_at, submitted_by"
 )
-_UPSERT = (
+# What a read returns: the columns above, the payload from `task_payloads` when it is there
+# (a large payload), else from the row (a small one, or any row of an older Hub).
+_READ_COLUMNS = (
+    "task_id, seq, description,"
+    " COALESCE((SELECT p.payload FROM task_payloads p WHERE p.task_id = tasks.task_id),"
+    " tasks.payload),"
+    " task_type, target_agent_id, priority, metadata,"
+    " workflow_id, max_attempts, created_at, deadline, idempotency_key, state, attempt,"
+    " assigned_agent_id, progress, status_message, result, error_message, metrics,"
+    " updated_at, completed_at, submitted_by"
+)
+
+# A task's first write stores the whole row; a payload longer than this goes to its own
+# table (`task_payloads`, written once), so the later changes of the task rewrite a small
+# row. SQLite rewrites a row whole on every UPDATE, with its overflow pages.
+_INLINE_PAYLOAD = 1024
+_INSERT = (
     f"INSERT OR REPLACE INTO tasks ({_COLUMNS}) VALUES"
     " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_PAYLOAD = "INSERT OR REPLACE INTO task_payloads (task_id, payload) VALUES (?, ?)"
+# A later change: every column but the key and those fixed at submission (seq, payload,
+# idempotency key: their indexes stay untouched); the result only when it changed.
+_SET = (
+    "description = ?, task_type = ?, target_agent_id = ?, priority = ?, metadata = ?,"
+    " workflow_id = ?, max_attempts = ?, created_at = ?, deadline = ?, state = ?,"
+    " attempt = ?, assigned_agent_id = ?, progress = ?, status_message = ?,"
+    " error_message = ?, metrics = ?, updated_at = ?, completed_at = ?, submitted_by = ?"
+)
+_UPDATE = f"UPDATE tasks SET {_SET} WHERE task_id = ?"
+_UPDATE_WITH_RESULT = f"UPDATE tasks SET {_SET}, result = ? WHERE task_id = ?"
 
 _Row = tuple[
     str,
@@ -132,7 +163,7 @@ def _to_row(rec: TaskRecord) -> tuple[object, ...]:
         rec.task_id,
         rec.seq,
         rec.description,
-        rec.payload,
+        rec.payload if len(rec.payload) <= _INLINE_PAYLOAD else b"",
         rec.task_type,
         rec.target_agent_id,
         rec.priority,
@@ -156,9 +187,36 @@ def _to_row(rec: TaskRecord) -> tuple[object, ...]:
     )
 
 
+def _to_update(rec: TaskRecord, *, with_result: bool) -> tuple[object, ...]:
+    values: tuple[object, ...] = (
+        rec.description,
+        rec.task_type,
+        rec.target_agent_id,
+        rec.priority,
+        json.dumps(rec.metadata),
+        rec.workflow_id,
+        rec.max_attempts,
+        rec.created_at,
+        rec.deadline,
+        int(rec.state),
+        rec.attempt,
+        rec.assigned_agent_id,
+        rec.progress,
+        rec.status_message,
+        rec.error_message,
+        json.dumps(rec.metrics),
+        rec.updated_at,
+        rec.completed_at,
+        rec.submitted_by,
+    )
+    if with_result:
+        return (*values, rec.result, rec.task_id)
+    return (*values, rec.task_id)
+
+
 def _from_row(row: tuple[object, ...]) -> TaskRecord:
     r: _Row = row  # type: ignore[assignment]  # the schema above fixes the column types
-    return TaskRecord(
+    rec = TaskRecord(
         task_id=r[0],
         seq=int(r[1]),
         description=r[2],
@@ -184,6 +242,8 @@ def _from_row(row: tuple[object, ...]) -> TaskRecord:
         completed_at=None if r[22] is None else float(r[22]),
         submitted_by=r[23],
     )
+    rec.stored_result = rec.result  # the row exists: later changes update it
+    return rec
 
 
 # Columns added after the first release of the table: (name, definition). A database file
@@ -280,9 +340,7 @@ class TaskStore:
         batch = self._dirty
         self._dirty = {}
         try:
-            rows = [_to_row(rec) for rec in batch.values()]
-            with self._db.conn:
-                self._db.conn.executemany(_UPSERT, rows)
+            self._write(list(batch.values()))
         except sqlite3.Error as exc:
             # Keep the changes for the next flush (newer marks of the same task win).
             batch.update(self._dirty)
@@ -292,10 +350,42 @@ class TaskStore:
             log.warning(
                 "the task database accepts writes again (%d changes stored); the Hub"
                 " acknowledges task changes again",
-                len(rows),
+                len(batch),
             )
             self._failing = None
-        return len(rows)
+        return len(batch)
+
+    def _write(self, records: list[TaskRecord]) -> None:
+        """One transaction: a task's first write inserts its row (and its payload, once);
+        a later change updates the row's changed columns, with the result only when it
+        changed. A record marks what the table holds only once the commit succeeded."""
+        new: list[TaskRecord] = []
+        updates: list[tuple[object, ...]] = []
+        updates_with_result: list[tuple[object, ...]] = []
+        for rec in records:
+            if rec.stored_result is None:
+                new.append(rec)
+            elif rec.result is rec.stored_result:
+                updates.append(_to_update(rec, with_result=False))
+            else:
+                updates_with_result.append(_to_update(rec, with_result=True))
+        conn = self._db.conn
+        with conn:
+            updated = 0
+            if updates:
+                updated += conn.executemany(_UPDATE, updates).rowcount
+            if updates_with_result:
+                updated += conn.executemany(_UPDATE_WITH_RESULT, updates_with_result).rowcount
+            if updated != len(updates) + len(updates_with_result):
+                # A row the table lacks (not expected): write every task of the batch whole.
+                new = records
+            if new:
+                conn.executemany(_INSERT, [_to_row(rec) for rec in new])
+                large = [(r.task_id, r.payload) for r in new if len(r.payload) > _INLINE_PAYLOAD]
+                if large:
+                    conn.executemany(_INSERT_PAYLOAD, large)
+        for rec in records:
+            rec.stored_result = rec.result
 
     def _failed(self, exc: sqlite3.Error) -> StoreUnavailableError:
         reason = describe_db_error(exc)
@@ -321,14 +411,15 @@ class TaskStore:
         return [
             _from_row(row)
             for row in self._db.conn.execute(
-                f"SELECT {_COLUMNS} FROM tasks WHERE state IN (2, 3) ORDER BY seq"
+                f"SELECT {_READ_COLUMNS} FROM tasks WHERE state IN (2, 3) ORDER BY seq"
             )
         ]
 
     def load_finished(self, limit: int) -> list[TaskRecord]:
         """The newest `limit` finished tasks, oldest first."""
         rows = self._db.conn.execute(
-            f"SELECT {_COLUMNS} FROM tasks WHERE state IN (4, 5, 6, 7) ORDER BY seq DESC LIMIT ?",
+            f"SELECT {_READ_COLUMNS} FROM tasks WHERE state IN (4, 5, 6, 7)"
+            " ORDER BY seq DESC LIMIT ?",
             (limit,),
         ).fetchall()
         rows.reverse()
@@ -365,7 +456,7 @@ class TaskStore:
         else:
             where = "state = 1 AND target_agent_id = '' AND task_type = ?"
         args: list[object] = [name, max_seq]
-        sql = f"SELECT {_COLUMNS} FROM tasks WHERE {where} AND seq <= ?"
+        sql = f"SELECT {_READ_COLUMNS} FROM tasks WHERE {where} AND seq <= ?"
         if after is not None:
             priority, seq = -after[0], after[1]
             sql += " AND (priority < ? OR (priority = ? AND seq > ?))"
@@ -377,7 +468,7 @@ class TaskStore:
     def backlog_expired(self, now: float, max_seq: int) -> list[TaskRecord]:
         """Pending tasks with seq <= `max_seq` whose deadline is at or before `now`."""
         rows = self._db.conn.execute(
-            f"SELECT {_COLUMNS} FROM tasks WHERE state = 1 AND deadline IS NOT NULL"
+            f"SELECT {_READ_COLUMNS} FROM tasks WHERE state = 1 AND deadline IS NOT NULL"
             " AND deadline <= ? AND seq <= ? ORDER BY deadline",
             (now, max_seq),
         ).fetchall()
@@ -432,7 +523,7 @@ class TaskStore:
             where += " AND (submitted_by = ? OR assigned_agent_id = ?)"
             args += [visible_to, visible_to]
         rows = self._db.conn.execute(
-            f"SELECT {_COLUMNS} FROM tasks WHERE {where} ORDER BY seq DESC LIMIT ?",
+            f"SELECT {_READ_COLUMNS} FROM tasks WHERE {where} ORDER BY seq DESC LIMIT ?",
             [*args, limit],
         ).fetchall()
         return [_from_row(row) for row in rows]
@@ -443,10 +534,10 @@ class TaskStore:
         marks = ",".join("?" * len(terminal))
         conn = self._db.conn
         active = conn.execute(
-            f"SELECT {_COLUMNS} FROM tasks WHERE state NOT IN ({marks})", terminal
+            f"SELECT {_READ_COLUMNS} FROM tasks WHERE state NOT IN ({marks})", terminal
         ).fetchall()
         done = conn.execute(
-            f"SELECT {_COLUMNS} FROM tasks WHERE state IN ({marks}) ORDER BY seq DESC LIMIT ?",
+            f"SELECT {_READ_COLUMNS} FROM tasks WHERE state IN ({marks}) ORDER BY seq DESC LIMIT ?",
             [*terminal, terminal_limit],
         ).fetchall()
         records = [_from_row(row) for row in active + done]
@@ -464,7 +555,7 @@ class TaskStore:
         if pending is not None:
             return pending
         row = self._db.conn.execute(
-            f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)
+            f"SELECT {_READ_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)
         ).fetchone()
         return None if row is None else _from_row(row)
 
