@@ -3,5 +3,5 @@
 Run it as ``python -m codegen`` (see ``docs/codegen.md``).
 """
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.0.1"
 """Version of the generator, written into every file header; bump when output changes."""

@@ -122,13 +122,17 @@ def scalar_zero(fd_type: int) -> str:
 
 def tag(number: int, wire: int) -> str:
     """The tag of a field as a bytes literal."""
+    return repr(_tag_bytes(number, wire))
+
+
+def _tag_bytes(number: int, wire: int) -> bytes:
     value = (number << 3) | wire
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
-    return repr(bytes(out))
+    return bytes(out)
 
 
 def tag_int(number: int, wire: int) -> int:
@@ -165,12 +169,13 @@ def singular(name: str, number: int, el: Element, annotation: str, presence: boo
         read = f"{var}, pos = _codec.read_enum(data, pos, {el.ref})"
     elif el.kind == "scalar" and el.wire == 2:
         read = _inline_length_delimited(var, el)
-    elif el.kind == "scalar" and el.type in _ONE_BYTE_INTS:
+    elif el.kind == "scalar" and (el.type in _ONE_BYTE_INTS or el.type == _FDP.TYPE_BOOL):
         # A value under 128 (one varint byte) read in place; the reader does the rest.
+        value = "byte != 0" if el.type == _FDP.TYPE_BOOL else "byte"
         read = "\n".join(
             (
-                "if pos < end and data[pos] < 0x80:",
-                f"    {var} = data[pos]",
+                "if pos < end and (byte := data[pos]) < 0x80:",
+                f"    {var} = {value}",
                 "    pos += 1",
                 "else:",
                 f"    {var}, pos = {el.reader}(data, pos)",
@@ -181,9 +186,55 @@ def singular(name: str, number: int, el: Element, annotation: str, presence: boo
     default = "None" if presence else el.zero
     return FieldCode(
         decl=f"{var}: {annotation} = {default}",
-        encode=(test, f"    {put}"),
+        encode=(test, *(f"    {line}" for line in _inline_put(attr, number, el, put))),
         decode=((tag_int(number, el.wire), read),),
     )
+
+
+def _inline_put(attr: str, number: int, el: Element, put: str) -> tuple[str, ...]:
+    """The statements writing one singular value: strings, bytes and the varint ints in
+    place (no call; a length or value under 128 appended as one byte), the rest through
+    the ``_codec`` writer."""
+    field_tag = tag(number, el.wire)
+    if el.kind == "enum":
+        # betterproto2's Enum is an IntEnum: bytearray.append takes it as an int. (No
+        # local: one name would take the types of several enums.)
+        return (
+            f"out += {field_tag}",
+            f"if 0 <= {attr} < 0x80:",
+            f"    out.append({attr})",
+            "else:",
+            f"    out += _codec.varint({attr})",
+        )
+    if el.kind != "scalar":
+        return (put,)
+    if el.type == _FDP.TYPE_BOOL:
+        # Tag and value in one constant (a presence bool may be False).
+        true = repr(_tag_bytes(number, el.wire) + b"\x01")
+        false = repr(_tag_bytes(number, el.wire) + b"\x00")
+        return (f"out += {true} if {attr} else {false}",)
+    if el.wire == 2:
+        raw = f"{attr}.encode()" if el.type == _FDP.TYPE_STRING else attr
+        return (
+            f"raw = {raw}",
+            "size = len(raw)",
+            f"out += {field_tag}",
+            "if size < 0x80:",
+            "    out.append(size)",
+            "else:",
+            "    out += _codec.varint(size)",
+            "out += raw",
+        )
+    if el.type in _ONE_BYTE_INTS:
+        return (
+            f"value = {attr}",
+            f"out += {field_tag}",
+            "if 0 <= value < 0x80:",
+            "    out.append(value)",
+            "else:",
+            "    out += _codec.varint(value)",
+        )
+    return (put,)
 
 
 def _inline_length_delimited(var: str, el: Element) -> str:
@@ -192,9 +243,8 @@ def _inline_length_delimited(var: str, el: Element) -> str:
     value = "data[start:pos].decode()" if el.type == _FDP.TYPE_STRING else "data[start:pos]"
     return "\n".join(
         (
-            "if pos < end and data[pos] < 0x80 and pos + 1 + data[pos] <= end:",
-            "    start = pos + 1",
-            "    pos = start + data[pos]",
+            "if pos < end and (size := data[pos]) < 0x80 and (start := pos + 1) + size <= end:",
+            "    pos = start + size",
             f"    {var} = {value}",
             "else:",
             f"    {var}, pos = {el.reader}(data, pos)",

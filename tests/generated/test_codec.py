@@ -10,7 +10,11 @@ import datetime
 
 import pytest
 from aether_api import codec
+from aether_api.google.protobuf import messages as wkt_pb
 from aether_api.grpc.health.v1 import messages as health_pb
+from aether_api.grpc.reflection.v1 import messages as reflection_pb
+from aether_api.grpc.reflection.v1alpha import messages as reflection_alpha_pb
+from aether_api.message_pool import default_message_pool
 from aether_api.v1 import messages as pb
 
 UTC = datetime.timezone.utc
@@ -128,3 +132,28 @@ def test_negative_zero_is_written() -> None:
     data = bytes(pb.TaskStatus(progress=-0.0))
     assert data == b"\x1d\x00\x00\x00\x80"
     assert str(pb.TaskStatus.parse(data).progress) == "-0.0"
+
+
+def test_parse_builds_the_same_instance_as_the_constructor() -> None:
+    # `parse` skips the dataclass __init__ (object.__new__ + one assignment per field): the
+    # instance must hold exactly what the constructor's does, in the same order.
+    classes = list(default_message_pool.url_to_type.values())
+    for expected in (
+        pb.TaskAssignment,
+        health_pb.HealthCheckRequest,
+        reflection_pb.ServerReflectionRequest,
+        reflection_alpha_pb.ServerReflectionRequest,
+        wkt_pb.Timestamp,
+    ):
+        assert expected in classes
+    for cls in classes:
+        assert list(vars(cls.parse(b"")).items()) == list(vars(cls()).items()), cls
+    made = pb.TaskAssignment(
+        task_id="t",
+        payload=b"p",
+        attempt=2,
+        metadata={"k": "v"},
+        created_at=datetime.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+    )
+    parsed = pb.TaskAssignment.parse(bytes(made))
+    assert list(vars(parsed).items()) == list(vars(made).items())
