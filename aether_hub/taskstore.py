@@ -92,12 +92,13 @@ CREATE INDEX IF NOT EXISTS tasks_leased ON tasks (seq) WHERE state IN (2, 3);
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (seq) WHERE state IN (4, 5, 6, 7);
 """
 
-_COLUMNS = (
-    "task_id, seq, description, payload, task_type, target_agent_id, priority, metadata,"
-    " workflow_id, max_attempts, created_at, deadline, idempotency_key, state, attempt,"
-    " assigned_agent_id, progress, status_message, result, error_message, metrics,"
-    " updated_at, completed_at, submitted_by"
-)
+_COLUMN_NAMES = (
+    "task_id", "seq", "description", "payload", "task_type", "target_agent_id", "priority",
+    "metadata", "workflow_id", "max_attempts", "created_at", "deadline", "idempotency_key",
+    "state", "attempt", "assigned_agent_id", "progress", "status_message", "result",
+    "error_message", "metrics", "updated_at", "completed_at", "submitted_by",
+)  # fmt: skip
+_COLUMNS = ", ".join(_COLUMN_NAMES)
 # What a read returns: the columns above, the payload from `task_payloads` when it is there
 # (a large payload), else from the row (a small one, or any row of an older Hub).
 _READ_COLUMNS = (
@@ -115,18 +116,17 @@ _READ_COLUMNS = (
 # row. SQLite rewrites a row whole on every UPDATE, with its overflow pages.
 _INLINE_PAYLOAD = 1024
 _INSERT = (
-    f"INSERT OR REPLACE INTO tasks ({_COLUMNS}) VALUES"
-    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR REPLACE INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' for _ in _COLUMN_NAMES)})"
 )
 _INSERT_PAYLOAD = "INSERT OR REPLACE INTO task_payloads (task_id, payload) VALUES (?, ?)"
 # A later change: every column but the key and those fixed at submission (seq, payload,
 # idempotency key: their indexes stay untouched); the result only when it changed.
-_SET = (
-    "description = ?, task_type = ?, target_agent_id = ?, priority = ?, metadata = ?,"
-    " workflow_id = ?, max_attempts = ?, created_at = ?, deadline = ?, state = ?,"
-    " attempt = ?, assigned_agent_id = ?, progress = ?, status_message = ?,"
-    " error_message = ?, metrics = ?, updated_at = ?, completed_at = ?, submitted_by = ?"
+_SET_INDEXES = tuple(
+    i
+    for i, name in enumerate(_COLUMN_NAMES)
+    if name not in ("task_id", "seq", "payload", "idempotency_key", "result")
 )
+_SET = ", ".join(f"{_COLUMN_NAMES[i]} = ?" for i in _SET_INDEXES)
 _UPDATE = f"UPDATE tasks SET {_SET} WHERE task_id = ?"
 _UPDATE_WITH_RESULT = f"UPDATE tasks SET {_SET}, result = ? WHERE task_id = ?"
 
@@ -188,27 +188,8 @@ def _to_row(rec: TaskRecord) -> tuple[object, ...]:
 
 
 def _to_update(rec: TaskRecord, *, with_result: bool) -> tuple[object, ...]:
-    values: tuple[object, ...] = (
-        rec.description,
-        rec.task_type,
-        rec.target_agent_id,
-        rec.priority,
-        json.dumps(rec.metadata),
-        rec.workflow_id,
-        rec.max_attempts,
-        rec.created_at,
-        rec.deadline,
-        int(rec.state),
-        rec.attempt,
-        rec.assigned_agent_id,
-        rec.progress,
-        rec.status_message,
-        rec.error_message,
-        json.dumps(rec.metrics),
-        rec.updated_at,
-        rec.completed_at,
-        rec.submitted_by,
-    )
+    row = _to_row(rec)
+    values = tuple(row[i] for i in _SET_INDEXES)
     if with_result:
         return (*values, rec.result, rec.task_id)
     return (*values, rec.task_id)
