@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 from grpclib.const import Status
@@ -20,6 +21,7 @@ from aether_hub.logcontext import bind_agent, bind_task
 from aether_hub.sessions import Session, SessionRegistry, SessionState
 from aether_hub.taskrecord import to_datetime
 from aether_hub.tasks import TaskQueue, invalid
+from aether_hub.taskstore import StoreUnavailableError
 
 __all__ = ("AgentService", "take_assignments")
 
@@ -65,17 +67,22 @@ def _size_bound(assignment: pb.TaskAssignment) -> int:
     return size + 4 * (len(assignment.task_id) + len(assignment.task_type))
 
 
-def take_assignments(unsent: deque[pb.TaskStreamEvent], max_bytes: int) -> pb.TaskStreamEvent:
+def take_assignments(
+    unsent: deque[pb.TaskStreamEvent],
+    max_bytes: int,
+    ready: Callable[[str], bool] | None = None,
+) -> pb.TaskStreamEvent:
     """One stream event for the assignments at the front of `unsent` (taken off it): as
-    many as fit `max_bytes` together, stopping at a cancellation (events keep their
-    order). One alone (also one larger than `max_bytes`) goes as a plain `assignment`."""
+    many as fit `max_bytes` together, stopping at a cancellation or at a task `ready`
+    says is not (events keep their order). One alone (also one larger than `max_bytes`)
+    goes as a plain `assignment`."""
     first = unsent.popleft()
     assert first.assignment is not None
     batch = [first.assignment]
     used = _size_bound(first.assignment)
     while unsent:
         nxt = unsent[0].assignment
-        if nxt is None:
+        if nxt is None or (ready is not None and not ready(nxt.task_id)):
             break
         size = _size_bound(nxt)
         if used + size > max_bytes:
@@ -89,6 +96,9 @@ def take_assignments(unsent: deque[pb.TaskStreamEvent], max_bytes: int) -> pb.Ta
 
 
 _A = TypeVar("_A")
+
+# How long a task stream waits before it asks again for leases the store could not write.
+_STORE_RETRY_SECONDS = 0.2
 
 
 async def _stored(queue: TaskQueue, answers: AsyncIterator[_A]) -> AsyncIterator[_A]:
@@ -301,6 +311,10 @@ class AgentService(server.AgentServiceBase):
         self._sessions.touch(session)
         unsent = session.unsent
         wake = session.wake
+        queue = self._queue
+        ready: Callable[[str], bool] | None = None
+        if queue.leases_need_storing:
+            ready = functools.partial(queue.lease_stored, session)
         try:
             while True:
                 # Check ownership before taking from `unsent`: a newer stream of the same
@@ -310,8 +324,16 @@ class AgentService(server.AgentServiceBase):
                         raise GRPCError(Status.UNAUTHENTICATED, session.end_error)
                     return
                 if unsent:
-                    if batch_bytes and len(unsent) > 1 and unsent[0].assignment is not None:
-                        yield take_assignments(unsent, batch_bytes)
+                    front = unsent[0].assignment
+                    if ready is not None and front is not None and not ready(front.task_id):
+                        # Replicas: only a stored lease may run (aether_hub/taskreplica.py).
+                        try:
+                            await queue.durable()
+                        except StoreUnavailableError:
+                            await asyncio.sleep(_STORE_RETRY_SECONDS)
+                        continue
+                    if batch_bytes and len(unsent) > 1 and front is not None:
+                        yield take_assignments(unsent, batch_bytes, ready)
                     else:
                         yield unsent.popleft()
                     continue

@@ -44,6 +44,9 @@ _HUB_OPTIONS = {
     "db": "db_path",
     "dev": "dev",
     "nats_url": "nats_url",
+    "store": "store",
+    "store_replicas": "store_replicas",
+    "replica_timeout": "replica_timeout_seconds",
     "llm_provider": "llm_provider",
     "llm_base_url": "llm_base_url",
     "llm_api_key_env": "llm_api_key_env",
@@ -138,6 +141,28 @@ def configure_hub_parser(parser: argparse.ArgumentParser) -> None:
         metavar="URL[,URL...]",
         help="bridge messaging to NATS: one server, or a cluster's nodes comma-separated"
         " (tried in order; the Hub fails over between them)",
+    )
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "jetstream"),
+        default=s,
+        help="where tasks live: sqlite (memory, or the --db file; the default) or jetstream"
+        " (shared by every Hub replica on the --nats-url cluster)",
+    )
+    parser.add_argument(
+        "--store-replicas",
+        type=int,
+        default=s,
+        metavar="N",
+        help="copies JetStream keeps of the task buckets (1, or 3 on a cluster; default 1)",
+    )
+    parser.add_argument(
+        "--replica-timeout",
+        type=float,
+        default=s,
+        metavar="SECONDS",
+        help="with --store jetstream: a Hub replica silent this long is dead and its"
+        " leased tasks go back to the queue (default 10)",
     )
     parser.add_argument(
         "--llm-provider", choices=("echo", "openai"), default=s, help="LLM provider (echo)"

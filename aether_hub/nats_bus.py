@@ -201,6 +201,11 @@ class NatsBus:
         return self._servers.shown
 
     @property
+    def client(self) -> Client:
+        """The nats-py connection (for JetStream, aether_hub/taskreplica.py)."""
+        return self._nc
+
+    @property
     def connected_url(self) -> str | None:
         """The server the bus is connected to now (without credentials), or None while
         it is reconnecting or closed."""

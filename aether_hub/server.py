@@ -29,7 +29,8 @@ import grpclib.protocol
 import grpclib.server
 
 from aether import install_log_redaction
-from aether_hub._wire import health_pb
+from aether_hub import inspection
+from aether_hub._wire import health_pb, pb
 from aether_hub.agent_service import AgentService
 from aether_hub.auth import (
     AgentRegistry,
@@ -53,12 +54,13 @@ from aether_hub.llm_service import LLMService, ModelPolicy
 from aether_hub.memory_service import MemoryLimits, MemoryService
 from aether_hub.messaging_service import MessagingService
 from aether_hub.metrics import HubMetrics, LiveState, MetricsServer
-from aether_hub.nats_bus import create_bus
+from aether_hub.nats_bus import NatsBus, create_bus
 from aether_hub.permissions import SubjectPolicy
 from aether_hub.reflection import ReflectionIndex, ReflectionV1, ReflectionV1Alpha
 from aether_hub.sessions import SessionRegistry
 from aether_hub.settings import ConfigError, HubConfig
 from aether_hub.statuspage import StatusPage
+from aether_hub.taskreplica import TaskReplication
 from aether_hub.tasks import TaskQueue, TaskService
 from aether_hub.taskstore import StoreUnavailableError, TaskStore
 from aether_hub.tls import server_ssl_context
@@ -164,6 +166,9 @@ class HubServer:
         self._task_service: TaskService | None = None
         self._memory: MemoryService | None = None
         self._bus: MessageBus | None = None
+        # With --store jetstream: the link to the other replicas, and its NATS connection.
+        self._replica: TaskReplication | None = None
+        self._store_link: NatsBus | None = None
         self._messaging: MessagingService | None = None
         self._llm: LLMService | None = None
         self._llm_provider: LLMProvider | None = None
@@ -271,7 +276,7 @@ class HubServer:
         )
         self._sessions = sessions
         queue = TaskQueue(
-            store=TaskStore(db) if db.is_persistent else None,
+            store=TaskStore(db) if db.is_persistent and config.store == "sqlite" else None,
             clock=clock,
             default_max_attempts=config.default_max_attempts,
             terminal_retention=config.terminal_task_retention,
@@ -318,6 +323,8 @@ class HubServer:
             )
         except BusError as exc:
             raise ConfigError(str(exc)) from None
+        if config.store == "jetstream":
+            await self._open_replica(config, queue, sessions)
         self._messaging = MessagingService(
             self._bus, sessions, SubjectPolicy(config.shared_subjects)
         )
@@ -345,6 +352,40 @@ class HubServer:
         for service in services:
             service.max_message_bytes = config.max_message_bytes
         self._services = [GuardedService(service, metrics=self._metrics) for service in services]
+
+    async def _open_replica(
+        self, config: HubConfig, queue: TaskQueue, sessions: SessionRegistry
+    ) -> None:
+        """Share the tasks with the other Hub replicas through JetStream."""
+        assert config.nats_url  # HubConfig.validate
+        try:
+            link = await NatsBus.connect(config.nats_url)
+        except BusError as exc:
+            raise ConfigError(f"--store jetstream: {exc}") from None
+        self._store_link = link
+
+        def agents() -> pb.ListAgentsResponse:
+            return inspection.agent_infos(sessions.live(), pb.ListAgentsRequest())
+
+        try:
+            replica = await TaskReplication.open(
+                link.client,
+                replicas=config.store_replicas,
+                timeout=config.replica_timeout_seconds,
+                agents=agents,
+            )
+            queue.attach(replica)
+            loaded = await replica.start(queue)
+        except StoreUnavailableError as exc:
+            raise ConfigError(f"--store jetstream: {exc}") from None
+        self._replica = replica
+        log.info(
+            "tasks shared through JetStream (%d replicas of the buckets) as Hub replica %s;"
+            " %d stored tasks loaded",
+            config.store_replicas,
+            replica.hub_id,
+            loaded,
+        )
 
     async def _enrol_configured_agents(self, agents: AgentRegistry) -> None:
         for spec in self.config.agents:
@@ -435,6 +476,14 @@ class HubServer:
     async def _close_parts(self) -> None:
         if self._metrics_server is not None:
             await self._metrics_server.stop()
+        if self._replica is not None:
+            try:
+                await self._replica.close()
+            except Exception:
+                log.exception("could not store the last task changes in JetStream")
+        if self._store_link is not None:
+            with contextlib.suppress(Exception):
+                await self._store_link.close()
         if self._queue is not None and self._db is not None and not self._db.closed:
             try:
                 self._queue.flush()

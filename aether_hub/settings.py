@@ -66,6 +66,13 @@ class HubConfig:
     db_path: str | None = None
     dev: bool = False
     nats_url: str | None = None
+    # Where tasks live: "sqlite" (memory, or the --db file) or "jetstream" (shared by
+    # every Hub replica on the --nats-url cluster, aether_hub/taskreplica.py).
+    store: str = "sqlite"
+    # Copies JetStream keeps of the task buckets (1 for one NATS node, 3 for a cluster).
+    store_replicas: int = 1
+    # A Hub replica not heard from this long is dead: its leases go back to the queue.
+    replica_timeout_seconds: float = 10.0
     llm_provider: str = "echo"
     llm_base_url: str | None = None
     llm_api_key_env: str | None = None
@@ -148,6 +155,14 @@ class HubConfig:
             raise ConfigError(f"log_format must be 'plain' or 'json', not {self.log_format!r}")
         if self.nats_url:  # "" means no NATS, as create_bus() reads it
             self._validate_nats_url(self.nats_url)
+        if self.store not in ("sqlite", "jetstream"):
+            raise ConfigError(f"store must be 'sqlite' or 'jetstream', not {self.store!r}")
+        if self.store == "jetstream" and not self.nats_url:
+            raise ConfigError("--store jetstream needs --nats-url (the JetStream servers)")
+        if not 1 <= self.store_replicas <= 5:
+            raise ConfigError(f"store_replicas must be 1 to 5, not {self.store_replicas}")
+        if self.replica_timeout_seconds <= 0:
+            raise ConfigError("replica_timeout_seconds must be positive")
         if self.llm_provider not in ("echo", "openai"):
             raise ConfigError(f"llm_provider must be 'echo' or 'openai', not {self.llm_provider!r}")
         if self.client_token_env is None and not is_loopback_host(self.host):
@@ -271,6 +286,9 @@ def _check_types(config: HubConfig, path: str | os.PathLike[str]) -> None:
         "flush_interval_seconds": (int, float),
         "session_grace_seconds": (int, float),
         "llm_provider": (str,),
+        "store": (str,),
+        "store_replicas": (int,),
+        "replica_timeout_seconds": (int, float),
         "log_level": (str,),
         "log_format": (str,),
     }

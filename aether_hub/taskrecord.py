@@ -88,6 +88,11 @@ class TaskRecord:
     # With `--db`: the result the task's row in the table holds, None while there is no
     # row yet (in memory only; the store reads and sets it, taskstore.py).
     stored_result: bytes | None = None
+    # With `--store jetstream`: the revision of the task's key in the task bucket this
+    # replica last saw or wrote (0: not stored yet), and the Hub replica whose session
+    # holds the lease ('' while pending or finished, and always with one Hub).
+    rev: int = 0
+    hub_id: str = ""
     _created_dt: datetime.datetime | None = None
     _deadline_dt: datetime.datetime | None = None
 

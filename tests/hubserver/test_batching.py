@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import grpclib.client
@@ -315,8 +316,12 @@ async def test_sdk_agent_runs_batched_assignments_and_stores_every_result(
     batches: list[int] = []
     take = agent_service.take_assignments
 
-    def counting(unsent: deque[pb.TaskStreamEvent], max_bytes: int) -> pb.TaskStreamEvent:
-        event = take(unsent, max_bytes)
+    def counting(
+        unsent: deque[pb.TaskStreamEvent],
+        max_bytes: int,
+        ready: Callable[[str], bool] | None = None,
+    ) -> pb.TaskStreamEvent:
+        event = take(unsent, max_bytes, ready)
         batches.append(len(event.assignments))
         return event
 

@@ -1,0 +1,575 @@
+"""Tasks shared by several Hub replicas through NATS JetStream (`--store jetstream`).
+
+Every replica holds the whole task table in memory (the same `TaskQueue` as one Hub, so
+priorities, task types and target agents route exactly as they do there) and keeps it in
+step with a JetStream key-value bucket, ``AETHER_TASKS``, one key per task:
+
+- **Writes** are compare-and-set on the key's revision (`Nats-Expected-Last-Subject-
+  Sequence`). A replica's changes are written in rounds, one at a time, each round
+  carrying every change made since the last one (group commit); an RPC that needs its
+  change stored (`TaskQueue.durable`) waits for the round that carries it. A write is
+  acknowledged by the stream's quorum (R1, R3) before the round ends.
+- **A lost race** (another replica changed the task first: two replicas leasing the same
+  pending task, a result against a cancellation) reads the key again and takes the
+  stored version: the other replica won, and the local state follows (`TaskQueue.
+  apply_remote` moves leases, tells agents to stop, wakes watchers).
+- **Other replicas' changes** arrive through a watch of the bucket (an ordered consumer)
+  and go through the same `apply_remote`.
+- **Liveness**: each replica puts its key in ``AETHER_HUBS`` every `timeout / 4` seconds,
+  with its connected agents (`ListAgents` on any replica lists them all). A replica not
+  heard from for `timeout` seconds is dead: the surviving replicas put the tasks it had
+  leased back in the queue (attempt counted), each move a compare-and-set, so exactly one
+  replica makes it.
+- An assignment goes to the agent only once its lease is stored (`AgentService`
+  waits for `TaskQueue.durable` when `leases_need_storing`), so a task is never run by
+  two agents unless a lease was lost (its replica died or was cut off for `timeout`).
+
+JetStream's own mechanisms do the distributed part: revisions for compare-and-set, the
+watch for change delivery, `max_age`-free buckets with a configurable replica count for
+durability. There is no lock manager and no consensus here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Protocol
+
+from aether_hub._wire import pb
+from aether_hub.taskrecord import TaskRecord
+from aether_hub.taskstore import StoreUnavailableError
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.js.kv import KeyValue
+
+__all__ = (
+    "HUBS_BUCKET",
+    "TASKS_BUCKET",
+    "ReplicaSink",
+    "TaskReplication",
+    "decode_record",
+    "encode_record",
+    "replica_sequence",
+)
+
+log = logging.getLogger("aether_hub.taskreplica")
+
+TASKS_BUCKET = "AETHER_TASKS"
+HUBS_BUCKET = "AETHER_HUBS"
+_TASK = "t."
+_IDEMPOTENCY = "k."
+_HUB = "h."
+# Seconds a write round may take before it counts as failed (the store is unavailable).
+_WRITE_TIMEOUT = 5.0
+# Seconds between attempts while writes fail.
+_RETRY_DELAY = 0.5
+
+
+class ReplicaSink(Protocol):
+    """What the replication needs of the task queue (`TaskQueue` is one)."""
+
+    def known_rev(self, task_id: str) -> int | None:
+        """The revision the queue holds of `task_id`, None when it holds no such task."""
+
+    def apply_remote(self, remote: TaskRecord) -> None:
+        """Take the stored version `remote` of a task (newer than the one held)."""
+
+    def remote_deleted(self, task_id: str) -> None:
+        """Another replica dropped the finished task `task_id` (retention)."""
+
+    def requeue_orphans(self, alive: Callable[[str], bool]) -> int:
+        """Put back the tasks leased through replicas that are not `alive`; how many."""
+
+
+def encode_record(rec: TaskRecord) -> bytes:
+    """The stored form of a task (JSON; payload and result in base64)."""
+    return json.dumps(
+        {
+            "id": rec.task_id,
+            "seq": rec.seq,
+            "d": rec.description,
+            "p": base64.b64encode(rec.payload).decode(),
+            "type": rec.task_type,
+            "to": rec.target_agent_id,
+            "pri": rec.priority,
+            "meta": rec.metadata,
+            "wf": rec.workflow_id,
+            "max": rec.max_attempts,
+            "c": rec.created_at,
+            "dl": rec.deadline,
+            "ik": rec.idempotency_key,
+            "s": int(rec.state),
+            "a": rec.attempt,
+            "ag": rec.assigned_agent_id,
+            "sid": rec.session_id,
+            "hub": rec.hub_id,
+            "pr": rec.progress,
+            "sm": rec.status_message,
+            "r": base64.b64encode(rec.result).decode(),
+            "e": rec.error_message,
+            "m": rec.metrics,
+            "u": rec.updated_at,
+            "done": rec.completed_at,
+            "by": rec.submitted_by,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_record(data: bytes, rev: int) -> TaskRecord:
+    """The task stored as `data` at revision `rev`; ValueError when it is not one."""
+    try:
+        d = json.loads(data)
+        return TaskRecord(
+            task_id=str(d["id"]),
+            seq=int(d["seq"]),
+            description=str(d["d"]),
+            payload=base64.b64decode(d["p"]),
+            task_type=str(d["type"]),
+            target_agent_id=str(d["to"]),
+            priority=int(d["pri"]),
+            metadata={str(k): str(v) for k, v in d["meta"].items()},
+            workflow_id=str(d["wf"]),
+            max_attempts=int(d["max"]),
+            created_at=float(d["c"]),
+            deadline=None if d["dl"] is None else float(d["dl"]),
+            idempotency_key=str(d["ik"]),
+            state=pb.TaskState(int(d["s"])),
+            attempt=int(d["a"]),
+            assigned_agent_id=str(d["ag"]),
+            session_id=str(d["sid"]),
+            hub_id=str(d["hub"]),
+            progress=float(d["pr"]),
+            status_message=str(d["sm"]),
+            result=base64.b64decode(d["r"]),
+            error_message=str(d["e"]),
+            metrics={str(k): str(v) for k, v in d["m"].items()},
+            updated_at=float(d["u"]),
+            completed_at=None if d["done"] is None else float(d["done"]),
+            submitted_by=str(d["by"]),
+            rev=rev,
+        )
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"not a stored task: {exc}") from None
+
+
+def replica_sequence(clock: Callable[[], float] = time.time) -> Iterator[int]:
+    """Submission numbers unique across replicas and increasing within one.
+
+    The microseconds of the wall clock, shifted left 12 bits, plus a random 12-bit number
+    fixed for this replica: two replicas collide only when they draw the same number and
+    submit in the same microsecond. Across replicas the order is the clocks' order.
+    """
+    slot = secrets.randbelow(4096)
+    last = 0
+    while True:
+        now = max(int(clock() * 1_000_000), last + 1)
+        last = now
+        yield (now << 12) | slot
+
+
+def _nats_errors() -> tuple[type[BaseException], ...]:
+    import nats.errors
+
+    return (nats.errors.Error, asyncio.TimeoutError, OSError)
+
+
+class TaskReplication:
+    """This replica's link to the shared task bucket (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: Client,
+        tasks: KeyValue,
+        hubs: KeyValue,
+        *,
+        hub_id: str,
+        timeout: float,
+        agents: Callable[[], pb.ListAgentsResponse],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._nc = client
+        self._tasks = tasks
+        self._hubs = hubs
+        self.hub_id = hub_id
+        self.timeout = timeout
+        self._agents = agents
+        self._monotonic = monotonic
+        self._sink: ReplicaSink | None = None
+        self._dirty: dict[str, TaskRecord] = {}
+        self._waiters: list[asyncio.Future[None]] = []
+        self._round: asyncio.Task[None] | None = None
+        # Keys written by the round in flight; watch entries for them wait for its end.
+        self._writing: set[str] = set()
+        self._stashed: dict[str, tuple[bytes, int, bool]] = {}
+        self._failing: str | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        # Other replicas: when each was last heard from (monotonic), and its agents.
+        self._seen: dict[str, float] = {}
+        self._remote_agents: dict[str, pb.ListAgentsResponse] = {}
+        self._dead: set[str] = set()
+        self._started_at = monotonic()
+        self._swept_at_start = False
+
+    @classmethod
+    async def open(
+        cls,
+        client: Client,
+        *,
+        replicas: int,
+        timeout: float,
+        agents: Callable[[], pb.ListAgentsResponse],
+    ) -> TaskReplication:
+        """Create (or bind) the buckets with `replicas` copies each; raises
+        `StoreUnavailableError` naming what failed."""
+        from nats.js.api import KeyValueConfig, StorageType
+
+        js = client.jetstream(timeout=_WRITE_TIMEOUT)
+        try:
+            tasks = await js.create_key_value(
+                KeyValueConfig(
+                    bucket=TASKS_BUCKET,
+                    history=1,
+                    replicas=replicas,
+                    storage=StorageType.FILE,
+                    description="Aether Hub tasks, one key per task",
+                )
+            )
+            hubs = await js.create_key_value(
+                KeyValueConfig(
+                    bucket=HUBS_BUCKET,
+                    history=1,
+                    replicas=replicas,
+                    storage=StorageType.MEMORY,
+                    description="Aether Hub replicas: liveness and connected agents",
+                )
+            )
+        except _nats_errors() as exc:
+            raise StoreUnavailableError(
+                f"cannot open the JetStream buckets {TASKS_BUCKET}/{HUBS_BUCKET}"
+                f" ({replicas} replicas): {exc or type(exc).__name__}"
+            ) from None
+        return cls(
+            client,
+            tasks,
+            hubs,
+            hub_id=secrets.token_hex(6),
+            timeout=timeout,
+            agents=agents,
+        )
+
+    def __repr__(self) -> str:
+        return f"TaskReplication(hub_id={self.hub_id!r}, timeout={self.timeout:g})"
+
+    @property
+    def failing(self) -> str | None:
+        """Why writes fail now, or None."""
+        return self._failing
+
+    # -- start and stop -------------------------------------------------------------------
+
+    async def start(self, sink: ReplicaSink) -> int:
+        """Load every stored task into `sink`, then follow the changes; how many loaded."""
+        self._sink = sink
+        watcher = await self._tasks.watch(f"{_TASK}>")
+        loaded = 0
+        while True:
+            entry = await watcher.updates(timeout=30.0)  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
+            if entry is None:
+                break
+            self._take(entry.key, entry.value, entry.revision, entry.operation is not None)
+            loaded += 1
+        hubs = await self._hubs.watch(f"{_HUB}>")
+        await self._beat()
+        self._loops = [
+            asyncio.create_task(self._follow(watcher), name="aether-task-watch"),
+            asyncio.create_task(self._follow_hubs(hubs), name="aether-hub-watch"),
+            asyncio.create_task(self._beat_loop(), name="aether-hub-beat"),
+        ]
+        return loaded
+
+    async def close(self) -> None:
+        """Store what is left (best effort), say this replica left, stop following."""
+        with contextlib.suppress(StoreUnavailableError, asyncio.TimeoutError):
+            await asyncio.wait_for(self.durable(), _WRITE_TIMEOUT)
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(*_nats_errors()):
+            await self._hubs.delete(f"{_HUB}{self.hub_id}")
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def mark(self, rec: TaskRecord) -> None:
+        """`rec` changed: write it in the next round."""
+        self._dirty[rec.task_id] = rec
+        if self._round is None:
+            self._round = asyncio.get_running_loop().create_task(self._rounds())
+
+    def forget(self, task_id: str) -> None:
+        """Do not write `task_id` (its submission was refused)."""
+        self._dirty.pop(task_id, None)
+
+    async def durable(self) -> None:
+        """Return once every change marked so far is stored; `StoreUnavailableError`
+        when the round that carried them failed (they are retried)."""
+        if self._round is None and not self._dirty:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        if self._round is None:
+            self._round = asyncio.get_running_loop().create_task(self._rounds())
+        await future
+
+    async def _rounds(self) -> None:
+        try:
+            while self._dirty or self._waiters:
+                # One event-loop pass lets the RPCs in flight add their changes.
+                await asyncio.sleep(0)
+                batch, self._dirty = self._dirty, {}
+                waiters, self._waiters = self._waiters, []
+                self._writing = set(batch)
+                try:
+                    error = await self._write(list(batch.values()))
+                finally:
+                    self._writing = set()
+                    self._take_stashed()
+                if error is None:
+                    if self._failing is not None:
+                        log.warning("task writes to JetStream work again")
+                        self._failing = None
+                    for future in waiters:
+                        if not future.done():
+                            future.set_result(None)
+                    continue
+                if self._failing is None:
+                    log.error("task writes to JetStream fail (retrying): %s", error)
+                self._failing = error
+                for task_id, rec in batch.items():
+                    self._dirty.setdefault(task_id, rec)
+                for future in waiters:
+                    if not future.done():
+                        future.set_exception(StoreUnavailableError(error))
+                await asyncio.sleep(_RETRY_DELAY)
+        finally:
+            self._round = None
+
+    async def _write(self, records: list[TaskRecord]) -> str | None:
+        if not records:
+            return None
+        outcomes = await asyncio.gather(
+            *(self._write_one(rec) for rec in records), return_exceptions=True
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if not errors:
+            return None
+        first = errors[0]
+        if not isinstance(first, _nats_errors()):
+            raise first
+        return f"JetStream write failed: {first or type(first).__name__}"
+
+    async def _write_one(self, rec: TaskRecord) -> None:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        key = f"{_TASK}{rec.task_id}"
+        base = rec.rev
+        try:
+            rev = await self._tasks.update(key, encode_record(rec), last=base)
+        except KeyWrongLastSequenceError:
+            # Another replica changed the task first: its version stands.
+            await self._reread(rec.task_id)
+            return
+        if rec.rev == base:
+            rec.rev = rev
+
+    async def _reread(self, task_id: str) -> None:
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+        try:
+            entry = await self._tasks.get(f"{_TASK}{task_id}")
+        except (KeyNotFoundError, KeyDeletedError):
+            self._deliver(task_id, b"", 0, deleted=True)
+            return
+        self._deliver(task_id, entry.value or b"", entry.revision or 0, deleted=False)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def fetch(self, task_id: str) -> TaskRecord | None:
+        """The stored task `task_id` (not only the version this replica holds), or None."""
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+        try:
+            entry = await self._tasks.get(f"{_TASK}{task_id}")
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        except _nats_errors() as exc:
+            raise StoreUnavailableError(f"JetStream read failed: {exc}") from None
+        return decode_record(entry.value or b"", entry.revision or 0)
+
+    async def claim_idempotency_key(self, key: str, task_id: str) -> str:
+        """The task id that holds idempotency key `key` across replicas: `task_id` when
+        this call claimed it, else the earlier claimant's."""
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        name = f"{_IDEMPOTENCY}{hashlib.sha256(key.encode()).hexdigest()}"
+        try:
+            await self._tasks.create(name, task_id.encode())
+            return task_id
+        except KeyWrongLastSequenceError:
+            pass
+        except _nats_errors() as exc:
+            raise StoreUnavailableError(f"JetStream write failed: {exc}") from None
+        try:
+            entry = await self._tasks.get(name)
+        except _nats_errors() as exc:
+            raise StoreUnavailableError(f"JetStream read failed: {exc}") from None
+        holder = (entry.value or b"").decode()
+        if await self.fetch(holder) is not None:
+            return holder
+        # The claimant's task was never stored (its submission failed): take the key over.
+        try:
+            await self._tasks.update(name, task_id.encode(), last=entry.revision)
+        except _nats_errors() as exc:
+            raise StoreUnavailableError(f"JetStream write failed: {exc}") from None
+        return task_id
+
+    def writing(self, task_id: str) -> bool:
+        """Whether a change of `task_id` is not stored yet."""
+        return task_id in self._dirty or task_id in self._writing
+
+    def drop(self, task_id: str, rev: int) -> None:
+        """Delete a finished task from the bucket (retention), in the background; only
+        revision `rev` (the replicas that drop it too lose the race, harmlessly)."""
+        if rev <= 0:
+            return
+
+        async def delete() -> None:
+            with contextlib.suppress(*_nats_errors()):
+                await self._tasks.delete(f"{_TASK}{task_id}", last=rev)
+
+        task = asyncio.get_running_loop().create_task(delete())
+        self._loops.append(task)
+        task.add_done_callback(self._loops.remove)
+
+    # -- following other replicas ---------------------------------------------------------
+
+    def _take(self, key: str, value: bytes | None, rev: int | None, deleted: bool) -> None:
+        task_id = key[len(_TASK) :]
+        if task_id in self._writing:
+            self._stashed[task_id] = (value or b"", rev or 0, deleted)
+            return
+        self._deliver(task_id, value or b"", rev or 0, deleted=deleted)
+
+    def _take_stashed(self) -> None:
+        stashed, self._stashed = self._stashed, {}
+        for task_id, (value, rev, deleted) in stashed.items():
+            self._deliver(task_id, value, rev, deleted=deleted)
+
+    def _deliver(self, task_id: str, value: bytes, rev: int, *, deleted: bool) -> None:
+        sink = self._sink
+        if sink is None:
+            return
+        if deleted:
+            sink.remote_deleted(task_id)
+            return
+        known = sink.known_rev(task_id)
+        if known is not None and rev <= known:
+            return  # this replica's own write, or older than what it holds
+        try:
+            remote = decode_record(value, rev)
+        except ValueError as exc:
+            log.error("ignored the stored task %r: %s", task_id, exc)
+            return
+        sink.apply_remote(remote)
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
+        while True:
+            try:
+                async for entry in watcher:
+                    if entry is None:
+                        continue
+                    self._take(entry.key, entry.value, entry.revision, entry.operation is not None)
+            except asyncio.CancelledError:
+                with contextlib.suppress(*_nats_errors()):
+                    await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
+                raise
+            except Exception:
+                log.exception("following the task bucket failed; watching again")
+                await asyncio.sleep(_RETRY_DELAY)
+
+    async def _follow_hubs(self, watcher: KeyValue.KeyWatcher) -> None:
+        async for entry in watcher:
+            if entry is None or not entry.key.startswith(_HUB):
+                continue
+            hub_id = entry.key[len(_HUB) :]
+            if hub_id == self.hub_id:
+                continue
+            if entry.operation is not None:  # it left in order; its leases went back
+                self._seen.pop(hub_id, None)
+                self._remote_agents.pop(hub_id, None)
+                continue
+            self._seen[hub_id] = self._monotonic()
+            self._dead.discard(hub_id)
+            try:
+                self._remote_agents[hub_id] = pb.ListAgentsResponse.parse(entry.value or b"")
+            except Exception:
+                log.warning("ignored the agent list of Hub replica %s (not readable)", hub_id)
+
+    def alive(self, hub_id: str) -> bool:
+        """Whether replica `hub_id` was heard from within `timeout` (this one always is)."""
+        if hub_id == self.hub_id or not hub_id:
+            return True
+        seen = self._seen.get(hub_id)
+        return seen is not None and self._monotonic() - seen <= self.timeout
+
+    def remote_agents(self) -> list[pb.AgentInfo]:
+        """The agents connected to the other live replicas."""
+        return [
+            info
+            for hub_id, listing in self._remote_agents.items()
+            if self.alive(hub_id)
+            for info in listing.agents
+        ]
+
+    async def _beat(self) -> None:
+        await self._hubs.put(f"{_HUB}{self.hub_id}", bytes(self._agents()))
+
+    async def _beat_loop(self) -> None:
+        interval = max(0.05, self.timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._beat()
+            except _nats_errors() as exc:
+                log.debug("could not announce this Hub replica: %s", exc)
+            self.check_replicas()
+
+    def check_replicas(self) -> int:
+        """Put back the leases of replicas silent for `timeout`; how many tasks."""
+        sink = self._sink
+        if sink is None:
+            return 0
+        now = self._monotonic()
+        newly_dead = {
+            hub for hub, seen in self._seen.items() if now - seen > self.timeout
+        } - self._dead
+        first_look = not self._swept_at_start and now - self._started_at > self.timeout
+        if not newly_dead and not first_look:
+            return 0
+        self._dead |= newly_dead
+        self._swept_at_start = True
+        for hub in sorted(newly_dead):
+            log.warning(
+                "Hub replica %s was not heard from for %g s: its leases go back", hub, self.timeout
+            )
+        return sink.requeue_orphans(self.alive)
