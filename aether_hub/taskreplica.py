@@ -15,11 +15,13 @@ step with a JetStream key-value bucket, ``AETHER_TASKS``, one key per task:
   apply_remote` moves leases, tells agents to stop, wakes watchers).
 - **Other replicas' changes** arrive through a watch of the bucket (an ordered consumer)
   and go through the same `apply_remote`.
-- **Liveness**: each replica puts its key in ``AETHER_HUBS`` every `timeout / 4` seconds,
-  with its connected agents (`ListAgents` on any replica lists them all). A replica not
-  heard from for `timeout` seconds is dead: the surviving replicas put the tasks it had
-  leased back in the queue (attempt counted), each move a compare-and-set, so exactly one
-  replica makes it.
+- **Liveness**: each replica puts its key in ``AETHER_HUBS`` every `timeout / 4` seconds
+  and soon after an agent connects or leaves, with its connected agents (`ListAgents` on
+  any replica lists them all). A replica not heard from for `timeout` seconds is dead: the
+  surviving replicas put the tasks it had leased back in the queue (attempt counted), each
+  move a compare-and-set, so exactly one replica makes it. A replica that cannot reach
+  JetStream itself judges nobody. One that stops in order deletes its key, and its leases
+  go back at once (attempt not counted).
 - An assignment goes to the agent only once its lease is stored (`AgentService`
   waits for `TaskQueue.durable` when `leases_need_storing`), so a task is never run by
   two agents unless a lease was lost (its replica died or was cut off for `timeout`).
@@ -34,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import json
 import logging
 import secrets
@@ -65,8 +66,9 @@ log = logging.getLogger("aether_hub.taskreplica")
 TASKS_BUCKET = "AETHER_TASKS"
 HUBS_BUCKET = "AETHER_HUBS"
 _TASK = "t."
-_IDEMPOTENCY = "k."
 _HUB = "h."
+# Seconds a purge marker of a retired task stays in the bucket (see `drop`).
+_MARKER_TTL = 300.0
 # Seconds a write round may take before it counts as failed (the store is unavailable).
 _WRITE_TIMEOUT = 5.0
 # Seconds between attempts while writes fail.
@@ -85,8 +87,8 @@ class ReplicaSink(Protocol):
     def remote_deleted(self, task_id: str) -> None:
         """Another replica dropped the finished task `task_id` (retention)."""
 
-    def requeue_orphans(self, alive: Callable[[str], bool]) -> int:
-        """Put back the tasks leased through replicas that are not `alive`; how many."""
+    def requeue_orphans(self, dead: Callable[[str], bool], *, count_attempt: bool) -> int:
+        """Put back the tasks leased through the replicas that are `dead`; how many."""
 
 
 def encode_record(rec: TaskRecord) -> bytes:
@@ -218,6 +220,8 @@ class TaskReplication:
         self._dead: set[str] = set()
         self._started_at = monotonic()
         self._swept_at_start = False
+        self._announce = asyncio.Event()
+        self._beat_ok_at = monotonic()
 
     @classmethod
     async def open(
@@ -416,46 +420,22 @@ class TaskReplication:
             raise StoreUnavailableError(f"JetStream read failed: {exc}") from None
         return decode_record(entry.value or b"", entry.revision or 0)
 
-    async def claim_idempotency_key(self, key: str, task_id: str) -> str:
-        """The task id that holds idempotency key `key` across replicas: `task_id` when
-        this call claimed it, else the earlier claimant's."""
-        from nats.js.errors import KeyWrongLastSequenceError
-
-        name = f"{_IDEMPOTENCY}{hashlib.sha256(key.encode()).hexdigest()}"
-        try:
-            await self._tasks.create(name, task_id.encode())
-            return task_id
-        except KeyWrongLastSequenceError:
-            pass
-        except _nats_errors() as exc:
-            raise StoreUnavailableError(f"JetStream write failed: {exc}") from None
-        try:
-            entry = await self._tasks.get(name)
-        except _nats_errors() as exc:
-            raise StoreUnavailableError(f"JetStream read failed: {exc}") from None
-        holder = (entry.value or b"").decode()
-        if await self.fetch(holder) is not None:
-            return holder
-        # The claimant's task was never stored (its submission failed): take the key over.
-        try:
-            await self._tasks.update(name, task_id.encode(), last=entry.revision)
-        except _nats_errors() as exc:
-            raise StoreUnavailableError(f"JetStream write failed: {exc}") from None
-        return task_id
-
     def writing(self, task_id: str) -> bool:
         """Whether a change of `task_id` is not stored yet."""
         return task_id in self._dirty or task_id in self._writing
 
-    def drop(self, task_id: str, rev: int) -> None:
-        """Delete a finished task from the bucket (retention), in the background; only
-        revision `rev` (the replicas that drop it too lose the race, harmlessly)."""
-        if rev <= 0:
-            return
+    def drop(self, task_id: str) -> None:
+        """Remove a finished task from the bucket (retention), in the background.
+
+        A purge whose marker expires after `_MARKER_TTL` seconds (long enough for every
+        replica's watch to see it): finished tasks leave no tombstone behind, so neither
+        the bucket nor a replica's start grows with the tasks ever run. A finished task
+        never changes again, so there is no revision to compare with.
+        """
 
         async def delete() -> None:
             with contextlib.suppress(*_nats_errors()):
-                await self._tasks.delete(f"{_TASK}{task_id}", last=rev)
+                await self._tasks.purge(f"{_TASK}{task_id}", msg_ttl=_MARKER_TTL)
 
         task = asyncio.get_running_loop().create_task(delete())
         self._loops.append(task)
@@ -508,15 +488,33 @@ class TaskReplication:
                 await asyncio.sleep(_RETRY_DELAY)
 
     async def _follow_hubs(self, watcher: KeyValue.KeyWatcher) -> None:
+        while True:
+            try:
+                await self._read_hubs(watcher)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("following the Hub replicas failed; watching again")
+            await asyncio.sleep(_RETRY_DELAY)
+            with contextlib.suppress(Exception):
+                watcher = await self._hubs.watch(f"{_HUB}>")
+
+    async def _read_hubs(self, watcher: KeyValue.KeyWatcher) -> None:
         async for entry in watcher:
             if entry is None or not entry.key.startswith(_HUB):
                 continue
             hub_id = entry.key[len(_HUB) :]
             if hub_id == self.hub_id:
                 continue
-            if entry.operation is not None:  # it left in order; its leases went back
+            if entry.operation is not None:
+                # It stopped in order. The tasks its agents were running stay leased
+                # through it (a stopping Hub hands back only what it never sent): they go
+                # back now, without counting an attempt, and an agent that moves to another
+                # replica may still deliver its result.
                 self._seen.pop(hub_id, None)
                 self._remote_agents.pop(hub_id, None)
+                if self._sink is not None:
+                    self._sink.requeue_orphans(hub_id.__eq__, count_attempt=False)
                 continue
             self._seen[hub_id] = self._monotonic()
             self._dead.discard(hub_id)
@@ -543,11 +541,20 @@ class TaskReplication:
 
     async def _beat(self) -> None:
         await self._hubs.put(f"{_HUB}{self.hub_id}", bytes(self._agents()))
+        self._beat_ok_at = self._monotonic()
+
+    def agents_changed(self) -> None:
+        """An agent connected or left: announce this replica's agents soon."""
+        self._announce.set()
 
     async def _beat_loop(self) -> None:
         interval = max(0.05, self.timeout / 4)
         while True:
-            await asyncio.sleep(interval)
+            # At the interval, or soon after the agents changed (at most every 0.2 s).
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._announce.wait(), interval)
+                await asyncio.sleep(0.2)
+            self._announce.clear()
             try:
                 await self._beat()
             except _nats_errors() as exc:
@@ -560,6 +567,10 @@ class TaskReplication:
         if sink is None:
             return 0
         now = self._monotonic()
+        if now - self._beat_ok_at > self.timeout / 2:
+            # This replica cannot reach JetStream itself: the silence of the others says
+            # nothing about them (and their leases could not be moved anyway).
+            return 0
         newly_dead = {
             hub for hub, seen in self._seen.items() if now - seen > self.timeout
         } - self._dead
@@ -572,4 +583,4 @@ class TaskReplication:
             log.warning(
                 "Hub replica %s was not heard from for %g s: its leases go back", hub, self.timeout
             )
-        return sink.requeue_orphans(self.alive)
+        return sink.requeue_orphans(lambda hub: not self.alive(hub), count_attempt=True)

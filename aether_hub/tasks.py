@@ -354,15 +354,15 @@ class TaskQueue:
         self._terminal_bytes -= self._terminal_order.pop(task_id, 0)
         self._forget_record(rec, replicated=True)
 
-    def requeue_orphans(self, alive: Callable[[str], bool]) -> int:
-        """Put back the tasks leased through replicas that are not `alive`; how many."""
+    def requeue_orphans(self, dead: Callable[[str], bool], *, count_attempt: bool) -> int:
+        """Put back the tasks leased through the replicas that are `dead`; how many."""
         requeued = 0
+        how = "stopped answering" if count_attempt else "stopped"
         for rec in list(self._tasks.values()):
-            if rec.hub_id and rec.state in (_LEASED, _RUNNING) and not alive(rec.hub_id):
-                hub = rec.hub_id
-                if self._requeue(
-                    rec, count_attempt=True, reason=f"Hub replica {hub} stopped answering"
-                ):
+            hub = rec.hub_id
+            if hub and hub != self.hub_id and rec.state in (_LEASED, _RUNNING) and dead(hub):
+                reason = f"Hub replica {hub} {how}"
+                if self._requeue(rec, count_attempt=count_attempt, reason=reason):
                     requeued += 1
         return requeued
 
@@ -643,6 +643,8 @@ class TaskQueue:
     def add_session(self, session: Session) -> None:
         """Take on a newly registered session (it takes tasks once it streams)."""
         self._sessions[session.session_id] = session
+        if self._replica is not None:
+            self._replica.agents_changed()
 
     def open_stream(self, session: Session, max_concurrent_tasks: int = 0) -> int:
         """Start feeding the session's task stream; returns the stream's number.
@@ -720,6 +722,8 @@ class TaskQueue:
         """
         if self._sessions.pop(session.session_id, None) is None:
             return 0
+        if self._replica is not None:
+            self._replica.agents_changed()
         if session.streaming:
             self._unlist(session)
         session.unsent.clear()
@@ -994,7 +998,7 @@ class TaskQueue:
         `--store jetstream` it leaves the bucket too, unless `replicated`: another
         replica dropped it)."""
         if self._replica is not None and not replicated:
-            self._replica.drop(old.task_id, old.rev)
+            self._replica.drop(old.task_id)
         del self._tasks[old.task_id]
         self._index.drop(old)
         if old.idempotency_key and self._idempotency.get(old.idempotency_key) == old.task_id:
