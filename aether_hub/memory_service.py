@@ -1,4 +1,7 @@
-"""Hub-hosted key-value memory (`MemoryService`), kept in the Hub's SQLite database.
+"""Hub-hosted key-value memory (`MemoryService`), kept in the Hub's SQLite database or,
+with ``--store jetstream``, in a JetStream key-value bucket shared by every Hub replica
+(:mod:`aether_hub.memory_jetstream`). Both are a :class:`MemoryBackend`: the same
+validation, TTL, quota rules and errors; the service awaits whichever it was given.
 
 Scopes:
 
@@ -20,8 +23,9 @@ Error rule: **a request the caller got wrong is INVALID_ARGUMENT** with a messag
 starts with the field's name (``key: ...``, ``value_json: ...``, ``scope_id: ...``,
 ``ttl_seconds: ...``, ``limit: ...``) — empty or over-long keys, values over the size
 limit or not valid JSON, a missing scope id, a negative TTL or limit. ``success=false``
-with ``error_message`` is kept for failures of the Hub itself (a database error), which
-never end the process. A call without a live session is UNAUTHENTICATED.
+with ``error_message`` is kept for failures of the Hub itself (a database or JetStream
+error, :class:`MemoryUnavailableError`), which never end the process. A call without a
+live session is UNAUTHENTICATED.
 """
 
 from __future__ import annotations
@@ -44,12 +48,20 @@ from aether_hub.db import Database
 from aether_hub.sessions import SessionRegistry
 
 __all__ = (
+    "MemoryBackend",
     "MemoryEntry",
     "MemoryInputError",
     "MemoryLimits",
     "MemoryQuotaError",
     "MemoryService",
     "MemoryStore",
+    "MemoryUnavailableError",
+    "SqliteMemoryBackend",
+    "check_key",
+    "check_limit",
+    "check_ttl",
+    "check_value",
+    "quota_error",
     "scope_name",
 )
 
@@ -114,6 +126,31 @@ class MemoryQuotaError(Exception):
     """A store would take an agent over its memory quota (RESOURCE_EXHAUSTED)."""
 
 
+class MemoryUnavailableError(Exception):
+    """The storage behind the memory failed (SQLite, JetStream): ``success=false``.
+
+    The message is shown to the caller, so it names what failed and never carries
+    credentials (server URLs with passwords, tokens).
+    """
+
+
+def quota_error(
+    agent_id: str, keys: int, size: int, limits: MemoryLimits
+) -> MemoryQuotaError | None:
+    """The error for an agent that would keep `keys` keys of `size` bytes, or None."""
+    if keys > limits.agent_quota_keys:
+        return MemoryQuotaError(
+            f"memory quota: agent {agent_id!r} would keep {keys} keys; the limit is"
+            f" {limits.agent_quota_keys} (delete keys, or the Hub's --memory-quota-keys)"
+        )
+    if size > limits.agent_quota_bytes:
+        return MemoryQuotaError(
+            f"memory quota: agent {agent_id!r} would keep {size} bytes; the limit is"
+            f" {limits.agent_quota_bytes} (delete keys, or the Hub's --memory-quota-bytes)"
+        )
+    return None
+
+
 class ScopeAccess(Protocol):
     """Who may use which task and workflow scopes (the Hub's `TaskQueue`)."""
 
@@ -147,6 +184,89 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def check_key(key: str, limits: MemoryLimits) -> None:
+    """Raise MemoryInputError unless `key` is non-empty and within the size limit."""
+    if not key:
+        raise MemoryInputError("key", "must not be empty")
+    size = len(key.encode("utf-8"))
+    if size > limits.max_key_bytes:
+        raise MemoryInputError("key", f"is {size} bytes; the limit is {limits.max_key_bytes} bytes")
+
+
+def check_value(value_json: str, limits: MemoryLimits) -> None:
+    """Raise MemoryInputError unless `value_json` is JSON within the size limit."""
+    size = len(value_json.encode("utf-8"))
+    if size > limits.max_value_bytes:
+        raise MemoryInputError(
+            "value_json",
+            f"is {size} bytes; the limit is {limits.max_value_bytes} bytes",
+        )
+    try:
+        json.loads(value_json, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise MemoryInputError("value_json", f"is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise MemoryInputError("value_json", f"is not valid JSON ({exc})") from None
+
+
+def check_ttl(ttl_seconds: float) -> None:
+    """Raise MemoryInputError unless `ttl_seconds` is 0 (never expires) or more."""
+    if ttl_seconds < 0 or math.isnan(ttl_seconds):
+        raise MemoryInputError("ttl_seconds", f"must be 0 or more, not {ttl_seconds}")
+
+
+def check_limit(limit: int, limits: MemoryLimits) -> int:
+    """How many keys a List with `limit` returns (0: the default; clamped)."""
+    if limit < 0:
+        raise MemoryInputError("limit", f"must be 0 or more, not {limit}")
+    return min(limit or limits.default_list_limit, limits.max_list_limit)
+
+
+class MemoryBackend(Protocol):
+    """Where `MemoryService` keeps values; every call is awaited.
+
+    `scope` is a :func:`scope_name`; `scope_id` is the agent, task or workflow id ("" for
+    global). Input errors raise :class:`MemoryInputError`, a store over an agent's quota
+    :class:`MemoryQuotaError`, a failure of the storage :class:`MemoryUnavailableError`.
+    """
+
+    async def store(
+        self, scope: str, scope_id: str, key: str, value_json: str, ttl_seconds: float = 0
+    ) -> None:
+        """Store (replace) a value; `ttl_seconds` 0 means it never expires."""
+        ...
+
+    async def retrieve(self, scope: str, scope_id: str, key: str) -> MemoryEntry | None:
+        """The live value under `key`, or None (also when it has expired)."""
+        ...
+
+    async def delete(self, scope: str, scope_id: str, key: str) -> bool:
+        """Remove `key`; whether a live value was there."""
+        ...
+
+    async def list_keys(
+        self, scope: str, scope_id: str, prefix: str = "", limit: int = 0
+    ) -> list[str]:
+        """Live keys of a scope starting with `prefix`, sorted; at most `limit` (0: default)."""
+        ...
+
+    async def snapshot(self, scope: pb.MemoryScope | str, scope_id: str = "") -> dict[str, object]:
+        """The live values of a scope, decoded, by key (for tests and tooling)."""
+        ...
+
+    async def sweep(self) -> int:
+        """Delete every expired value now; how many were deleted."""
+        ...
+
+    async def maybe_sweep(self) -> None:
+        """Sweep when the last sweep is older than the sweep interval (handlers call it)."""
+        ...
+
+    async def stored_count(self) -> int:
+        """Values stored, expired or not (to observe the sweep)."""
+        ...
+
+
 class MemoryStore:
     """The memory table, as plain Python calls (what the service and tests use).
 
@@ -171,28 +291,11 @@ class MemoryStore:
 
     def check_key(self, key: str) -> None:
         """Raise MemoryInputError unless `key` is non-empty and within the size limit."""
-        if not key:
-            raise MemoryInputError("key", "must not be empty")
-        size = len(key.encode("utf-8"))
-        if size > self.limits.max_key_bytes:
-            raise MemoryInputError(
-                "key", f"is {size} bytes; the limit is {self.limits.max_key_bytes} bytes"
-            )
+        check_key(key, self.limits)
 
     def check_value(self, value_json: str) -> None:
         """Raise MemoryInputError unless `value_json` is JSON within the size limit."""
-        size = len(value_json.encode("utf-8"))
-        if size > self.limits.max_value_bytes:
-            raise MemoryInputError(
-                "value_json",
-                f"is {size} bytes; the limit is {self.limits.max_value_bytes} bytes",
-            )
-        try:
-            json.loads(value_json, parse_constant=_reject_constant)
-        except json.JSONDecodeError as exc:
-            raise MemoryInputError("value_json", f"is not valid JSON ({exc})") from None
-        except (ValueError, RecursionError) as exc:
-            raise MemoryInputError("value_json", f"is not valid JSON ({exc})") from None
+        check_value(value_json, self.limits)
 
     # -- operations ------------------------------------------------------------------
 
@@ -202,8 +305,7 @@ class MemoryStore:
         """Store (replace) a value; `ttl_seconds` 0 means it never expires."""
         self.check_key(key)
         self.check_value(value_json)
-        if ttl_seconds < 0 or math.isnan(ttl_seconds):
-            raise MemoryInputError("ttl_seconds", f"must be 0 or more, not {ttl_seconds}")
+        check_ttl(ttl_seconds)
         now = self._clock()
         expires_at = now + ttl_seconds if ttl_seconds else None
         with self._db.conn:
@@ -229,17 +331,9 @@ class MemoryStore:
         ).fetchone()
         keys = int(row[0]) + 1
         size = int(row[1]) + len(key.encode("utf-8")) + len(value_json.encode("utf-8"))
-        limits = self.limits
-        if keys > limits.agent_quota_keys:
-            raise MemoryQuotaError(
-                f"memory quota: agent {agent_id!r} would keep {keys} keys; the limit is"
-                f" {limits.agent_quota_keys} (delete keys, or the Hub's --memory-quota-keys)"
-            )
-        if size > limits.agent_quota_bytes:
-            raise MemoryQuotaError(
-                f"memory quota: agent {agent_id!r} would keep {size} bytes; the limit is"
-                f" {limits.agent_quota_bytes} (delete keys, or the Hub's --memory-quota-bytes)"
-            )
+        error = quota_error(agent_id, keys, size, self.limits)
+        if error is not None:
+            raise error
 
     def retrieve(self, scope: str, scope_id: str, key: str) -> MemoryEntry | None:
         """The live value under `key`, or None (also when it has expired)."""
@@ -267,9 +361,7 @@ class MemoryStore:
 
     def list_keys(self, scope: str, scope_id: str, prefix: str = "", limit: int = 0) -> list[str]:
         """Live keys of a scope starting with `prefix`, sorted; at most `limit` (0: default)."""
-        if limit < 0:
-            raise MemoryInputError("limit", f"must be 0 or more, not {limit}")
-        count = min(limit or self.limits.default_list_limit, self.limits.max_list_limit)
+        count = check_limit(limit, self.limits)
         rows = self._db.conn.execute(
             "SELECT key FROM memory_entries WHERE scope = ? AND scope_id = ?"
             " AND key >= ? AND substr(key, 1, ?) = ?"
@@ -313,6 +405,81 @@ class MemoryStore:
         return int(row[0])
 
 
+class SqliteMemoryBackend:
+    """The SQLite :class:`MemoryStore` as a :class:`MemoryBackend`.
+
+    The calls run inline, as they always have: the Hub's SQLite connection belongs to the
+    event loop's thread, and one memory call is a single short statement.
+    """
+
+    def __init__(self, store: MemoryStore) -> None:
+        #: The synchronous store (tests and tools read it directly).
+        self.sync = store
+
+    def __repr__(self) -> str:
+        return f"SqliteMemoryBackend({self.sync.limits!r})"
+
+    async def store(
+        self, scope: str, scope_id: str, key: str, value_json: str, ttl_seconds: float = 0
+    ) -> None:
+        """See :meth:`MemoryStore.store`."""
+        try:
+            self.sync.store(scope, scope_id, key, value_json, ttl_seconds)
+        except sqlite3.Error as exc:
+            raise MemoryUnavailableError(str(exc)) from exc
+
+    async def retrieve(self, scope: str, scope_id: str, key: str) -> MemoryEntry | None:
+        """See :meth:`MemoryStore.retrieve`."""
+        try:
+            return self.sync.retrieve(scope, scope_id, key)
+        except sqlite3.Error as exc:
+            raise MemoryUnavailableError(str(exc)) from exc
+
+    async def delete(self, scope: str, scope_id: str, key: str) -> bool:
+        """See :meth:`MemoryStore.delete`."""
+        try:
+            return self.sync.delete(scope, scope_id, key)
+        except sqlite3.Error as exc:
+            raise MemoryUnavailableError(str(exc)) from exc
+
+    async def list_keys(
+        self, scope: str, scope_id: str, prefix: str = "", limit: int = 0
+    ) -> list[str]:
+        """See :meth:`MemoryStore.list_keys`."""
+        try:
+            return self.sync.list_keys(scope, scope_id, prefix, limit)
+        except sqlite3.Error as exc:
+            raise MemoryUnavailableError(str(exc)) from exc
+
+    async def snapshot(self, scope: pb.MemoryScope | str, scope_id: str = "") -> dict[str, object]:
+        """See :meth:`MemoryStore.snapshot`."""
+        try:
+            return self.sync.snapshot(scope, scope_id)
+        except sqlite3.Error as exc:
+            raise MemoryUnavailableError(str(exc)) from exc
+
+    async def sweep(self) -> int:
+        """See :meth:`MemoryStore.sweep_expired`."""
+        try:
+            return self.sync.sweep_expired()
+        except sqlite3.Error as exc:
+            raise MemoryUnavailableError(str(exc)) from exc
+
+    async def maybe_sweep(self) -> None:
+        """See :meth:`MemoryStore.maybe_sweep`."""
+        try:
+            self.sync.maybe_sweep()
+        except sqlite3.Error as exc:
+            raise MemoryUnavailableError(str(exc)) from exc
+
+    async def stored_count(self) -> int:
+        """See :meth:`MemoryStore.stored_row_count`."""
+        try:
+            return self.sync.stored_row_count()
+        except sqlite3.Error as exc:
+            raise MemoryUnavailableError(str(exc)) from exc
+
+
 def _invalid(exc: MemoryInputError) -> GRPCError:
     return GRPCError(Status.INVALID_ARGUMENT, str(exc))
 
@@ -323,8 +490,20 @@ def _timestamp(epoch: float | None) -> datetime.datetime | None:
     return datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
 
 
+def _failed(call: str, exc: MemoryUnavailableError) -> str:
+    # The message is the backend's own (already free of credentials); no traceback, as
+    # a store that is down fails every call and the stack says nothing new.
+    _log.error("memory %s failed: %s", call, exc)
+    return f"the Hub's store failed: {exc}"
+
+
 class MemoryService(server.MemoryServiceBase):
-    """`aether.v1.MemoryService` over a :class:`MemoryStore` in the Hub database."""
+    """`aether.v1.MemoryService` over a :class:`MemoryBackend`.
+
+    `backend` None is a :class:`MemoryStore` in the Hub database `db` (one Hub); a
+    :class:`~aether_hub.memory_jetstream.JetStreamMemoryStore` shares the memory between
+    Hub replicas (`limits` and `clock` are then the backend's own).
+    """
 
     def __init__(
         self,
@@ -334,30 +513,46 @@ class MemoryService(server.MemoryServiceBase):
         *,
         clock: Callable[[], float] = time.time,
         access: ScopeAccess | None = None,
+        backend: MemoryBackend | None = None,
     ) -> None:
-        self.backend = MemoryStore(db, limits, clock=clock)
+        self.backend: MemoryBackend = (
+            backend
+            if backend is not None
+            else SqliteMemoryBackend(MemoryStore(db, limits, clock=clock))
+        )
         self._sessions = sessions
         self._access = access
 
     def snapshot(self, scope: pb.MemoryScope | str, scope_id: str = "") -> dict[str, object]:
-        """The live values of a scope, decoded (see :meth:`MemoryStore.snapshot`)."""
-        return self.backend.snapshot(scope, scope_id)
+        """The live values of a scope, decoded (see :meth:`MemoryStore.snapshot`).
 
-    def sweep(self) -> int:
+        Synchronous for the tests and `TestHub`, so only with the SQLite store; with
+        another backend await ``service.backend.snapshot(...)``.
+        """
+        backend = self.backend
+        if not isinstance(backend, SqliteMemoryBackend):
+            raise RuntimeError(
+                f"snapshot() reads the SQLite store; the memory is in {backend!r}:"
+                " await service.backend.snapshot(...)"
+            )
+        return backend.sync.snapshot(scope, scope_id)
+
+    async def sweep(self) -> int:
         """Delete expired values now (for the Hub's periodic housekeeping); how many."""
-        return self.backend.sweep_expired()
+        return await self.backend.sweep()
 
-    def _housekeeping(self) -> None:
+    async def _housekeeping(self) -> None:
         try:
-            self.backend.maybe_sweep()
-        except sqlite3.Error:
-            _log.exception("sweeping expired memory values failed")
+            await self.backend.maybe_sweep()
+        except MemoryUnavailableError as exc:
+            # The request itself may still work; its own call reports any failure.
+            _log.error("sweeping expired memory values failed: %s", exc)
 
-    def _scope(
+    async def _scope(
         self, context: runtime.ServerContext, scope: pb.MemoryScope, scope_id: str
     ) -> tuple[str, str]:
         session = self._sessions.require(context)
-        self._housekeeping()
+        await self._housekeeping()
         name = scope_name(scope)
         if name == "agent":
             return name, session.agent_id
@@ -388,34 +583,32 @@ class MemoryService(server.MemoryServiceBase):
         self, request: pb.StoreRequest, context: runtime.ServerContext
     ) -> pb.StoreResponse:
         """Store a value, replacing any value under the same key and scope."""
-        scope, scope_id = self._scope(context, request.scope, request.scope_id)
+        scope, scope_id = await self._scope(context, request.scope, request.scope_id)
         try:
-            self.backend.store(
+            await self.backend.store(
                 scope, scope_id, request.key, request.value_json, request.ttl_seconds
             )
         except MemoryInputError as exc:
             raise _invalid(exc) from None
         except MemoryQuotaError as exc:
             raise GRPCError(Status.RESOURCE_EXHAUSTED, str(exc)) from None
-        except sqlite3.Error as exc:
-            _log.exception("memory store failed")
-            return pb.StoreResponse(success=False, error_message=f"the Hub's store failed: {exc}")
+        except MemoryUnavailableError as exc:
+            error = _failed("store", exc)
+            return pb.StoreResponse(success=False, error_message=error)
         return pb.StoreResponse(success=True)
 
     async def retrieve(
         self, request: pb.RetrieveRequest, context: runtime.ServerContext
     ) -> pb.RetrieveResponse:
         """Read a value; found is false when there is none or it expired."""
-        scope, scope_id = self._scope(context, request.scope, request.scope_id)
+        scope, scope_id = await self._scope(context, request.scope, request.scope_id)
         try:
-            entry = self.backend.retrieve(scope, scope_id, request.key)
+            entry = await self.backend.retrieve(scope, scope_id, request.key)
         except MemoryInputError as exc:
             raise _invalid(exc) from None
-        except sqlite3.Error as exc:
-            _log.exception("memory retrieve failed")
-            return pb.RetrieveResponse(
-                success=False, error_message=f"the Hub's store failed: {exc}"
-            )
+        except MemoryUnavailableError as exc:
+            error = _failed("retrieve", exc)
+            return pb.RetrieveResponse(success=False, error_message=error)
         if entry is None:
             return pb.RetrieveResponse(success=True, found=False)
         return pb.RetrieveResponse(
@@ -429,28 +622,26 @@ class MemoryService(server.MemoryServiceBase):
         self, request: pb.DeleteRequest, context: runtime.ServerContext
     ) -> pb.DeleteResponse:
         """Remove a value; deleted says whether one was there."""
-        scope, scope_id = self._scope(context, request.scope, request.scope_id)
+        scope, scope_id = await self._scope(context, request.scope, request.scope_id)
         try:
-            deleted = self.backend.delete(scope, scope_id, request.key)
+            deleted = await self.backend.delete(scope, scope_id, request.key)
         except MemoryInputError as exc:
             raise _invalid(exc) from None
-        except sqlite3.Error as exc:
-            _log.exception("memory delete failed")
-            return pb.DeleteResponse(success=False, error_message=f"the Hub's store failed: {exc}")
+        except MemoryUnavailableError as exc:
+            error = _failed("delete", exc)
+            return pb.DeleteResponse(success=False, error_message=error)
         return pb.DeleteResponse(success=True, deleted=deleted)
 
     async def list(
         self, request: pb.ListKeysRequest, context: runtime.ServerContext
     ) -> pb.ListKeysResponse:
         """The live keys of a scope, sorted, optionally by prefix."""
-        scope, scope_id = self._scope(context, request.scope, request.scope_id)
+        scope, scope_id = await self._scope(context, request.scope, request.scope_id)
         try:
-            keys = self.backend.list_keys(scope, scope_id, request.prefix, request.limit)
+            keys = await self.backend.list_keys(scope, scope_id, request.prefix, request.limit)
         except MemoryInputError as exc:
             raise _invalid(exc) from None
-        except sqlite3.Error as exc:
-            _log.exception("memory list failed")
-            return pb.ListKeysResponse(
-                success=False, error_message=f"the Hub's store failed: {exc}"
-            )
+        except MemoryUnavailableError as exc:
+            error = _failed("list", exc)
+            return pb.ListKeysResponse(success=False, error_message=error)
         return pb.ListKeysResponse(success=True, keys=keys)

@@ -51,7 +51,8 @@ from aether_hub.guard import GuardedService
 from aether_hub.health import HealthService
 from aether_hub.llm_providers import LLMProvider, make_llm_provider
 from aether_hub.llm_service import LLMService, ModelPolicy
-from aether_hub.memory_service import MemoryLimits, MemoryService
+from aether_hub.memory_jetstream import JetStreamMemoryStore, open_jetstream_memory
+from aether_hub.memory_service import MemoryLimits, MemoryService, MemoryUnavailableError
 from aether_hub.messaging_service import MessagingService
 from aether_hub.metrics import HubMetrics, LiveState, MetricsServer
 from aether_hub.nats_bus import NatsBus, create_bus
@@ -169,6 +170,7 @@ class HubServer:
         # With --store jetstream: the link to the other replicas, and its NATS connection.
         self._replica: TaskReplication | None = None
         self._store_link: NatsBus | None = None
+        self._memory_store: JetStreamMemoryStore | None = None
         self._messaging: MessagingService | None = None
         self._llm: LLMService | None = None
         self._llm_provider: LLMProvider | None = None
@@ -325,6 +327,7 @@ class HubServer:
             raise ConfigError(str(exc)) from None
         if config.store == "jetstream":
             await self._open_replica(config, queue, sessions)
+            await self._open_shared_memory(config)
         self._messaging = MessagingService(
             self._bus, sessions, SubjectPolicy(config.shared_subjects)
         )
@@ -386,6 +389,23 @@ class HubServer:
             replica.hub_id,
             loaded,
         )
+
+    async def _open_shared_memory(self, config: HubConfig) -> None:
+        """Keep the agents' memory in JetStream too, so every replica reads the same."""
+        assert self._store_link is not None and self._memory is not None
+        try:
+            self._memory_store = await open_jetstream_memory(
+                self._store_link.client,
+                replicas=config.store_replicas,
+                limits=MemoryLimits(
+                    agent_quota_keys=config.memory_quota_keys,
+                    agent_quota_bytes=config.memory_quota_bytes,
+                ),
+                clock=self._clock.time,
+            )
+        except MemoryUnavailableError as exc:
+            raise ConfigError(f"--store jetstream: {exc}") from None
+        self._memory.backend = self._memory_store
 
     async def _enrol_configured_agents(self, agents: AgentRegistry) -> None:
         for spec in self.config.agents:
@@ -481,6 +501,9 @@ class HubServer:
                 await self._replica.close()
             except Exception:
                 log.exception("could not store the last task changes in JetStream")
+        if self._memory_store is not None:
+            with contextlib.suppress(Exception):
+                await self._memory_store.close()
         if self._store_link is not None:
             with contextlib.suppress(Exception):
                 await self._store_link.close()

@@ -178,11 +178,11 @@ async def test_ttl_expiry_is_immediate_for_readers_and_swept_later(hub: MemoryHu
     deleted = await hub.stub.delete(pb.DeleteRequest(key="short"), metadata=auth)
     assert deleted.success and not deleted.deleted
     # Gone for readers, but the row waits for the sweep.
-    assert hub.service.backend.stored_row_count() == 2
+    assert await hub.service.backend.stored_count() == 2
 
     hub.clock.now = START + 61  # past the sweep interval: the next write sweeps
     await store(hub, auth, "other", 1)
-    assert hub.service.backend.stored_row_count() == 2  # forever + other
+    assert await hub.service.backend.stored_count() == 2  # forever + other
     assert hub.service.snapshot("agent", "agent-a") == {"forever": "here", "other": 1}
 
 
@@ -266,7 +266,7 @@ async def test_calls_without_a_live_session_are_unauthenticated(
     with pytest.raises(GRPCError) as caught:
         await hub.stub.retrieve(pb.RetrieveRequest(key="k"), metadata=metadata)
     assert caught.value.status is Status.UNAUTHENTICATED
-    assert hub.service.backend.stored_row_count() == 0
+    assert await hub.service.backend.stored_count() == 0
 
 
 async def test_ended_session_is_unauthenticated(hub: MemoryHub) -> None:
@@ -311,7 +311,7 @@ async def test_reads_sweep_too_and_sweep_on_demand(hub: MemoryHub) -> None:
     await store(hub, auth, "b", 2, ttl=1)
     hub.clock.now = START + 61
     assert not (await retrieve(hub, auth, "unrelated")).found
-    assert hub.service.backend.stored_row_count() == 0
+    assert await hub.service.backend.stored_count() == 0
     await store(hub, auth, "c", 3, ttl=1)
     hub.clock.now = START + 62
-    assert hub.service.sweep() == 1
+    assert await hub.service.sweep() == 1
