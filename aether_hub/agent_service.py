@@ -331,6 +331,10 @@ class AgentService(server.AgentServiceBase):
                             await queue.durable()
                         except StoreUnavailableError:
                             await asyncio.sleep(_STORE_RETRY_SECONDS)
+                        if not ready(front.task_id):
+                            # Still not stored with nothing in flight (its write failed
+                            # and waits for a retry): never spin the event loop.
+                            await asyncio.sleep(_STORE_RETRY_SECONDS)
                         continue
                     if batch_bytes and len(unsent) > 1 and front is not None:
                         yield take_assignments(unsent, batch_bytes, ready)

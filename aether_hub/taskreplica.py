@@ -49,6 +49,7 @@ from aether_hub.taskstore import StoreUnavailableError
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
+    from nats.js.client import JetStreamContext
     from nats.js.kv import KeyValue
 
 __all__ = (
@@ -73,6 +74,8 @@ _MARKER_TTL = 300.0
 _WRITE_TIMEOUT = 5.0
 # Seconds between attempts while writes fail.
 _RETRY_DELAY = 0.5
+# Seconds a starting replica keeps trying to open the buckets and announce itself.
+_OPEN_PATIENCE = 30.0
 
 
 class ReplicaSink(Protocol):
@@ -144,7 +147,7 @@ def decode_record(data: bytes, rev: int) -> TaskRecord:
             created_at=float(d["c"]),
             deadline=None if d["dl"] is None else float(d["dl"]),
             idempotency_key=str(d["ik"]),
-            state=pb.TaskState(int(d["s"])),
+            state=_state(int(d["s"])),
             attempt=int(d["a"]),
             assigned_agent_id=str(d["ag"]),
             session_id=str(d["sid"]),
@@ -161,6 +164,16 @@ def decode_record(data: bytes, rev: int) -> TaskRecord:
         )
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise ValueError(f"not a stored task: {exc}") from None
+
+
+_STATES = {int(state): state for state in pb.TaskState}
+
+
+def _state(number: int) -> pb.TaskState:
+    state = _STATES.get(number)
+    if state is None:
+        raise ValueError(f"unknown task state {number}")
+    return state
 
 
 def replica_sequence(clock: Callable[[], float] = time.time) -> Iterator[int]:
@@ -215,7 +228,9 @@ class TaskReplication:
         self._failing: str | None = None
         self._loops: list[asyncio.Task[None]] = []
         # Other replicas: when each was last heard from (monotonic), and its agents.
-        self._seen: dict[str, float] = {}
+        # Per replica: when (monotonic) a new revision of its key arrived, and that revision.
+        # A watch that restarts delivers old entries again: they do not count as news.
+        self._seen: dict[str, tuple[float, int]] = {}
         self._remote_agents: dict[str, pb.ListAgentsResponse] = {}
         self._dead: set[str] = set()
         self._started_at = monotonic()
@@ -234,9 +249,31 @@ class TaskReplication:
     ) -> TaskReplication:
         """Create (or bind) the buckets with `replicas` copies each; raises
         `StoreUnavailableError` naming what failed."""
+        js = client.jetstream(timeout=_WRITE_TIMEOUT)
+        # A cluster that just formed may have no peers for the buckets for a moment.
+        deadline = time.monotonic() + _OPEN_PATIENCE
+        while True:
+            try:
+                return await cls._open(
+                    js, client, replicas=replicas, timeout=timeout, agents=agents
+                )
+            except StoreUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(_RETRY_DELAY)
+
+    @classmethod
+    async def _open(
+        cls,
+        js: JetStreamContext,
+        client: Client,
+        *,
+        replicas: int,
+        timeout: float,
+        agents: Callable[[], pb.ListAgentsResponse],
+    ) -> TaskReplication:
         from nats.js.api import KeyValueConfig, StorageType
 
-        js = client.jetstream(timeout=_WRITE_TIMEOUT)
         try:
             tasks = await js.create_key_value(
                 KeyValueConfig(
@@ -253,6 +290,9 @@ class TaskReplication:
                     history=1,
                     replicas=replicas,
                     storage=StorageType.MEMORY,
+                    # The key of a replica killed without a word leaves after an hour
+                    # (its leases went back long before).
+                    ttl=3600.0,
                     description="Aether Hub replicas: liveness and connected agents",
                 )
             )
@@ -292,7 +332,18 @@ class TaskReplication:
             self._take(entry.key, entry.value, entry.revision, entry.operation is not None)
             loaded += 1
         hubs = await self._hubs.watch(f"{_HUB}>")
-        await self._beat()
+        deadline = self._monotonic() + _OPEN_PATIENCE
+        while True:
+            try:
+                await self._beat()
+                break
+            except _nats_errors() as exc:
+                # A bucket just made may have no leader yet ("no response from stream").
+                if self._monotonic() > deadline:
+                    raise StoreUnavailableError(
+                        f"cannot announce this Hub replica in {HUBS_BUCKET}: {exc}"
+                    ) from None
+                await asyncio.sleep(_RETRY_DELAY)
         self._loops = [
             asyncio.create_task(self._follow(watcher), name="aether-task-watch"),
             asyncio.create_task(self._follow_hubs(hubs), name="aether-hub-watch"),
@@ -345,6 +396,10 @@ class TaskReplication:
                 self._writing = set(batch)
                 try:
                     error = await self._write(list(batch.values()))
+                except Exception as exc:
+                    # A bug, not the store: say so, and never leave a waiter hanging.
+                    log.exception("writing task changes to JetStream failed")
+                    error = f"internal error while writing: {type(exc).__name__}"
                 finally:
                     self._writing = set()
                     self._take_stashed()
@@ -388,7 +443,12 @@ class TaskReplication:
         key = f"{_TASK}{rec.task_id}"
         base = rec.rev
         try:
-            rev = await self._tasks.update(key, encode_record(rec), last=base)
+            if base == 0:
+                # `create` also takes over a key whose last entry is a purge marker (a
+                # retired task whose idempotency key is used again).
+                rev = await self._tasks.create(key, encode_record(rec))
+            else:
+                rev = await self._tasks.update(key, encode_record(rec), last=base)
         except KeyWrongLastSequenceError:
             # Another replica changed the task first: its version stands.
             await self._reread(rec.task_id)
@@ -419,6 +479,11 @@ class TaskReplication:
         except _nats_errors() as exc:
             raise StoreUnavailableError(f"JetStream read failed: {exc}") from None
         return decode_record(entry.value or b"", entry.revision or 0)
+
+    @property
+    def pending(self) -> bool:
+        """Whether some change made here is not stored yet."""
+        return bool(self._dirty or self._writing)
 
     def writing(self, task_id: str) -> bool:
         """Whether a change of `task_id` is not stored yet."""
@@ -453,7 +518,10 @@ class TaskReplication:
     def _take_stashed(self) -> None:
         stashed, self._stashed = self._stashed, {}
         for task_id, (value, rev, deleted) in stashed.items():
-            self._deliver(task_id, value, rev, deleted=deleted)
+            try:
+                self._deliver(task_id, value, rev, deleted=deleted)
+            except Exception:
+                log.exception("applying the stored version of task %s failed", task_id)
 
     def _deliver(self, task_id: str, value: bytes, rev: int, *, deleted: bool) -> None:
         sink = self._sink
@@ -470,6 +538,9 @@ class TaskReplication:
         except ValueError as exc:
             log.error("ignored the stored task %r: %s", task_id, exc)
             return
+        # A change of this replica not written yet was made on an older version: the
+        # stored one stands, and writing the change now would undo the other replica's.
+        self._dirty.pop(task_id, None)
         sink.apply_remote(remote)
 
     async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
@@ -478,7 +549,12 @@ class TaskReplication:
                 async for entry in watcher:
                     if entry is None:
                         continue
-                    self._take(entry.key, entry.value, entry.revision, entry.operation is not None)
+                    try:
+                        self._take(
+                            entry.key, entry.value, entry.revision, entry.operation is not None
+                        )
+                    except Exception:
+                        log.exception("applying the stored version of %s failed", entry.key)
             except asyncio.CancelledError:
                 with contextlib.suppress(*_nats_errors()):
                     await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
@@ -516,7 +592,11 @@ class TaskReplication:
                 if self._sink is not None:
                     self._sink.requeue_orphans(hub_id.__eq__, count_attempt=False)
                 continue
-            self._seen[hub_id] = self._monotonic()
+            rev = entry.revision or 0
+            known = self._seen.get(hub_id)
+            if known is not None and rev <= known[1]:
+                continue
+            self._seen[hub_id] = (self._monotonic(), rev)
             self._dead.discard(hub_id)
             try:
                 self._remote_agents[hub_id] = pb.ListAgentsResponse.parse(entry.value or b"")
@@ -528,7 +608,7 @@ class TaskReplication:
         if hub_id == self.hub_id or not hub_id:
             return True
         seen = self._seen.get(hub_id)
-        return seen is not None and self._monotonic() - seen <= self.timeout
+        return seen is not None and self._monotonic() - seen[0] <= self.timeout
 
     def remote_agents(self) -> list[pb.AgentInfo]:
         """The agents connected to the other live replicas."""
@@ -541,7 +621,13 @@ class TaskReplication:
 
     async def _beat(self) -> None:
         await self._hubs.put(f"{_HUB}{self.hub_id}", bytes(self._agents()))
-        self._beat_ok_at = self._monotonic()
+        now = self._monotonic()
+        if now - self._beat_ok_at > self.timeout / 2:
+            # Back after this replica's own trouble with JetStream (a node lost, a leader
+            # election): the others were as unable to announce themselves, and their news
+            # may still be on the way. Everyone starts a fresh `timeout`.
+            self._seen = {hub: (now, rev) for hub, (_, rev) in self._seen.items()}
+        self._beat_ok_at = now
 
     def agents_changed(self) -> None:
         """An agent connected or left: announce this replica's agents soon."""
@@ -557,11 +643,26 @@ class TaskReplication:
             self._announce.clear()
             try:
                 await self._beat()
+                await self.check_replicas()
             except _nats_errors() as exc:
                 log.debug("could not announce this Hub replica: %s", exc)
-            self.check_replicas()
 
-    def check_replicas(self) -> int:
+    async def _still_silent(self, hub: str) -> bool:
+        """Whether replica `hub`'s key in the bucket has no revision newer than the last
+        one seen (the watch may lag; the bucket itself is the judge)."""
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+        try:
+            entry = await self._hubs.get(f"{_HUB}{hub}")
+        except (KeyNotFoundError, KeyDeletedError):
+            return True
+        rev = entry.revision or 0
+        if rev > self._seen[hub][1]:
+            self._seen[hub] = (self._monotonic(), rev)
+            return False
+        return True
+
+    async def check_replicas(self) -> int:
         """Put back the leases of replicas silent for `timeout`; how many tasks."""
         sink = self._sink
         if sink is None:
@@ -571,9 +672,8 @@ class TaskReplication:
             # This replica cannot reach JetStream itself: the silence of the others says
             # nothing about them (and their leases could not be moved anyway).
             return 0
-        newly_dead = {
-            hub for hub, seen in self._seen.items() if now - seen > self.timeout
-        } - self._dead
+        suspects = {hub for hub, (seen, _) in self._seen.items() if now - seen > self.timeout}
+        newly_dead = {hub for hub in suspects - self._dead if await self._still_silent(hub)}
         first_look = not self._swept_at_start and now - self._started_at > self.timeout
         if not newly_dead and not first_look:
             return 0

@@ -64,6 +64,23 @@ _TIMED_OUT = pb.TaskState.TIMED_OUT
 
 _HeapEntry = tuple[int, int, TaskRecord]
 
+# What a task's submission fixes (a replica takes them from the stored version only when
+# its own was never stored).
+_SUBMITTED_FIELDS = (
+    "seq",
+    "description",
+    "payload",
+    "task_type",
+    "target_agent_id",
+    "priority",
+    "metadata",
+    "workflow_id",
+    "max_attempts",
+    "created_at",
+    "deadline",
+    "idempotency_key",
+    "submitted_by",
+)
 # What a stored version of a task replaces in the record a replica holds (the rest is
 # fixed at submission or kept locally: `leased_at`, `stored_result`, cached datetimes).
 _REPLICATED_FIELDS = (
@@ -289,7 +306,9 @@ class TaskQueue:
         if replica is None:
             return True
         rec = session.leases.get(task_id)
-        return rec is not None and rec.rev > 0 and not replica.writing(task_id)
+        if rec is None:
+            return True  # nothing of this session's to wait for (never blocks the stream)
+        return rec.rev > 0 and not replica.writing(task_id)
 
     def known_rev(self, task_id: str) -> int | None:
         """The stored revision of the task held (0: not stored yet), None if not held."""
@@ -308,6 +327,14 @@ class TaskQueue:
             return
         if remote.rev <= rec.rev:
             return
+        if rec.rev == 0:
+            # Never stored from here: another replica created the task first (the same
+            # idempotency key through both). Its submission stands, every field of it.
+            self._index.drop(rec)
+            for name in _SUBMITTED_FIELDS:
+                setattr(rec, name, getattr(remote, name))
+            rec._created_dt = rec._deadline_dt = None
+            self._index.note(rec)
         was_terminal, was_pending = rec.terminal, rec.state == _PENDING
         holder = self._sessions.get(rec.session_id) if rec.session_id else None
         if holder is not None and remote.session_id != rec.session_id:
@@ -381,6 +408,19 @@ class TaskQueue:
                 if not self._backlog:
                     self._backlog = None
         return rec
+
+    async def settled(self, rec: TaskRecord) -> None:
+        """Return once the task's changes made here are stored (at once with one Hub):
+        a reader is never shown a state that a lost race may still take back."""
+        replica = self._replica
+        if replica is not None and replica.writing(rec.task_id):
+            await replica.durable()
+
+    async def settled_all(self) -> None:
+        """`settled` for every task (ListTasks filters on their states)."""
+        replica = self._replica
+        if replica is not None and replica.pending:
+            await replica.durable()
 
     async def lookup(self, task_id: str) -> TaskRecord | None:
         """`get`, and with replicas the bucket for a task this one has not seen yet (one
@@ -786,7 +826,13 @@ class TaskQueue:
         if (
             rec.assigned_agent_id == session.agent_id
             and not rec.terminal
-            and (rec.state == _PENDING or self._lease_agent(rec) == session.agent_id)
+            and (
+                rec.state == _PENDING
+                or self._lease_agent(rec) == session.agent_id
+                # Leased through another replica to this very agent, which then moved
+                # here (its replica died or it lost the connection): its result counts.
+                or (rec.hub_id != "" and rec.hub_id != self.hub_id)
+            )
         ):
             return rec
         if rec.terminal:
@@ -1271,7 +1317,9 @@ class TaskService(server.TaskServiceBase):
     async def get_task(self, request: pb.GetTaskRequest, context: runtime.ServerContext) -> pb.Task:
         """One task; NOT_FOUND when unknown."""
         caller = self._auth.check(context)
-        return (await self._require(request.task_id, caller, "get")).to_pb()
+        rec = await self._require(request.task_id, caller, "get")
+        await self._queue.settled(rec)
+        return rec.to_pb()
 
     async def watch_task(
         self, request: pb.WatchTaskRequest, context: runtime.ServerContext
@@ -1281,10 +1329,12 @@ class TaskService(server.TaskServiceBase):
         rec = await self._require(request.task_id, caller, "watch")
         event = self._queue.watch(rec.task_id)
         try:
+            await self._queue.settled(rec)
             yield pb.TaskUpdate(task=rec.to_pb())
             while not rec.terminal:
                 await event.wait()
                 event.clear()
+                await self._queue.settled(rec)
                 yield pb.TaskUpdate(task=rec.to_pb())
         finally:
             self._queue.unwatch(rec.task_id, event)
@@ -1314,6 +1364,7 @@ class TaskService(server.TaskServiceBase):
         """Tasks matching the filters, newest first, one page at a time (an agent: only
         the tasks it submitted or runs)."""
         caller = self._auth.check(context)
+        await self._queue.settled_all()
         records, token = self._queue.list_tasks(
             state=request.state,
             agent_id=request.agent_id,

@@ -135,7 +135,7 @@ def test_benchmark_entry_writes_every_figure(tmp_path: Path) -> None:
     runs = {
         (run["system"], run["store"], run["agents"], run["payload"]): run
         for run in doc["api_e2e"]
-        if run["system"] != "ours" or run["batched"]
+        if (run["system"] != "ours" or run["batched"]) and not run["store"].startswith("jetstream")
     }
     assert len(runs) == 12
     assert {key[0] for key in runs} == {"ours", "baseline (bare grpclib)"}
@@ -147,7 +147,18 @@ def test_benchmark_entry_writes_every_figure(tmp_path: Path) -> None:
             assert 0 < run["assigned_p50_ms"] <= run["assigned_p99_ms"]
         else:
             assert run["latency_samples"] == 0
+    # Ours with --store jetstream (tiny, submit_many, half the tasks and latency samples):
+    # one NATS node (R1) and one Hub, a 3-node cluster (R3) with one Hub and with two.
+    jetstream = [run for run in doc["api_e2e"] if run["store"].startswith("jetstream")]
+    shapes = [(r["store"], r["hubs"], r["agents"]) for r in jetstream]
+    assert shapes == [("jetstream R1", 1, 1), ("jetstream R3", 1, 1), ("jetstream R3", 2, 2)]
+    for run in jetstream:
+        assert run["error"] == "", run["label"]
+        assert run["batched"] and run["payload"] == "tiny" and run["tasks"] == 50
+        assert run["tasks_per_s"] > 0 and run["latency_samples"] == 10
+        assert 0 < run["latency_p50_ms"] <= run["latency_p99_ms"]
     names = " ".join(c["name"] for c in doc["checks"])
+    assert "jetstream R3, 2 hubs / memory and sqlite (--db)" in names
     for needle in ("ours / baseline", "--db / memory", "submit -> assigned", "steady state"):
         assert needle in names, needle
     assert "import aether_sdk" in names and "pending tasks in --db" in names
