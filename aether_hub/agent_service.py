@@ -15,7 +15,13 @@ from grpclib.exceptions import GRPCError
 
 from aether_hub import tracing
 from aether_hub._wire import pb, runtime, server
-from aether_hub.auth import AgentRegistry, RegisterThrottle, hash_secret, verify_secret
+from aether_hub.auth import (
+    AgentRegistryUnavailableError,
+    AgentStore,
+    RegisterThrottle,
+    hash_secret,
+    verify_secret,
+)
 from aether_hub.clock import Clock, SystemClock
 from aether_hub.logcontext import bind_agent, bind_task
 from aether_hub.sessions import Session, SessionRegistry, SessionState
@@ -144,7 +150,7 @@ class AgentService(server.AgentServiceBase):
     def __init__(
         self,
         *,
-        agents: AgentRegistry,
+        agents: AgentStore,
         sessions: SessionRegistry,
         queue: TaskQueue,
         dev: bool = False,
@@ -174,7 +180,9 @@ class AgentService(server.AgentServiceBase):
 
         Failed registrations are throttled per agent id and per peer address
         (`RegisterThrottle`): past the free ones, Register answers UNAVAILABLE with the
-        seconds to wait, without checking the secret.
+        seconds to wait, without checking the secret. When the enrolments cannot be read
+        (JetStream unreachable with `--store jetstream`) Register answers UNAVAILABLE too,
+        and that does not count as a failure: the agent's secret was never checked.
         """
         agent_id = request.agent_id
         if not agent_id or agent_id != agent_id.strip():
@@ -207,18 +215,30 @@ class AgentService(server.AgentServiceBase):
     async def _register(self, agent_id: str, request: pb.RegisterRequest) -> pb.AgentRegistration:
         # The guide passes the secret in metadata["secret"]; the SDK sends `secret`.
         secret = request.secret or request.metadata.get("secret", "")
-        record = self._agents.get(agent_id)
-        if record is None:
-            if not self._dev:
-                raise GRPCError(
-                    Status.UNAUTHENTICATED,
-                    f"agent {agent_id!r} is not enrolled: add it with `aether hub agents add"
-                    f" {agent_id} --secret-env VAR` or start the Hub with --dev",
+        try:
+            record = await self._agents.get(agent_id)
+            enrolled_now = False
+            if record is None:
+                if not self._dev:
+                    raise GRPCError(
+                        Status.UNAUTHENTICATED,
+                        f"agent {agent_id!r} is not enrolled: add it with `aether hub agents"
+                        f" add {agent_id} --secret-env VAR` or start the Hub with --dev",
+                    )
+                hashed = await asyncio.to_thread(hash_secret, secret)
+                # Only if still absent: registers of a new id racing here or at another
+                # replica enrol it once, and the losers are checked against the winner.
+                record, enrolled_now = await self._agents.add_if_absent(
+                    agent_id, hashed, pb.TrustLevel.LOW, source="dev-enrolled"
                 )
-            hashed = await asyncio.to_thread(hash_secret, secret)
-            record = self._agents.add_hashed(
-                agent_id, hashed, pb.TrustLevel.LOW, source="dev-enrolled"
+        except AgentRegistryUnavailableError as exc:
+            log.error(
+                "register of agent %r: the agent enrolments are unavailable: %s", agent_id, exc
             )
+            raise GRPCError(
+                Status.UNAVAILABLE, f"the Hub cannot read the agent enrolments now: {exc}"
+            ) from None
+        if enrolled_now:
             log.info("enrolled agent %r on its first register (--dev, trust low)", agent_id)
         elif record.has_secret:
             if not secret:
@@ -361,6 +381,7 @@ class AgentService(server.AgentServiceBase):
         acknowledged once stored."""
         session = self._sessions.require(context)
         bind_task(request.task_id)
+        await self._queue.ensure_known(request.task_id)
         with tracing.result_span(self._queue.get, request):
             ack = self._queue.record_result(session, request)
         await self._queue.durable()
@@ -382,6 +403,7 @@ class AgentService(server.AgentServiceBase):
 
         async def record() -> AsyncIterator[pb.SubmitResultResponse]:
             async for result in requests:
+                await self._queue.ensure_known(result.task_id)
                 yield self._record(session, result)
 
         async for ack in _stored(self._queue, record()):
@@ -397,6 +419,8 @@ class AgentService(server.AgentServiceBase):
 
         async def record() -> AsyncIterator[pb.SubmitResultBatchResponse]:
             async for batch in requests:
+                for result in batch.results:
+                    await self._queue.ensure_known(result.task_id)
                 acks = [self._record(session, result) for result in batch.results]
                 yield pb.SubmitResultBatchResponse(acks=acks)
 

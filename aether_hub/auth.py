@@ -2,6 +2,9 @@
 
 - `AgentRegistry`: the enrolled agents (SQLite table `agents`), each with a salted scrypt
   hash of its secret and a trust level; `hash_secret`/`verify_secret` make and check them.
+- `AgentStore`: the awaited registry interface the Hub uses, so that enrolments can live
+  in SQLite (`SqliteAgentStore`, one Hub) or in JetStream
+  (`aether_hub.agents_jetstream.JetStreamAgentRegistry`, shared by every Hub replica).
 - `ClientAuth`: who calls `TaskService` (`Caller`): a holder of the client token (the
   submitter/operator role) or an agent presenting its session token (the agent role,
   limited to its own tasks; see `TaskService`).
@@ -13,14 +16,17 @@ Secrets and tokens never appear in logs, reprs or error messages.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import secrets
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -32,10 +38,14 @@ from aether_hub.sessions import SessionRegistry
 __all__ = (
     "AgentRecord",
     "AgentRegistry",
+    "AgentRegistryUnavailableError",
+    "AgentStore",
     "Caller",
     "ClientAuth",
     "EnrolmentError",
     "RegisterThrottle",
+    "SqliteAgentStore",
+    "check_agent_id",
     "hash_secret",
     "parse_trust_level",
     "trust_level_name",
@@ -67,6 +77,19 @@ _TRUST_NAMES: dict[str, pb.TrustLevel] = {
 
 class EnrolmentError(ValueError):
     """An agent could not be enrolled (bad id, missing secret variable, bad trust level)."""
+
+
+class AgentRegistryUnavailableError(Exception):
+    """The storage of the enrolments failed (JetStream unreachable, a database error).
+
+    Its message names what failed, never a secret or a secret's hash.
+    """
+
+
+def check_agent_id(agent_id: str) -> None:
+    """EnrolmentError unless `agent_id` is non-empty without surrounding spaces."""
+    if not agent_id or agent_id != agent_id.strip():
+        raise EnrolmentError(f"invalid agent id {agent_id!r}")
 
 
 def parse_trust_level(value: str | int | pb.TrustLevel) -> pb.TrustLevel:
@@ -204,24 +227,44 @@ class AgentRegistry:
         *,
         source: str,
     ) -> AgentRecord:
-        """Enrol `agent_id` with an already hashed secret."""
-        if not agent_id or agent_id != agent_id.strip():
-            raise EnrolmentError(f"invalid agent id {agent_id!r}")
-        record = AgentRecord(
-            agent_id=agent_id,
-            trust_level=parse_trust_level(trust_level),
-            source=source,
-            created_at=time.time(),
-            secret_hash=secret_hash,
-        )
+        """Enrol `agent_id` with an already hashed secret (a re-enrolment keeps the first
+        enrolment's `created_at`); the record as stored."""
+        check_agent_id(agent_id)
+        level = parse_trust_level(trust_level)
         with self._db.conn:
             self._db.conn.execute(
                 "INSERT INTO agents (agent_id, secret_hash, trust_level, source, created_at)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (agent_id) DO UPDATE SET"
                 " secret_hash = excluded.secret_hash, trust_level = excluded.trust_level,"
                 " source = excluded.source",
-                (agent_id, secret_hash, int(record.trust_level), source, record.created_at),
+                (agent_id, secret_hash, int(level), source, time.time()),
             )
+        return self._stored(agent_id)
+
+    def add_if_absent(
+        self,
+        agent_id: str,
+        secret_hash: str,
+        trust_level: pb.TrustLevel,
+        *,
+        source: str,
+    ) -> tuple[AgentRecord, bool]:
+        """Enrol `agent_id` unless it is enrolled already: (the stored record, whether this
+        call enrolled it). The first of racing enrolments wins; the others get its record."""
+        check_agent_id(agent_id)
+        level = parse_trust_level(trust_level)
+        with self._db.conn:
+            cursor = self._db.conn.execute(
+                "INSERT INTO agents (agent_id, secret_hash, trust_level, source, created_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (agent_id) DO NOTHING",
+                (agent_id, secret_hash, int(level), source, time.time()),
+            )
+        return self._stored(agent_id), cursor.rowcount > 0
+
+    def _stored(self, agent_id: str) -> AgentRecord:
+        record = self.get(agent_id)
+        if record is None:  # pragma: no cover - written just before, on this connection
+            raise sqlite3.DatabaseError(f"agent {agent_id!r} vanished while being enrolled")
         return record
 
     def remove(self, agent_id: str) -> bool:
@@ -239,6 +282,120 @@ class AgentRegistry:
             source=row[3],
             created_at=float(row[4]),
         )
+
+
+class AgentStore(Protocol):
+    """The enrolled agents as the Hub reads and writes them; every call is awaited.
+
+    Implemented by `SqliteAgentStore` (one Hub's database) and by
+    `aether_hub.agents_jetstream.JetStreamAgentRegistry` (shared by the Hub replicas of
+    `--store jetstream`). A bad id or trust level raises `EnrolmentError`, a failure of
+    the storage `AgentRegistryUnavailableError`.
+    """
+
+    async def get(self, agent_id: str) -> AgentRecord | None:
+        """The enrolled agent `agent_id`, or None."""
+        ...
+
+    async def list_agents(self) -> list[AgentRecord]:
+        """Every enrolled agent, by id."""
+        ...
+
+    async def add(
+        self,
+        agent_id: str,
+        secret: str,
+        trust_level: pb.TrustLevel = pb.TrustLevel.STANDARD,
+        *,
+        source: str = "cli",
+    ) -> AgentRecord:
+        """Enrol (or re-enrol) `agent_id` with `secret` (stored hashed)."""
+        ...
+
+    async def add_hashed(
+        self, agent_id: str, secret_hash: str, trust_level: pb.TrustLevel, *, source: str
+    ) -> AgentRecord:
+        """Enrol (or re-enrol) `agent_id` with an already hashed secret; the stored record."""
+        ...
+
+    async def add_if_absent(
+        self, agent_id: str, secret_hash: str, trust_level: pb.TrustLevel, *, source: str
+    ) -> tuple[AgentRecord, bool]:
+        """Enrol `agent_id` unless enrolled: (the stored record, whether this call did)."""
+        ...
+
+    async def remove(self, agent_id: str) -> bool:
+        """Forget `agent_id`; whether it was enrolled."""
+        ...
+
+
+class SqliteAgentStore:
+    """The SQLite `AgentRegistry` as an `AgentStore`.
+
+    The calls run inline: the Hub's SQLite connection belongs to the event loop's thread
+    and each call is one short statement. Only hashing a secret (scrypt, about 20 ms)
+    goes to a thread.
+    """
+
+    def __init__(self, registry: AgentRegistry) -> None:
+        #: The synchronous registry (the CLI and tests use it directly).
+        self.sync = registry
+
+    def __repr__(self) -> str:
+        return "SqliteAgentStore()"
+
+    async def get(self, agent_id: str) -> AgentRecord | None:
+        """See `AgentRegistry.get`."""
+        try:
+            return self.sync.get(agent_id)
+        except sqlite3.Error as exc:
+            raise AgentRegistryUnavailableError(f"database: {exc}") from exc
+
+    async def list_agents(self) -> list[AgentRecord]:
+        """See `AgentRegistry.list_agents`."""
+        try:
+            return self.sync.list_agents()
+        except sqlite3.Error as exc:
+            raise AgentRegistryUnavailableError(f"database: {exc}") from exc
+
+    async def add(
+        self,
+        agent_id: str,
+        secret: str,
+        trust_level: pb.TrustLevel = pb.TrustLevel.STANDARD,
+        *,
+        source: str = "cli",
+    ) -> AgentRecord:
+        """See `AgentRegistry.add`."""
+        check_agent_id(agent_id)
+        level = parse_trust_level(trust_level)
+        hashed = await asyncio.to_thread(hash_secret, secret)
+        return await self.add_hashed(agent_id, hashed, level, source=source)
+
+    async def add_hashed(
+        self, agent_id: str, secret_hash: str, trust_level: pb.TrustLevel, *, source: str
+    ) -> AgentRecord:
+        """See `AgentRegistry.add_hashed`."""
+        try:
+            return self.sync.add_hashed(agent_id, secret_hash, trust_level, source=source)
+        except sqlite3.Error as exc:
+            raise AgentRegistryUnavailableError(f"database: {exc}") from exc
+
+    async def add_if_absent(
+        self, agent_id: str, secret_hash: str, trust_level: pb.TrustLevel, *, source: str
+    ) -> tuple[AgentRecord, bool]:
+        """See `AgentRegistry.add_if_absent`."""
+        try:
+            return self.sync.add_if_absent(agent_id, secret_hash, trust_level, source=source)
+        except sqlite3.Error as exc:
+            raise AgentRegistryUnavailableError(f"database: {exc}") from exc
+
+    async def remove(self, agent_id: str) -> bool:
+        """See `AgentRegistry.remove`."""
+        try:
+            return self.sync.remove(agent_id)
+        except sqlite3.Error as exc:
+            raise AgentRegistryUnavailableError(f"database: {exc}") from exc
 
 
 def _unauthenticated(message: str) -> GRPCError:

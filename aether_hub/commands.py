@@ -4,6 +4,9 @@
 - `aether hub agents add ID --secret-env VAR [--trust-level L] [--db FILE]` enrols a fixed
   agent (the secret is read from the variable and stored as a salted hash).
 - `aether hub agents list|remove ... --db FILE` shows or removes enrolled agents.
+- With `--store jetstream --nats-url URL[,URL...] [--store-replicas N]` the agents commands
+  work on the enrolments every Hub replica of `--store jetstream` shares (the JetStream
+  bucket AETHER_AGENTS) instead of a database file.
 
 Who is connected to a running Hub is the SDK's `aether agents list --hub-url URL` (the
 `ListAgents` call).
@@ -28,13 +31,15 @@ from typing import TYPE_CHECKING
 from aether_hub.settings import DEFAULT_HOST, DEFAULT_PORT, ConfigError, HubConfig
 
 if TYPE_CHECKING:
+    from aether_hub._wire import pb
+    from aether_hub.auth import AgentRecord
     from aether_hub.db import Database
 
 __all__ = ("add_hub_parser", "main", "register_hub")
 
 # The Hub database when no --db is given (for `aether hub` and the agents commands).
 DB_ENV = "AETHER_HUB_DB"
-_DB_HELP = f"the Hub's database file (default: ${DB_ENV})"
+_DB_HELP = f"the Hub's database file (default: ${DB_ENV}; with --store sqlite)"
 
 # Flag dest -> HubConfig field, for the flags that set Hub options.
 _HUB_OPTIONS = {
@@ -328,8 +333,9 @@ def configure_hub_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="hub_command", metavar="{agents}")
     agents = sub.add_parser(
         "agents",
-        help="manage the agents enrolled in a Hub database",
-        description="Enrol, list and remove the fixed agents of a Hub database (--db FILE).",
+        help="manage the agents enrolled in a Hub database (or shared JetStream store)",
+        description="Enrol, list and remove the fixed agents of a Hub database (--db FILE),"
+        " or of the Hub replicas sharing JetStream (--store jetstream --nats-url URL).",
     )
     agents_sub = agents.add_subparsers(dest="agents_command", metavar="{add,list,remove}")
     agents_sub.required = True
@@ -341,13 +347,44 @@ def configure_hub_parser(parser: argparse.ArgumentParser) -> None:
     add.add_argument(
         "--trust-level", default="standard", help="low | standard | high (default standard)"
     )
-    add.add_argument("--db", dest="agents_db", metavar="FILE", help=_DB_HELP)
+    _add_agents_store_flags(add)
     lst = agents_sub.add_parser("list", help="list the enrolled agents")
-    lst.add_argument("--db", dest="agents_db", metavar="FILE", help=_DB_HELP)
+    _add_agents_store_flags(lst)
     lst.add_argument("--json", action="store_true", help="print JSON")
     rm = agents_sub.add_parser("remove", help="forget an enrolled agent")
     rm.add_argument("agent_id", metavar="ID")
-    rm.add_argument("--db", dest="agents_db", metavar="FILE", help=_DB_HELP)
+    _add_agents_store_flags(rm)
+
+
+def _add_agents_store_flags(parser: argparse.ArgumentParser) -> None:
+    # Own dests (agents_*): a subcommand's defaults would overwrite the `aether hub` flags
+    # of the same name, which the handler falls back to (`aether hub --store jetstream
+    # --nats-url URL agents list` works too).
+    parser.add_argument("--db", dest="agents_db", metavar="FILE", help=_DB_HELP)
+    parser.add_argument(
+        "--store",
+        dest="agents_store",
+        choices=("sqlite", "jetstream"),
+        default=None,
+        help="where the enrolments live: sqlite (the --db file; the default) or jetstream"
+        " (shared by every Hub replica of --store jetstream on the --nats-url servers)",
+    )
+    parser.add_argument(
+        "--nats-url",
+        dest="agents_nats_url",
+        default=None,
+        metavar="URL[,URL...]",
+        help="with --store jetstream: the NATS servers (comma-separated, tried in order)",
+    )
+    parser.add_argument(
+        "--store-replicas",
+        dest="agents_store_replicas",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="with --store jetstream: copies of the enrolments' bucket when this creates"
+        " it (use the Hubs' --store-replicas; default 1); an existing bucket is used as is",
+    )
 
 
 # -- running --------------------------------------------------------------------------
@@ -445,61 +482,120 @@ def _open_db(path: str | None, *, must_exist: bool) -> Database:
 
 def run_hub_agents(args: argparse.Namespace) -> int:
     """`aether hub agents add|list|remove`."""
-    from aether_hub.auth import (
-        AgentRegistry,
-        EnrolmentError,
-        parse_trust_level,
-        trust_level_name,
-    )
+    from aether_hub.auth import AgentRegistry, AgentRegistryUnavailableError, EnrolmentError
+    from aether_hub.bus import BusError
+    from aether_hub.nats_bus import NatsUrlError
 
     command: str = args.agents_command
     try:
+        store = args.agents_store or getattr(args, "store", None) or "sqlite"
+        if store == "jetstream":
+            return asyncio.run(_run_agents_on_jetstream(args, command))
         db = _open_db(args.agents_db or getattr(args, "db", None), must_exist=command != "add")
         try:
             registry = AgentRegistry(db)
             if command == "add":
-                secret = os.environ.get(args.secret_env, "")
-                if not secret:
-                    raise ConfigError(
-                        f"--secret-env {args.secret_env}: the variable is unset or empty"
-                    )
+                secret = _agent_secret(args)
                 record = registry.add(
-                    args.agent_id, secret, parse_trust_level(args.trust_level), source="cli"
+                    args.agent_id, secret, _trust_level(args.trust_level), source="cli"
                 )
-                print(
-                    f"enrolled agent {record.agent_id!r}"
-                    f" (trust level {trust_level_name(record.trust_level)})"
-                )
+                _print_enrolled(record)
             elif command == "remove":
-                if not registry.remove(args.agent_id):
-                    print(f"aether hub agents: no agent {args.agent_id!r}", file=sys.stderr)
-                    return 1
-                print(f"removed agent {args.agent_id!r}")
+                return _print_removed(args.agent_id, registry.remove(args.agent_id))
             else:
-                records = registry.list_agents()
-                rows = [
-                    {
-                        "agent_id": r.agent_id,
-                        "trust_level": trust_level_name(r.trust_level),
-                        "source": r.source,
-                        "has_secret": r.has_secret,
-                        "created_at": _iso(r.created_at),
-                    }
-                    for r in records
-                ]
-                if args.json:
-                    print(json.dumps(rows, indent=2))
-                else:
-                    _print_table(rows, ("agent_id", "trust_level", "source", "has_secret"))
+                _print_agents(registry.list_agents(), as_json=args.json)
         finally:
             db.close()
-    except (ConfigError, EnrolmentError) as exc:
+    except (ConfigError, EnrolmentError, NatsUrlError) as exc:
         print(f"aether hub agents: error: {exc}", file=sys.stderr)
         return 2
+    except (BusError, AgentRegistryUnavailableError) as exc:
+        print(f"aether hub agents: error: --store jetstream: {exc}", file=sys.stderr)
+        return 1
     except sqlite3.Error as exc:
         print(f"aether hub agents: error: database: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _run_agents_on_jetstream(args: argparse.Namespace, command: str) -> int:
+    """An agents command on the AETHER_AGENTS bucket (what the Hubs of --store jetstream
+    share); BusError/AgentRegistryUnavailableError when JetStream cannot be reached."""
+    from aether_hub.agents_jetstream import open_jetstream_agents
+    from aether_hub.nats_bus import NatsBus
+
+    if args.agents_db:
+        raise ConfigError("--db is for --store sqlite; --store jetstream uses --nats-url")
+    nats_url = args.agents_nats_url or getattr(args, "nats_url", None)
+    if not nats_url:
+        raise ConfigError("--store jetstream needs --nats-url (the JetStream servers)")
+    replicas = args.agents_store_replicas or getattr(args, "store_replicas", None) or 1
+    if not 1 <= replicas <= 5:
+        raise ConfigError(f"--store-replicas must be 1 to 5, not {replicas}")
+    # Checked before connecting: a missing secret should not wait for NATS.
+    secret = _agent_secret(args) if command == "add" else ""
+    level = _trust_level(args.trust_level) if command == "add" else None
+    link = await NatsBus.connect(nats_url)
+    try:
+        registry = await open_jetstream_agents(link.client, replicas=replicas, bind_existing=True)
+        if command == "add":
+            assert level is not None
+            _print_enrolled(await registry.add(args.agent_id, secret, level, source="cli"))
+        elif command == "remove":
+            return _print_removed(args.agent_id, await registry.remove(args.agent_id))
+        else:
+            _print_agents(await registry.list_agents(), as_json=args.json)
+    finally:
+        await link.close()
+    return 0
+
+
+def _agent_secret(args: argparse.Namespace) -> str:
+    secret = os.environ.get(args.secret_env, "")
+    if not secret:
+        raise ConfigError(f"--secret-env {args.secret_env}: the variable is unset or empty")
+    return secret
+
+
+def _trust_level(text: str) -> pb.TrustLevel:
+    from aether_hub.auth import parse_trust_level
+
+    return parse_trust_level(text)
+
+
+def _print_enrolled(record: AgentRecord) -> None:
+    from aether_hub.auth import trust_level_name
+
+    print(
+        f"enrolled agent {record.agent_id!r} (trust level {trust_level_name(record.trust_level)})"
+    )
+
+
+def _print_removed(agent_id: str, removed: bool) -> int:
+    if not removed:
+        print(f"aether hub agents: no agent {agent_id!r}", file=sys.stderr)
+        return 1
+    print(f"removed agent {agent_id!r}")
+    return 0
+
+
+def _print_agents(records: Sequence[AgentRecord], *, as_json: bool) -> None:
+    from aether_hub.auth import trust_level_name
+
+    rows = [
+        {
+            "agent_id": r.agent_id,
+            "trust_level": trust_level_name(r.trust_level),
+            "source": r.source,
+            "has_secret": r.has_secret,
+            "created_at": _iso(r.created_at),
+        }
+        for r in records
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ("agent_id", "trust_level", "source", "has_secret"))
 
 
 def _iso(epoch: float) -> str:

@@ -1,10 +1,12 @@
-"""The Hub's one SQLite connection.
+"""The Hub's SQLite connection.
 
 Every part of the dev Hub that keeps state (agents, sessions, tasks, memory, tools)
 shares one `Database`. It is a file when the Hub runs with `--db FILE`, otherwise an
 in-memory database that vanishes with the process. The Hub is single-threaded
-(asyncio), so one connection is enough; callers group writes in transactions with
-`with db.conn: ...`.
+(asyncio), so one connection serves every read and most writes; callers group writes in
+transactions with `with db.conn: ...`. The one exception: with a file, the task store
+commits its groups on a second connection in a thread of its own (`connect_writer`,
+aether_hub/taskstore.py), so the event loop is not held while SQLite writes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ("Database",)
@@ -32,6 +35,7 @@ class Database:
         self._conn = sqlite3.connect(target, check_same_thread=False)
         self._lock = threading.Lock()
         self._closed = False
+        self._close_hooks: list[Callable[[], None]] = []
         try:
             if self._path is not None:
                 # WAL lets `aether agents list --db FILE` read while the Hub writes.
@@ -65,6 +69,28 @@ class Database:
         """Whether `close()` was called."""
         return self._closed
 
+    def connect_writer(self) -> sqlite3.Connection:
+        """A second connection to the database file, for a writer thread (the task store
+        commits there so the event loop keeps serving meanwhile; in WAL mode the main
+        connection reads each of its commits at once). Same durability settings as the
+        main one (its commits also checkpoint the WAL when it passes 1,000 pages, in the
+        writer's thread). The caller closes it (see `on_close`)."""
+        if self._path is None:
+            raise ValueError("an in-memory database has no second connection")
+        conn = sqlite3.connect(str(self._path), check_same_thread=False)
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
+
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Call `hook` when `close()` is called, before the connection closes (a writer
+        thread finishes its commit and the last changes are written)."""
+        self._close_hooks.append(hook)
+
     def ensure_schema(self, ddl: str) -> None:
         """Run idempotent DDL (`CREATE TABLE IF NOT EXISTS ...`) in one transaction."""
         with self._lock, self.conn:
@@ -74,11 +100,16 @@ class Database:
         """Commit what is pending and close the connection; safe to call twice."""
         if self._closed:
             return
-        self._closed = True
         try:
-            self._conn.commit()
+            hooks, self._close_hooks = self._close_hooks, []
+            for hook in hooks:
+                hook()
         finally:
-            self._conn.close()
+            self._closed = True
+            try:
+                self._conn.commit()
+            finally:
+                self._conn.close()
 
     def __repr__(self) -> str:
         where = str(self._path) if self._path is not None else ":memory:"

@@ -32,11 +32,15 @@ from aether import install_log_redaction
 from aether_hub import inspection
 from aether_hub._wire import health_pb, pb
 from aether_hub.agent_service import AgentService
+from aether_hub.agents_jetstream import open_jetstream_agents
 from aether_hub.auth import (
     AgentRegistry,
+    AgentRegistryUnavailableError,
+    AgentStore,
     ClientAuth,
     EnrolmentError,
     RegisterThrottle,
+    SqliteAgentStore,
     hash_secret,
     parse_trust_level,
     verify_secret,
@@ -160,7 +164,7 @@ class HubServer:
         self._stop_lock = asyncio.Lock()
         self._db: Database | None = None
         self._db_lock: DatabaseLock | None = None
-        self._agents: AgentRegistry | None = None
+        self._agents: AgentStore | None = None
         self._sessions: SessionRegistry | None = None
         self._queue: TaskQueue | None = None
         self._agent_service: AgentService | None = None
@@ -225,7 +229,17 @@ class HubServer:
             if config.tls
             else "",
         )
-        if not config.dev and not self.agents.list_agents():
+        if not config.dev:
+            await self._warn_if_nobody_enrolled()
+
+    async def _warn_if_nobody_enrolled(self) -> None:
+        try:
+            enrolled = await self.agents.list_agents()
+        except AgentRegistryUnavailableError as exc:
+            # The Hub serves already; Register answers UNAVAILABLE until the store is back.
+            log.warning("cannot list the enrolled agents: %s", exc)
+            return
+        if not enrolled:
             log.warning(
                 "no agents are enrolled and --dev is off: every Register will be refused"
                 " (enrol agents with `aether hub agents add` or --config, or use --dev)"
@@ -266,9 +280,13 @@ class HubServer:
             self._db_lock = db_lock
         db = Database(config.db_path)
         self._db = db
-        agents = AgentRegistry(db)
-        self._agents = agents
-        await self._enrol_configured_agents(agents)
+        # The --config agents' secrets and trust levels are checked now, before anything
+        # is opened; they are written once the enrolments' store is open (with
+        # --store jetstream that is after the link to JetStream).
+        configured = self._configured_agents()
+        if config.store != "jetstream":
+            self._agents = SqliteAgentStore(AgentRegistry(db))
+            await self._enrol_configured_agents(self._agents, configured)
         sessions = SessionRegistry(
             db,
             heartbeat_interval=float(config.heartbeat_interval_seconds),
@@ -295,19 +313,6 @@ class HubServer:
                 agents_connected=sessions.__len__,
             )
         )
-        self._agent_service = AgentService(
-            agents=agents,
-            sessions=sessions,
-            queue=queue,
-            dev=config.dev,
-            default_max_concurrent_tasks=config.default_max_concurrent_tasks,
-            clock=clock,
-            throttle=RegisterThrottle(
-                clock.monotonic,
-                free_failures=config.register_free_failures,
-                max_lockout_seconds=config.register_max_lockout_seconds,
-            ),
-        )
         self._task_service = TaskService(queue, ClientAuth(client_token, sessions), sessions)
         self._memory = MemoryService(
             db,
@@ -328,6 +333,23 @@ class HubServer:
         if config.store == "jetstream":
             await self._open_replica(config, queue, sessions)
             await self._open_shared_memory(config)
+            self._agents = await self._open_shared_agents(config, db)
+            await self._enrol_configured_agents(self._agents, configured)
+        assert self._agents is not None
+        # Built once the enrolments' store is chosen and open (see above).
+        self._agent_service = AgentService(
+            agents=self._agents,
+            sessions=sessions,
+            queue=queue,
+            dev=config.dev,
+            default_max_concurrent_tasks=config.default_max_concurrent_tasks,
+            clock=clock,
+            throttle=RegisterThrottle(
+                clock.monotonic,
+                free_failures=config.register_free_failures,
+                max_lockout_seconds=config.register_max_lockout_seconds,
+            ),
+        )
         self._messaging = MessagingService(
             self._bus, sessions, SubjectPolicy(config.shared_subjects)
         )
@@ -407,7 +429,36 @@ class HubServer:
             raise ConfigError(f"--store jetstream: {exc}") from None
         self._memory.backend = self._memory_store
 
-    async def _enrol_configured_agents(self, agents: AgentRegistry) -> None:
+    async def _open_shared_agents(self, config: HubConfig, db: Database) -> AgentStore:
+        """Keep the agent enrolments in JetStream, so an agent enrolled once registers at
+        every replica (and a --dev agent is enrolled once, whichever replica it meets)."""
+        assert self._store_link is not None
+        try:
+            agents = await open_jetstream_agents(
+                self._store_link.client, replicas=config.store_replicas
+            )
+        except AgentRegistryUnavailableError as exc:
+            raise ConfigError(f"--store jetstream: {exc}") from None
+        if db.is_persistent:
+            # Agents enrolled in this replica's --db before it moved to JetStream would
+            # silently stop registering: say so once (a read; the table is left alone).
+            row = db.conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'agents'"
+            ).fetchone()
+            local = db.conn.execute("SELECT count(*) FROM agents").fetchone()[0] if row[0] else 0
+            if local:
+                log.warning(
+                    "%d agent(s) enrolled in %s are not used with --store jetstream; enrol"
+                    " them again with `aether hub agents add ID --secret-env VAR --store"
+                    " jetstream --nats-url URL`",
+                    local,
+                    config.db_path,
+                )
+        return agents
+
+    def _configured_agents(self) -> list[tuple[str, str, pb.TrustLevel]]:
+        """(id, secret, trust level) of each --config agent; ConfigError when one is bad."""
+        configured: list[tuple[str, str, pb.TrustLevel]] = []
         for spec in self.config.agents:
             secret = ""
             if spec.secret_env:
@@ -420,23 +471,35 @@ class HubServer:
                     )
             else:
                 log.warning("agent %r is configured without a secret", spec.agent_id)
-            existing = agents.get(spec.agent_id)
             try:
                 level = parse_trust_level(spec.trust_level)
             except EnrolmentError as exc:
                 raise ConfigError(f"agent {spec.agent_id!r}: {exc}") from None
-            if (
-                existing is not None
-                and existing.trust_level == level
-                and existing.has_secret == bool(secret)
-                and await asyncio.to_thread(verify_secret, secret, existing.secret_hash)
-            ):
-                continue
-            hashed = await asyncio.to_thread(hash_secret, secret)
-            try:
-                agents.add_hashed(spec.agent_id, hashed, level, source="config")
-            except EnrolmentError as exc:
-                raise ConfigError(str(exc)) from None
+            configured.append((spec.agent_id, secret, level))
+        return configured
+
+    async def _enrol_configured_agents(
+        self, agents: AgentStore, configured: list[tuple[str, str, pb.TrustLevel]]
+    ) -> None:
+        # Each replica runs this at start. An enrolment that already matches (same trust
+        # level, and the secret verifies against the stored salted hash) is left alone,
+        # so replicas with the same --config do not rewrite each other's records.
+        try:
+            for agent_id, secret, level in configured:
+                existing = await agents.get(agent_id)
+                if (
+                    existing is not None
+                    and existing.trust_level == level
+                    and existing.has_secret == bool(secret)
+                    and await asyncio.to_thread(verify_secret, secret, existing.secret_hash)
+                ):
+                    continue
+                hashed = await asyncio.to_thread(hash_secret, secret)
+                await agents.add_hashed(agent_id, hashed, level, source="config")
+        except EnrolmentError as exc:
+            raise ConfigError(str(exc)) from None
+        except AgentRegistryUnavailableError as exc:
+            raise ConfigError(f"cannot enrol the --config agents: {exc}") from None
 
     def _build_llm(self, config: HubConfig, sessions: SessionRegistry) -> LLMService:
         try:
@@ -621,8 +684,8 @@ class HubServer:
         return self._db
 
     @property
-    def agents(self) -> AgentRegistry:
-        """The enrolled agents."""
+    def agents(self) -> AgentStore:
+        """The enrolled agents (awaited calls; JetStream's with --store jetstream)."""
         if self._agents is None:
             raise RuntimeError("the Hub is not started")
         return self._agents

@@ -49,6 +49,8 @@ from aether_hub.taskstore import StoreUnavailableError
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
     from nats.js.client import JetStreamContext
     from nats.js.kv import KeyValue
 
@@ -76,6 +78,18 @@ _WRITE_TIMEOUT = 5.0
 _RETRY_DELAY = 0.5
 # Seconds a starting replica keeps trying to open the buckets and announce itself.
 _OPEN_PATIENCE = 30.0
+# How often the watch of the task bucket is checked, and how long it may stay behind the
+# bucket without progress before it is made again.
+_STALL_CHECK_SECONDS = 0.5
+_STALL_SECONDS = 1.5
+# Seconds to wait for the bucket's newest revision, and for this replica to catch up
+# with it before a read (`caught_up`).
+_INFO_TIMEOUT = 2.0
+_CATCH_UP_TIMEOUT = 10.0
+_KV_OPERATION = "KV-Operation"
+# JetStream's error code for "no message found" (a 404 that really means no such key).
+_NO_MESSAGE_FOUND = 10037
+_MARKER_REASON = "Nats-Marker-Reason"
 
 
 class ReplicaSink(Protocol):
@@ -191,10 +205,14 @@ def replica_sequence(clock: Callable[[], float] = time.time) -> Iterator[int]:
         yield (now << 12) | slot
 
 
+class _UnsettledError(Exception):
+    """A write neither stored nor superseded by a stored version (retried)."""
+
+
 def _nats_errors() -> tuple[type[BaseException], ...]:
     import nats.errors
 
-    return (nats.errors.Error, asyncio.TimeoutError, OSError)
+    return (nats.errors.Error, asyncio.TimeoutError, OSError, _UnsettledError)
 
 
 class TaskReplication:
@@ -236,6 +254,15 @@ class TaskReplication:
         self._started_at = monotonic()
         self._swept_at_start = False
         self._announce = asyncio.Event()
+        # The highest revision of the task bucket seen through the watch.
+        self._watch_rev = 0
+        self._advanced = asyncio.Event()
+        # The highest revision this replica wrote (acknowledged): the watch must reach it.
+        self._written_rev = 0
+        # Set to make the watch again at once (a reader found it behind and not moving).
+        self._restart_watch = asyncio.Event()
+        self._js = client.jetstream(timeout=_WRITE_TIMEOUT)
+        self._prefix = f"$KV.{TASKS_BUCKET}."
         self._beat_ok_at = monotonic()
 
     @classmethod
@@ -331,6 +358,10 @@ class TaskReplication:
                 break
             self._take(entry.key, entry.value, entry.revision, entry.operation is not None)
             loaded += 1
+        # From here on the changes come from a subscription of our own that starts at the
+        # last revision seen, so that it can be made again from there when it stalls.
+        with contextlib.suppress(*_nats_errors()):
+            await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
         hubs = await self._hubs.watch(f"{_HUB}>")
         deadline = self._monotonic() + _OPEN_PATIENCE
         while True:
@@ -345,7 +376,7 @@ class TaskReplication:
                     ) from None
                 await asyncio.sleep(_RETRY_DELAY)
         self._loops = [
-            asyncio.create_task(self._follow(watcher), name="aether-task-watch"),
+            asyncio.create_task(self._follow(), name="aether-task-watch"),
             asyncio.create_task(self._follow_hubs(hubs), name="aether-hub-watch"),
             asyncio.create_task(self._beat_loop(), name="aether-hub-beat"),
         ]
@@ -450,35 +481,48 @@ class TaskReplication:
             else:
                 rev = await self._tasks.update(key, encode_record(rec), last=base)
         except KeyWrongLastSequenceError:
-            # Another replica changed the task first: its version stands.
-            await self._reread(rec.task_id)
+            # Another replica changed the task first: its version stands. Unless a newer
+            # version is there to take, nothing is settled: the round fails and retries.
+            stored = await self._stored(rec.task_id)
+            if stored is None or stored[1] <= base:
+                raise _UnsettledError(
+                    f"task {rec.task_id}: lost a race but found no newer version"
+                ) from None
+            self._deliver(rec.task_id, stored[0], stored[1], deleted=stored[2])
             return
         if rec.rev == base:
             rec.rev = rev
+        self._written_rev = max(self._written_rev, rev)
 
-    async def _reread(self, task_id: str) -> None:
-        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+    async def _stored(self, task_id: str) -> tuple[bytes, int, bool] | None:
+        """The task's key as stored: (value, revision, deleted), or None when there never
+        was one. A 404 of JetStream is "no such key" only with its no-message code (the
+        client library's `KeyNotFoundError` also covers a stream without a leader)."""
+        from nats.js.errors import NotFoundError
 
         try:
-            entry = await self._tasks.get(f"{_TASK}{task_id}")
-        except (KeyNotFoundError, KeyDeletedError):
-            self._deliver(task_id, b"", 0, deleted=True)
-            return
-        self._deliver(task_id, entry.value or b"", entry.revision or 0, deleted=False)
+            msg = await self._js.get_msg(
+                f"KV_{TASKS_BUCKET}", subject=f"{self._prefix}{_TASK}{task_id}"
+            )
+        except NotFoundError as exc:
+            if exc.err_code == _NO_MESSAGE_FOUND:
+                return None
+            raise
+        headers = msg.headers or {}
+        deleted = _KV_OPERATION in headers or _MARKER_REASON in headers
+        return (msg.data or b"", msg.seq or 0, deleted)
 
     # -- reads ----------------------------------------------------------------------------
 
     async def fetch(self, task_id: str) -> TaskRecord | None:
         """The stored task `task_id` (not only the version this replica holds), or None."""
-        from nats.js.errors import KeyDeletedError, KeyNotFoundError
-
         try:
-            entry = await self._tasks.get(f"{_TASK}{task_id}")
-        except (KeyNotFoundError, KeyDeletedError):
-            return None
+            stored = await self._stored(task_id)
         except _nats_errors() as exc:
             raise StoreUnavailableError(f"JetStream read failed: {exc}") from None
-        return decode_record(entry.value or b"", entry.revision or 0)
+        if stored is None or stored[2]:
+            return None
+        return decode_record(stored[0], stored[1])
 
     @property
     def pending(self) -> bool:
@@ -509,6 +553,9 @@ class TaskReplication:
     # -- following other replicas ---------------------------------------------------------
 
     def _take(self, key: str, value: bytes | None, rev: int | None, deleted: bool) -> None:
+        if (rev or 0) > self._watch_rev:
+            self._watch_rev = rev or 0
+            self._advanced.set()
         task_id = key[len(_TASK) :]
         if task_id in self._writing:
             self._stashed[task_id] = (value or b"", rev or 0, deleted)
@@ -543,25 +590,113 @@ class TaskReplication:
         self._dirty.pop(task_id, None)
         sink.apply_remote(remote)
 
-    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
-        while True:
-            try:
-                async for entry in watcher:
-                    if entry is None:
+    async def _on_change(self, msg: Msg) -> None:
+        try:
+            headers = msg.headers or {}
+            # A delete or purge (KV-Operation), or a marker the server left (nats-server
+            # 2.11+ expiry markers).
+            deleted = _KV_OPERATION in headers or _MARKER_REASON in headers
+            key = msg.subject[len(self._prefix) :]
+            self._take(key, msg.data, msg.metadata.sequence.stream, deleted)
+        except Exception:
+            log.exception("applying the stored version of %s failed", msg.subject)
+
+    async def _subscribe(self) -> Subscription | None:
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        start = self._watch_rev + 1
+        try:
+            return await self._js.subscribe(
+                f"{self._prefix}{_TASK}>",
+                stream=f"KV_{TASKS_BUCKET}",
+                cb=self._on_change,
+                ordered_consumer=True,
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+                ),
+                inactive_threshold=300.0,
+            )
+        except _nats_errors() as exc:
+            log.debug("cannot follow the task bucket from revision %d yet: %s", start, exc)
+            return None
+
+    async def _last_revision(self) -> int:
+        """The task bucket's newest revision; `StoreUnavailableError` when JetStream does
+        not answer within `_INFO_TIMEOUT`."""
+        try:
+            info = await asyncio.wait_for(self._js.stream_info(f"KV_{TASKS_BUCKET}"), _INFO_TIMEOUT)
+        except _nats_errors() as exc:
+            raise StoreUnavailableError(
+                f"JetStream does not answer: {exc or type(exc).__name__}"
+            ) from None
+        return (info.state.last_seq or 0) if info.state is not None else 0
+
+    async def caught_up(self) -> None:
+        """Return once this replica has applied every change stored before the call
+        (a read barrier: a read after it sees every acknowledged change, whichever
+        replica made it). `StoreUnavailableError` when that takes over `_CATCH_UP_TIMEOUT`
+        seconds or JetStream does not answer."""
+        target = max(await self._last_revision(), self._written_rev)
+        deadline = self._monotonic() + _CATCH_UP_TIMEOUT
+        stuck_since = self._monotonic()
+        seen = self._watch_rev
+        while self._watch_rev < target:
+            now = self._monotonic()
+            if now > deadline:
+                raise StoreUnavailableError(
+                    f"this Hub replica is behind the task bucket (at revision"
+                    f" {self._watch_rev} of {target}); try again"
+                )
+            if self._watch_rev != seen:
+                seen, stuck_since = self._watch_rev, now
+            elif now - stuck_since > _STALL_SECONDS:
+                self._restart_watch.set()
+                stuck_since = now
+            self._advanced.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._advanced.wait(), _STALL_CHECK_SECONDS)
+
+    async def _follow(self) -> None:
+        """Follow the bucket's changes, and follow again from the last revision seen when
+        the subscription stalls: behind the stream (or this replica's own writes) with no
+        progress for `_STALL_SECONDS`. An ordered consumer on a NATS node that died does
+        not always come back by itself."""
+        sub: Subscription | None = None
+        progress_rev, behind_since = -1, 0.0
+        try:
+            while True:
+                if sub is None:
+                    sub = await self._subscribe()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._restart_watch.wait(), _STALL_CHECK_SECONDS)
+                now = self._monotonic()
+                restart = self._restart_watch.is_set()
+                self._restart_watch.clear()
+                if not restart:
+                    last = self._written_rev
+                    if last <= self._watch_rev:
+                        with contextlib.suppress(StoreUnavailableError):
+                            last = await self._last_revision()
+                    if last <= self._watch_rev or self._watch_rev != progress_rev:
+                        progress_rev, behind_since = self._watch_rev, now
                         continue
-                    try:
-                        self._take(
-                            entry.key, entry.value, entry.revision, entry.operation is not None
-                        )
-                    except Exception:
-                        log.exception("applying the stored version of %s failed", entry.key)
-            except asyncio.CancelledError:
+                    if sub is not None and now - behind_since < _STALL_SECONDS:
+                        continue
+                    log.warning(
+                        "following the task bucket stalled at revision %d of %d; following"
+                        " again from there",
+                        self._watch_rev,
+                        last,
+                    )
+                if sub is not None:
+                    with contextlib.suppress(*_nats_errors()):
+                        await sub.unsubscribe()
+                sub = None
+                behind_since = now
+        finally:
+            if sub is not None:
                 with contextlib.suppress(*_nats_errors()):
-                    await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
-                raise
-            except Exception:
-                log.exception("following the task bucket failed; watching again")
-                await asyncio.sleep(_RETRY_DELAY)
+                    await sub.unsubscribe()
 
     async def _follow_hubs(self, watcher: KeyValue.KeyWatcher) -> None:
         while True:

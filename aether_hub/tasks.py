@@ -358,9 +358,20 @@ class TaskQueue:
             return
         for event in holder.unsent:
             if event.assignment is not None and event.assignment.task_id == rec.task_id:
-                holder.unsent.remove(event)  # never sent: the agent knows nothing of it
+                # Never sent (the usual race of two replicas for one pending task): the
+                # agent knows nothing of it.
+                holder.unsent.remove(event)
                 self._fill(holder)
                 return
+        log.info(
+            "task %s: agent %r runs it but its lease is gone (stored: %s, agent %r,"
+            " replica %r); it is told to stop",
+            rec.task_id,
+            holder.agent_id,
+            state_name(remote.state),
+            remote.assigned_agent_id,
+            remote.hub_id,
+        )
         if remote.terminal:
             reason = remote.error_message or f"finished as {state_name(remote.state)}"
             # The handler runs until the agent reports back: keep its slot (a zombie).
@@ -416,11 +427,21 @@ class TaskQueue:
         if replica is not None and replica.writing(rec.task_id):
             await replica.durable()
 
-    async def settled_all(self) -> None:
-        """`settled` for every task (ListTasks filters on their states)."""
+    async def read_barrier(self) -> None:
+        """With replicas: return once this replica holds every change stored before the
+        call, its own included (`TaskReplication.caught_up`), so that a read through any
+        replica sees every acknowledged change and never goes back in time."""
         replica = self._replica
-        if replica is not None and replica.pending:
-            await replica.durable()
+        if replica is not None:
+            if replica.pending:
+                await replica.durable()
+            await replica.caught_up()
+
+    async def ensure_known(self, task_id: str) -> None:
+        """With replicas: hold task `task_id` if the bucket has it (a result may come from
+        an agent that moved here before this replica's watch brought the task)."""
+        if self._replica is not None and task_id and task_id not in self._tasks:
+            await self.lookup(task_id)
 
     async def lookup(self, task_id: str) -> TaskRecord | None:
         """`get`, and with replicas the bucket for a task this one has not seen yet (one
@@ -1317,19 +1338,18 @@ class TaskService(server.TaskServiceBase):
     async def get_task(self, request: pb.GetTaskRequest, context: runtime.ServerContext) -> pb.Task:
         """One task; NOT_FOUND when unknown."""
         caller = self._auth.check(context)
-        rec = await self._require(request.task_id, caller, "get")
-        await self._queue.settled(rec)
-        return rec.to_pb()
+        await self._queue.read_barrier()
+        return (await self._require(request.task_id, caller, "get")).to_pb()
 
     async def watch_task(
         self, request: pb.WatchTaskRequest, context: runtime.ServerContext
     ) -> AsyncIterator[pb.TaskUpdate]:
         """The task now, then after every change, until it is terminal."""
         caller = self._auth.check(context)
+        await self._queue.read_barrier()
         rec = await self._require(request.task_id, caller, "watch")
         event = self._queue.watch(rec.task_id)
         try:
-            await self._queue.settled(rec)
             yield pb.TaskUpdate(task=rec.to_pb())
             while not rec.terminal:
                 await event.wait()
@@ -1344,6 +1364,7 @@ class TaskService(server.TaskServiceBase):
     ) -> pb.CancelTaskResponse:
         """Cancel a pending or running task."""
         caller = self._auth.check(context)
+        await self._queue.read_barrier()
         rec = await self._require(request.task_id, caller, "cancel")
         while True:
             reply = self._queue.cancel(request.task_id, request.reason)
@@ -1364,7 +1385,7 @@ class TaskService(server.TaskServiceBase):
         """Tasks matching the filters, newest first, one page at a time (an agent: only
         the tasks it submitted or runs)."""
         caller = self._auth.check(context)
-        await self._queue.settled_all()
+        await self._queue.read_barrier()
         records, token = self._queue.list_tasks(
             state=request.state,
             agent_id=request.agent_id,
@@ -1419,6 +1440,7 @@ class TaskService(server.TaskServiceBase):
         caller = self._auth.check(context)
         if not caller.is_client:
             raise _denied(caller, "read the queue statistics")
+        await self._queue.read_barrier()
         return inspection.queue_stats(
             self._sessions.live(), self._queue.state_counts(), self._queue.backlog_counts()
         )

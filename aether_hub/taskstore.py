@@ -3,11 +3,21 @@
 The queue marks a task dirty whenever it changes. A call that acknowledges a change
 (SubmitTask, SubmitResult(s), CancelTask) then awaits `durable()`, which returns once every
 change marked before it is committed: the first such call of an event-loop pass schedules
-one flush, and every call of the same pass waits for that one transaction (group commit),
-so a busy Hub costs one commit per pass, not one per task. Changes nobody waits for
-(leases, progress) are written by the Hub's flush loop every few milliseconds.
+one write, and every call of the same pass waits for that one transaction (group commit),
+so a busy Hub costs one commit per group, not one per task. Changes nobody waits for
+(leases, progress) are written by the Hub's flush loop every few milliseconds, or ride
+along with the next group.
 
-A flush that fails (disk full, read-only file, I/O error) keeps its changes for the next
+With a database file the group's rows are built on the event loop (a snapshot of the
+records as tuples) and written and committed by a thread of the store's own, on a second
+connection (`Database.connect_writer`): the event loop keeps serving RPCs meanwhile, and
+the calls of the passes that run during one commit gather into the next group. One write
+runs at a time, so groups commit in order; the waiters of a group are answered on the
+event loop once its commit returned. Reads stay on the loop's connection: WAL shows them
+every committed group, and a task whose write has not committed yet is read from memory
+(`fetch`, `is_dirty`).
+
+A write that fails (disk full, read-only file, I/O error) keeps its changes for the next
 one and fails the calls that wait for it with `StoreUnavailableError`: they answer
 UNAVAILABLE, never OK. The store logs the failure once when it starts and once when writes
 succeed again (docs/devhub.md, "Durability").
@@ -16,9 +26,15 @@ succeed again (docs/devhub.md, "Durability").
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import itertools
 import json
 import logging
 import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from aether import TERMINAL_TASK_STATES
 from aether_hub._wire import pb
@@ -115,17 +131,17 @@ _READ_COLUMNS = (
 # table (`task_payloads`, written once), so the later changes of the task rewrite a small
 # row. SQLite rewrites a row whole on every UPDATE, with its overflow pages.
 _INLINE_PAYLOAD = 1024
-_INSERT = (
-    f"INSERT OR REPLACE INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' for _ in _COLUMN_NAMES)})"
-)
-_INSERT_PAYLOAD = "INSERT OR REPLACE INTO task_payloads (task_id, payload) VALUES (?, ?)"
-# A later change: every column but the key and those fixed at submission (seq, payload,
-# idempotency key: their indexes stay untouched); the result only when it changed.
-_SET_INDEXES = tuple(
-    i
-    for i, name in enumerate(_COLUMN_NAMES)
-    if name not in ("task_id", "seq", "payload", "idempotency_key", "result")
-)
+# A later change writes only the columns the queue changes after submission (what a lease,
+# a progress report, a result or a cancellation sets), and the result only when it
+# changed. The others are fixed when the task is created (aether_hub/tasks.py never
+# assigns them afterwards): leaving them out spares binding them, and `json.dumps` of the
+# metadata, on every step of every task. `submitted_by` stays: a row of an older Hub
+# gets it filled in after the column was added.
+_MUTABLE_COLUMNS = (
+    "state", "attempt", "assigned_agent_id", "progress", "status_message",
+    "error_message", "metrics", "updated_at", "completed_at", "submitted_by",
+)  # fmt: skip
+_SET_INDEXES = tuple(_COLUMN_NAMES.index(name) for name in _MUTABLE_COLUMNS)
 _SET = ", ".join(f"{_COLUMN_NAMES[i]} = ?" for i in _SET_INDEXES)
 _UPDATE = f"UPDATE tasks SET {_SET} WHERE task_id = ?"
 _UPDATE_WITH_RESULT = f"UPDATE tasks SET {_SET}, result = ? WHERE task_id = ?"
@@ -158,6 +174,10 @@ _Row = tuple[
 ]
 
 
+def _json_map(data: dict[str, str]) -> str:
+    return json.dumps(data) if data else "{}"  # most tasks have none: skip the encoder
+
+
 def _to_row(rec: TaskRecord) -> tuple[object, ...]:
     return (
         rec.task_id,
@@ -167,7 +187,7 @@ def _to_row(rec: TaskRecord) -> tuple[object, ...]:
         rec.task_type,
         rec.target_agent_id,
         rec.priority,
-        json.dumps(rec.metadata),
+        _json_map(rec.metadata),
         rec.workflow_id,
         rec.max_attempts,
         rec.created_at,
@@ -180,7 +200,7 @@ def _to_row(rec: TaskRecord) -> tuple[object, ...]:
         rec.status_message,
         rec.result,
         rec.error_message,
-        json.dumps(rec.metrics),
+        _json_map(rec.metrics),
         rec.updated_at,
         rec.completed_at,
         rec.submitted_by,
@@ -188,11 +208,154 @@ def _to_row(rec: TaskRecord) -> tuple[object, ...]:
 
 
 def _to_update(rec: TaskRecord, *, with_result: bool) -> tuple[object, ...]:
-    row = _to_row(rec)
-    values = tuple(row[i] for i in _SET_INDEXES)
+    # The values of _MUTABLE_COLUMNS, in that order.
+    values = (
+        int(rec.state),
+        rec.attempt,
+        rec.assigned_agent_id,
+        rec.progress,
+        rec.status_message,
+        rec.error_message,
+        _json_map(rec.metrics),
+        rec.updated_at,
+        rec.completed_at,
+        rec.submitted_by,
+    )
     if with_result:
         return (*values, rec.result, rec.task_id)
     return (*values, rec.task_id)
+
+
+class _RowMissing(Exception):
+    """An UPDATE found no row for a task the store believed written (rolls back)."""
+
+
+@dataclass
+class _Plan:
+    """One transaction's statements, built on the event loop from the records as they are
+    then (a snapshot: the loop may change the records while a thread writes it)."""
+
+    # Each task with the result its row holds once the transaction commits.
+    written: list[tuple[TaskRecord, bytes]] = field(default_factory=list)
+    inserts: list[tuple[object, ...]] = field(default_factory=list)
+    payloads: list[tuple[object, ...]] = field(default_factory=list)
+    updates: list[tuple[object, ...]] = field(default_factory=list)
+    updates_with_result: list[tuple[object, ...]] = field(default_factory=list)
+
+
+def _plan(records: Iterable[TaskRecord]) -> _Plan:
+    """A task's first write inserts its row (and its payload, once); a later change
+    updates the row's changing columns, with the result only when it changed."""
+    plan = _Plan()
+    for rec in records:
+        plan.written.append((rec, rec.result))
+        if rec.stored_result is None:
+            plan.inserts.append(_to_row(rec))
+            if len(rec.payload) > _INLINE_PAYLOAD:
+                plan.payloads.append((rec.task_id, rec.payload))
+        elif rec.result is rec.stored_result:
+            plan.updates.append(_to_update(rec, with_result=False))
+        else:
+            plan.updates_with_result.append(_to_update(rec, with_result=True))
+    return plan
+
+
+# Rows per statement: a group's rows go in a few multi-row statements, not one statement
+# per row. In the store's thread each statement releases the GIL while SQLite runs it and
+# must get it back from the busy event loop, which can take a switch interval (5 ms) each
+# time: a few statements per group, not one per task. 512 rows of 24 columns bind 12,288
+# parameters (SQLite allows 32,766 since 3.32). Chunks are powers of two, so at most ten
+# statement shapes per kind are prepared (and cached by the connection).
+_CHUNK = 512
+# UPDATE ... FROM needs SQLite 3.33; older ones update one row per statement.
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+
+
+def _chunks(rows: list[tuple[object, ...]]) -> Iterable[list[tuple[object, ...]]]:
+    start, size = 0, _CHUNK
+    while start < len(rows):
+        while size > len(rows) - start:
+            size //= 2
+        yield rows[start : start + size]
+        start += size
+
+
+def _values(width: int, count: int) -> str:
+    one = "(" + ", ".join("?" * width) + ")"
+    return ", ".join([one] * count)
+
+
+def _flat(chunk: list[tuple[object, ...]]) -> list[object]:
+    # In C: the store's thread holds the GIL (and so keeps the event loop waiting) while
+    # it runs Python code.
+    return list(itertools.chain.from_iterable(chunk))
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(head: str, width: int, count: int) -> str:
+    return f"{head} VALUES {_values(width, count)}"
+
+
+@functools.lru_cache(maxsize=64)
+def _update_sql(with_result: bool, count: int) -> str:
+    names = [*_MUTABLE_COLUMNS, "result"] if with_result else list(_MUTABLE_COLUMNS)
+    sets = ", ".join(f"{name} = v.column{i}" for i, name in enumerate(names, 1))
+    return (
+        f"UPDATE tasks SET {sets} FROM (VALUES {_values(len(names) + 1, count)}) AS v"
+        f" WHERE tasks.task_id = v.column{len(names) + 1}"
+    )
+
+
+def _insert_many(conn: sqlite3.Connection, head: str, rows: list[tuple[object, ...]]) -> None:
+    for chunk in _chunks(rows):
+        conn.execute(_insert_sql(head, len(chunk[0]), len(chunk)), _flat(chunk))
+
+
+def _update_many(
+    conn: sqlite3.Connection, rows: list[tuple[object, ...]], *, with_result: bool
+) -> int:
+    """Apply UPDATE rows (the values of _MUTABLE_COLUMNS, [result,] task_id); how many
+    rows of the table were updated."""
+    if not rows:
+        return 0
+    if not _UPDATE_FROM:
+        return conn.executemany(_UPDATE_WITH_RESULT if with_result else _UPDATE, rows).rowcount
+    updated = 0
+    for chunk in _chunks(rows):
+        updated += conn.execute(_update_sql(with_result, len(chunk)), _flat(chunk)).rowcount
+    return updated
+
+
+def _execute(conn: sqlite3.Connection, plan: _Plan) -> bool:
+    """Run `plan` in one transaction on `conn` (any thread; nothing of the records is
+    read here). False, with nothing written, when a row to update is missing."""
+    try:
+        with conn:
+            updated = _update_many(conn, plan.updates, with_result=False)
+            updated += _update_many(conn, plan.updates_with_result, with_result=True)
+            if updated != len(plan.updates) + len(plan.updates_with_result):
+                raise _RowMissing
+            if plan.inserts:
+                _insert_many(conn, f"INSERT OR REPLACE INTO tasks ({_COLUMNS})", plan.inserts)
+            if plan.payloads:
+                _insert_many(
+                    conn, "INSERT OR REPLACE INTO task_payloads (task_id, payload)", plan.payloads
+                )
+    except _RowMissing:
+        return False
+    return True
+
+
+@dataclass
+class _Write:
+    """A group being written by the store's thread."""
+
+    batch: dict[str, TaskRecord]
+    plan: _Plan
+    waiters: list[asyncio.Future[None]]
+    loop: asyncio.AbstractEventLoop
+    future: concurrent.futures.Future[bool] | None = None
+    finished: bool = False
 
 
 def _from_row(row: tuple[object, ...]) -> TaskRecord:
@@ -257,14 +420,22 @@ class TaskStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._dirty: dict[str, TaskRecord] = {}
-        # Calls waiting for the next flush, and whether one is scheduled.
+        # Calls waiting for the next write, and whether its start is scheduled.
         self._waiters: list[asyncio.Future[None]] = []
         self._scheduled = False
-        # Why writes fail, while they do (None when the last flush succeeded).
+        # Why writes fail, while they do (None when the last write succeeded).
         self._failing: str | None = None
+        # With a file: the group the thread writes now (at most one), the thread and its
+        # connection (opened at the first group). An in-memory database has one
+        # connection only: its groups are written on the event loop.
+        self._threaded = db.is_persistent
+        self._writing: _Write | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._writer: sqlite3.Connection | None = None
         db.ensure_schema(_SCHEMA)
         _migrate(db)
         db.ensure_schema(_BACKLOG_SCHEMA)
+        db.on_close(self._close)
 
     @property
     def failing(self) -> str | None:
@@ -282,41 +453,130 @@ class TaskStore:
     async def durable(self) -> None:
         """Return once every change marked before this call is committed.
 
-        Raises `StoreUnavailableError` when the flush that should store them fails; the
-        changes stay marked for a later flush.
+        Raises `StoreUnavailableError` when the write that should store them fails; the
+        changes stay marked for a later write.
         """
-        if not self._dirty:
+        if not self._dirty and self._writing is None:
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(waiter)
-        if not self._scheduled:
-            self._scheduled = True
-            # After the callbacks already ready: the rest of this pass joins the group.
-            loop.call_soon(self._flush_for_waiters)
+        if not self._dirty:
+            assert self._writing is not None
+            # Every change is committed or in the group the thread writes: wait for it.
+            self._writing.waiters.append(waiter)
+        else:
+            self._waiters.append(waiter)
+            if not self._scheduled:
+                self._scheduled = True
+                # After the callbacks already ready: the rest of this pass joins the group.
+                loop.call_soon(self._start_group)
         await waiter
 
-    def _flush_for_waiters(self) -> None:
+    def _start_group(self) -> None:
+        """Write the marked changes for the calls waiting (a scheduled callback)."""
         self._scheduled = False
+        if self._writing is not None:
+            return  # the group in flight starts the next one when it is committed
         waiters, self._waiters = self._waiters, []
+        if not waiters:
+            return
+        if not self._threaded or self._db.closed or not self._dirty:
+            self._flush_for(waiters)
+            return
+        loop = asyncio.get_running_loop()
+        if self._executor is None:
+            try:
+                self._writer = self._db.connect_writer()
+            except sqlite3.Error as exc:
+                self._fail(waiters, self._failed(exc, len(self._dirty)))
+                return
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="aether-hub-store"
+            )
+        batch, self._dirty = self._dirty, {}
+        write = _Write(batch=batch, plan=_plan(batch.values()), waiters=waiters, loop=loop)
+        self._writing = write
+        assert self._writer is not None
+        write.future = self._executor.submit(_execute, self._writer, write.plan)
+        write.future.add_done_callback(lambda _: self._committed_soon(write))
+
+    def _committed_soon(self, write: _Write) -> None:
+        # In the store's thread: hand the outcome to the event loop.
+        with contextlib.suppress(RuntimeError):  # the loop is closed: `_close` finishes it
+            write.loop.call_soon_threadsafe(self._committed, write)
+
+    def _committed(self, write: _Write) -> None:
+        """The thread finished `write`: record what the table holds, answer its waiters,
+        start the next group (on the event loop; also from `_close`, once)."""
+        if write.finished:
+            return
+        write.finished = True
+        self._writing = None
+        assert write.future is not None
+        error: StoreUnavailableError | None = None
+        try:
+            complete = write.future.result()
+        except sqlite3.Error as exc:
+            complete = False
+            error = self._failed(exc, len(write.batch))
+        except Exception as exc:  # not expected: answer UNAVAILABLE rather than hang
+            log.exception("writing task changes to the database failed")
+            complete = False
+            error = StoreUnavailableError(f"the Hub could not store the change: {exc}")
+        if complete:
+            for rec, result in write.plan.written:
+                rec.stored_result = result
+            self._recovered(len(write.batch))
+            for waiter in write.waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        else:
+            # Keep the changes for the next write (newer marks of the same task win).
+            write.batch.update(self._dirty)
+            self._dirty = write.batch
+            if error is not None:
+                self._fail(write.waiters, error)
+            else:
+                # A row to update was missing (not expected): write every task of the
+                # group whole, in the next group, which these calls wait for.
+                for rec in write.batch.values():
+                    rec.stored_result = None
+                self._waiters[:0] = write.waiters
+        if self._waiters and not self._scheduled and not write.loop.is_closed():
+            self._scheduled = True
+            # Not at once: calls failed above run first (a refused submission forgets
+            # its task before the next group is built).
+            write.loop.call_soon(self._start_group)
+
+    def _flush_for(self, waiters: list[asyncio.Future[None]]) -> None:
         try:
             self.flush()
         except StoreUnavailableError as exc:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
+            self._fail(waiters, exc)
             return
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def flush(self) -> int:
-        """Write every changed task in one transaction; how many were written.
+    @staticmethod
+    def _fail(waiters: list[asyncio.Future[None]], exc: StoreUnavailableError) -> None:
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
 
-        Raises `StoreUnavailableError` when the database refuses the write; the changes
-        are kept for the next flush.
+    def flush(self) -> int:
+        """Write every changed task in one transaction, on the calling thread; how many
+        were written.
+
+        Returns 0 at once while the store's thread writes a group or calls wait for the
+        next one: that next group carries these changes (the Hub's flush loop calls this
+        every few milliseconds and must not hold the event loop for a commit). Raises
+        `StoreUnavailableError` when the database refuses the write; the changes are kept
+        for the next flush.
         """
         if not self._dirty or self._db.closed:
+            return 0
+        if self._writing is not None or self._waiters:
             return 0
         batch = self._dirty
         self._dirty = {}
@@ -326,56 +586,65 @@ class TaskStore:
             # Keep the changes for the next flush (newer marks of the same task win).
             batch.update(self._dirty)
             self._dirty = batch
-            raise self._failed(exc) from None
+            raise self._failed(exc, len(batch)) from None
+        self._recovered(len(batch))
+        return len(batch)
+
+    def _recovered(self, count: int) -> None:
         if self._failing is not None:
             log.warning(
                 "the task database accepts writes again (%d changes stored); the Hub"
                 " acknowledges task changes again",
-                len(batch),
+                count,
             )
             self._failing = None
-        return len(batch)
 
     def _write(self, records: list[TaskRecord]) -> None:
-        """One transaction: a task's first write inserts its row (and its payload, once);
-        a later change updates the row's changed columns, with the result only when it
-        changed. A record marks what the table holds only once the commit succeeded."""
-        new: list[TaskRecord] = []
-        updates: list[tuple[object, ...]] = []
-        updates_with_result: list[tuple[object, ...]] = []
-        for rec in records:
-            if rec.stored_result is None:
-                new.append(rec)
-            elif rec.result is rec.stored_result:
-                updates.append(_to_update(rec, with_result=False))
-            else:
-                updates_with_result.append(_to_update(rec, with_result=True))
-        conn = self._db.conn
-        with conn:
-            updated = 0
-            if updates:
-                updated += conn.executemany(_UPDATE, updates).rowcount
-            if updates_with_result:
-                updated += conn.executemany(_UPDATE_WITH_RESULT, updates_with_result).rowcount
-            if updated != len(updates) + len(updates_with_result):
-                # A row the table lacks (not expected): write every task of the batch whole.
-                new = records
-            if new:
-                conn.executemany(_INSERT, [_to_row(rec) for rec in new])
-                large = [(r.task_id, r.payload) for r in new if len(r.payload) > _INLINE_PAYLOAD]
-                if large:
-                    conn.executemany(_INSERT_PAYLOAD, large)
-        for rec in records:
-            rec.stored_result = rec.result
+        """One transaction on the loop's connection (see `_plan`). A record marks what
+        the table holds only once the commit succeeded."""
+        plan = _plan(records)
+        if not _execute(self._db.conn, plan):
+            # A row the table lacks (not expected): write every task of the batch whole.
+            for rec in records:
+                rec.stored_result = None
+            plan = _plan(records)
+            _execute(self._db.conn, plan)
+        for rec, result in plan.written:
+            rec.stored_result = result
 
-    def _failed(self, exc: sqlite3.Error) -> StoreUnavailableError:
+    def _close(self) -> None:
+        """Before the database closes: let the thread finish its group, write what is
+        still marked, answer every call still waiting, close the thread's connection."""
+        write = self._writing
+        if write is not None and write.future is not None:
+            with contextlib.suppress(Exception):  # its error is handled by `_committed`
+                write.future.result()
+            self._committed(write)
+        waiters, self._waiters = self._waiters, []
+        try:
+            self.flush()
+        except StoreUnavailableError as exc:
+            self._fail(waiters, exc)
+        else:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+    def _failed(self, exc: sqlite3.Error, waiting: int) -> StoreUnavailableError:
         reason = describe_db_error(exc)
         if self._failing is None:
             log.error(
                 "the task database cannot be written (%s): calls that change tasks answer"
                 " UNAVAILABLE until it can; %d changes wait",
                 reason,
-                len(self._dirty),
+                waiting,
             )
         self._failing = reason
         return StoreUnavailableError(
@@ -384,8 +653,17 @@ class TaskStore:
         )
 
     def is_dirty(self, task_id: str) -> bool:
-        """Whether a change of `task_id` waits to be written (the table is behind)."""
-        return task_id in self._dirty
+        """Whether a change of `task_id` waits to be written or committed (the table is
+        behind)."""
+        if task_id in self._dirty:
+            return True
+        return self._writing is not None and task_id in self._writing.batch
+
+    def _unwritten(self, task_id: str) -> TaskRecord | None:
+        rec = self._dirty.get(task_id)
+        if rec is None and self._writing is not None:
+            rec = self._writing.batch.get(task_id)
+        return rec
 
     def load_leased(self) -> list[TaskRecord]:
         """The tasks that were leased or running when the Hub stopped, by seq."""
@@ -453,7 +731,7 @@ class TaskStore:
             " AND deadline <= ? AND seq <= ? ORDER BY deadline",
             (now, max_seq),
         ).fetchall()
-        return [rec for rec in map(_from_row, rows) if rec.task_id not in self._dirty]
+        return [rec for rec in map(_from_row, rows) if not self.is_dirty(rec.task_id)]
 
     def backlog_next_deadline(self, after: float, max_seq: int) -> float | None:
         """The earliest deadline after `after` of a pending task with seq <= `max_seq`."""
@@ -532,7 +810,7 @@ class TaskStore:
 
     def fetch(self, task_id: str) -> TaskRecord | None:
         """A task no longer held in memory, from the table."""
-        pending = self._dirty.get(task_id)
+        pending = self._unwritten(task_id)
         if pending is not None:
             return pending
         row = self._db.conn.execute(

@@ -23,7 +23,7 @@ async def test_dev_hub_enrols_unknown_agent_with_low_trust(
     assert reg.trust_level == pb.TrustLevel.LOW
     assert reg.heartbeat_interval_seconds == 30
     assert len(reg.session_token) >= 32
-    record = hub.agents.get("newbie")
+    record = await hub.agents.get("newbie")
     assert record is not None and record.source == "dev-enrolled"
     session = hub.sessions.by_token(reg.session_token)
     assert session is not None and session.session_id == reg.session_id

@@ -212,3 +212,22 @@ def test_a_database_of_the_previous_layout_keeps_its_payloads(tmp_path: Path) ->
             )
     finally:
         h.close()
+
+
+def test_a_later_change_does_not_write_the_columns_fixed_at_submission(hub: Hub) -> None:
+    rec = hub.queue.submit(
+        TaskSubmission(description="describe me", task_type="a", metadata={"team": "blue"})
+    )
+    (insert,) = hub.flush()
+    assert "describe me" in insert and '"team": "blue"' in insert
+    _session(hub.queue, 1)
+    assert rec.state == S.LEASED
+    (lease,) = hub.flush()
+    # Only what a lease changes: not the description, metadata, task type, priority...
+    assert lease.startswith("UPDATE tasks SET")
+    assert "describe me" not in lease and "team" not in lease
+    assert "metadata" not in lease and "description" not in lease
+    queue = hub.restart()
+    again = queue.get(rec.task_id)
+    assert again is not None
+    assert (again.description, again.metadata) == ("describe me", {"team": "blue"})

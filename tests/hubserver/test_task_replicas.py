@@ -408,37 +408,59 @@ async def test_task_submitted_on_one_replica_runs_on_an_agent_of_another(
         assert [t.task_id for t in by_agent.tasks] == [task_id]
 
 
-async def test_a_replica_finds_a_task_submitted_elsewhere_a_moment_ago(
+async def test_a_replica_answers_reads_only_once_it_holds_every_stored_change(
     nats_jetstream: NatsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with replicas(nats_jetstream) as (a, b):
-        # B's watch of the bucket lags behind (held here): B learns of A's tasks only
-        # by looking them up in the bucket when a call names one.
+        # B's watch of the bucket stalls (held here): B must not answer from a view that
+        # lacks a change already acknowledged through A (a read barrier).
         link = b.hub.queue.replica
         assert link is not None
         follow = link._take
         held: list[tuple[Any, ...]] = []
         monkeypatch.setattr(link, "_take", lambda *entry: held.append(entry))
-        for i in range(20):
-            task_id = await submit(a, description=f"fresh {i}", payload=b"p%d" % i)
-            task = await b.tasks.get_task(pb.GetTaskRequest(task_id=task_id))
-            assert (task.task_id, task.state, task.payload) == (task_id, PENDING, b"p%d" % i)
-        watched = await submit(a, description="watched")
-        watching = asyncio.create_task(watch(b, watched))
+        task_id = await submit(a, description="fresh", payload=b"p")
         cancelled = await submit(a, description="cancelled")
-        reply = await b.tasks.cancel_task(pb.CancelTaskRequest(task_id=cancelled, reason="nope"))
-        assert (reply.success, reply.state) == (True, CANCELLED)
-        assert (await settled(a, cancelled, CANCELLED)).error_message == "nope"
-        assert held, "B's watch delivered nothing meanwhile: the lag was not simulated"
-        # The watch catches up; a cancellation on A ends the watch on B.
+        getting = asyncio.create_task(b.tasks.get_task(pb.GetTaskRequest(task_id=task_id)))
+        watching = asyncio.create_task(watch(b, cancelled))
+        listing = asyncio.create_task(b.tasks.list_tasks(pb.ListTasksRequest()))
+        await asyncio.sleep(0.3)
+        reads: list[asyncio.Task[Any]] = [getting, watching, listing]
+        assert not any(read.done() for read in reads), "B answered from a stale view"
+        # The watch catches up: the reads answer with what A stored.
         monkeypatch.undo()
         for entry in held:
             follow(*entry)
-        await a.tasks.cancel_task(pb.CancelTaskRequest(task_id=watched))
+        task = await asyncio.wait_for(getting, WAIT)
+        assert (task.task_id, task.state, task.payload) == (task_id, PENDING, b"p")
+        listed = await asyncio.wait_for(listing, WAIT)
+        assert {t.task_id for t in listed.tasks} >= {task_id, cancelled}
+        reply = await b.tasks.cancel_task(pb.CancelTaskRequest(task_id=cancelled, reason="nope"))
+        assert (reply.success, reply.state) == (True, CANCELLED)
+        assert (await settled(a, cancelled, CANCELLED)).error_message == "nope"
         updates = await asyncio.wait_for(watching, WAIT)
         assert [updates[0].state, updates[-1].state] == [PENDING, CANCELLED]
         status, _ = await grpc_status(b.tasks.get_task(pb.GetTaskRequest(task_id="f" * 24)))
         assert status == Status.NOT_FOUND
+
+
+async def test_a_result_for_a_task_this_replica_has_not_seen_yet_counts(
+    nats_jetstream: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with replicas(nats_jetstream) as (a, b):
+        worker = await agent(a, "mover", capacity=1)
+        task_id = await submit(a, description="moves")
+        assert (await worker.next_assignment()).task_id == task_id
+        # The agent moves to B before B's watch brought the task (held here); its
+        # result names a task B looks up in the bucket.
+        link = b.hub.queue.replica
+        assert link is not None
+        monkeypatch.setattr(link, "_take", lambda *entry: None)
+        moved = await AgentConn.register(b.channel, "mover")
+        ack = await moved.result(task_id, result=b"done")
+        assert ack.accepted and not ack.duplicate, ack
+        monkeypatch.undo()
+        assert (await settled(a, task_id, SUCCEEDED)).result == b"done"
 
 
 async def test_list_agents_includes_the_agents_of_the_other_replicas(
