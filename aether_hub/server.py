@@ -20,9 +20,10 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import weakref
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
 
 import grpclib.const
 import grpclib.protocol
@@ -114,6 +115,23 @@ class _Server(grpclib.server.Server):
             connection = getattr(protocol, "connection", None)
             if connection is not None:
                 connection.close()
+
+
+_T = TypeVar("_T")
+# Seconds a starting replica keeps trying to open a JetStream bucket: a cluster that just
+# formed (or restarted) may have no peers to place it on for a moment.
+_OPEN_PATIENCE = 30.0
+
+
+async def _patiently(open_bucket: Callable[[], Awaitable[_T]], error: type[Exception]) -> _T:
+    deadline = time.monotonic() + _OPEN_PATIENCE
+    while True:
+        try:
+            return await open_bucket()
+        except error:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.5)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -416,14 +434,16 @@ class HubServer:
         """Keep the agents' memory in JetStream too, so every replica reads the same."""
         assert self._store_link is not None and self._memory is not None
         try:
-            self._memory_store = await open_jetstream_memory(
-                self._store_link.client,
-                replicas=config.store_replicas,
-                limits=MemoryLimits(
-                    agent_quota_keys=config.memory_quota_keys,
-                    agent_quota_bytes=config.memory_quota_bytes,
+            client = self._store_link.client
+            limits = MemoryLimits(
+                agent_quota_keys=config.memory_quota_keys,
+                agent_quota_bytes=config.memory_quota_bytes,
+            )
+            self._memory_store = await _patiently(
+                lambda: open_jetstream_memory(
+                    client, replicas=config.store_replicas, limits=limits, clock=self._clock.time
                 ),
-                clock=self._clock.time,
+                MemoryUnavailableError,
             )
         except MemoryUnavailableError as exc:
             raise ConfigError(f"--store jetstream: {exc}") from None
@@ -434,8 +454,10 @@ class HubServer:
         every replica (and a --dev agent is enrolled once, whichever replica it meets)."""
         assert self._store_link is not None
         try:
-            agents = await open_jetstream_agents(
-                self._store_link.client, replicas=config.store_replicas
+            client = self._store_link.client
+            agents = await _patiently(
+                lambda: open_jetstream_agents(client, replicas=config.store_replicas),
+                AgentRegistryUnavailableError,
             )
         except AgentRegistryUnavailableError as exc:
             raise ConfigError(f"--store jetstream: {exc}") from None

@@ -86,6 +86,10 @@ _STALL_SECONDS = 1.5
 # with it before a read (`caught_up`).
 _INFO_TIMEOUT = 2.0
 _CATCH_UP_TIMEOUT = 10.0
+# A write that lost a compare-and-set without a newer version to be found: how often it
+# asks again, and the pause before the n-th time (n times this).
+_RACE_ATTEMPTS = 5
+_RACE_PAUSE = 0.02
 _KV_OPERATION = "KV-Operation"
 # JetStream's error code for "no message found" (a 404 that really means no such key).
 _NO_MESSAGE_FOUND = 10037
@@ -98,8 +102,9 @@ class ReplicaSink(Protocol):
     def known_rev(self, task_id: str) -> int | None:
         """The revision the queue holds of `task_id`, None when it holds no such task."""
 
-    def apply_remote(self, remote: TaskRecord) -> None:
-        """Take the stored version `remote` of a task (newer than the one held)."""
+    def apply_remote(self, remote: TaskRecord, *, force: bool = False) -> None:
+        """Take the stored version `remote` of a task (newer than the one held, or
+        whatever its revision with `force`)."""
 
     def remote_deleted(self, task_id: str) -> None:
         """Another replica dropped the finished task `task_id` (retention)."""
@@ -473,26 +478,40 @@ class TaskReplication:
 
         key = f"{_TASK}{rec.task_id}"
         base = rec.rev
-        try:
-            if base == 0:
-                # `create` also takes over a key whose last entry is a purge marker (a
-                # retired task whose idempotency key is used again).
-                rev = await self._tasks.create(key, encode_record(rec))
-            else:
-                rev = await self._tasks.update(key, encode_record(rec), last=base)
-        except KeyWrongLastSequenceError:
-            # Another replica changed the task first: its version stands. Unless a newer
-            # version is there to take, nothing is settled: the round fails and retries.
-            stored = await self._stored(rec.task_id)
-            if stored is None or stored[1] <= base:
-                raise _UnsettledError(
-                    f"task {rec.task_id}: lost a race but found no newer version"
-                ) from None
-            self._deliver(rec.task_id, stored[0], stored[1], deleted=stored[2])
+        value = encode_record(rec)
+        for attempt in range(_RACE_ATTEMPTS):
+            try:
+                if base == 0:
+                    # `create` also takes over a key whose last entry is a purge marker
+                    # (a retired task whose idempotency key is used again).
+                    rev = await self._tasks.create(key, value)
+                else:
+                    rev = await self._tasks.update(key, value, last=base)
+            except KeyWrongLastSequenceError:
+                # Another replica changed the task first: its version stands.
+                stored = await self._stored(rec.task_id)
+                if stored is not None and (stored[1] > base or attempt == _RACE_ATTEMPTS - 1):
+                    # The last time round, a version no newer than this replica's says that
+                    # the replica's revision is not the bucket's (the cluster lost a write
+                    # it had not acknowledged to everyone): the stored one is the truth.
+                    self._deliver(rec.task_id, stored[0], stored[1], deleted=stored[2], force=True)
+                    return
+                if stored is None and attempt == _RACE_ATTEMPTS - 1:
+                    # Gone from the bucket (retired long ago by another replica): there is
+                    # nothing left to change, and retrying would fail every round.
+                    log.warning("task %s is no longer stored; its change is dropped", rec.task_id)
+                    self._deliver(rec.task_id, b"", 0, deleted=True)
+                    return
+                # No newer version yet: the other write is still being agreed on by the
+                # cluster (a clustered stream refuses a compare-and-set on a subject with
+                # a write in flight). Ask again in a moment.
+                await asyncio.sleep(_RACE_PAUSE * (attempt + 1))
+                continue
+            if rec.rev == base:
+                rec.rev = rev
+            self._written_rev = max(self._written_rev, rev)
             return
-        if rec.rev == base:
-            rec.rev = rev
-        self._written_rev = max(self._written_rev, rev)
+        raise _UnsettledError(f"task {rec.task_id}: lost a race but found no newer version")
 
     async def _stored(self, task_id: str) -> tuple[bytes, int, bool] | None:
         """The task's key as stored: (value, revision, deleted), or None when there never
@@ -570,7 +589,9 @@ class TaskReplication:
             except Exception:
                 log.exception("applying the stored version of task %s failed", task_id)
 
-    def _deliver(self, task_id: str, value: bytes, rev: int, *, deleted: bool) -> None:
+    def _deliver(
+        self, task_id: str, value: bytes, rev: int, *, deleted: bool, force: bool = False
+    ) -> None:
         sink = self._sink
         if sink is None:
             return
@@ -578,7 +599,7 @@ class TaskReplication:
             sink.remote_deleted(task_id)
             return
         known = sink.known_rev(task_id)
-        if known is not None and rev <= known:
+        if known is not None and rev <= known and not force:
             return  # this replica's own write, or older than what it holds
         try:
             remote = decode_record(value, rev)
@@ -588,7 +609,7 @@ class TaskReplication:
         # A change of this replica not written yet was made on an older version: the
         # stored one stands, and writing the change now would undo the other replica's.
         self._dirty.pop(task_id, None)
-        sink.apply_remote(remote)
+        sink.apply_remote(remote, force=force)
 
     async def _on_change(self, msg: Msg) -> None:
         try:

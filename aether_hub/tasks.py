@@ -315,8 +315,9 @@ class TaskQueue:
         rec = self._tasks.get(task_id)
         return None if rec is None else rec.rev
 
-    def apply_remote(self, remote: TaskRecord) -> None:
-        """Take a task as another replica stored it (newer than the version held)."""
+    def apply_remote(self, remote: TaskRecord, *, force: bool = False) -> None:
+        """Take a task as another replica stored it (newer than the version held; with
+        `force` whatever its revision: the bucket is the truth)."""
         rec = self._tasks.get(remote.task_id)
         if rec is None:
             self._adopt(remote)
@@ -325,7 +326,7 @@ class TaskQueue:
             elif remote.terminal:
                 self._trim_terminal()
             return
-        if remote.rev <= rec.rev:
+        if remote.rev <= rec.rev and not force:
             return
         if rec.rev == 0:
             # Never stored from here: another replica created the task first (the same

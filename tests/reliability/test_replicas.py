@@ -327,3 +327,39 @@ async def test_task_submitted_on_one_replica_runs_on_an_agent_of_the_other(
             assert (await via_b.get(task.task_id)).result == b"onlyb-0"
     for replica in (a, b):
         assert "Traceback" not in replica.hub.logs(), replica.hub.logs()[-6000:]
+
+
+async def test_state_survives_a_restart_of_the_whole_cluster(
+    tmp_path: Path, processes: Processes, cluster: NatsCluster
+) -> None:
+    # Every NATS node killed -9 at once and started again on its file store, the Hubs
+    # too: every acknowledged task is there, in its state, and the pending ones run.
+    a, b = await _replicas(processes, cluster)
+    exec_log = tmp_path / "executions.jsonl"
+    fleet = processes.fleet(b.hub.address, "early", exec_log=exec_log)
+    async with TaskClient(a.hub.address, timeout=5) as via_a:
+        await wait_agents(via_a, fleet.agent_ids, [fleet])
+        done = [await via_a.submit(f"done {n}") for n in range(5)]
+        finished = [await via_a.wait(task.task_id, timeout=60) for task in done]
+    assert {task.state for task in finished} == {TaskState.SUCCEEDED}
+    await fleet.terminate()
+    async with TaskClient(a.hub.address, timeout=5) as via_a:
+        waiting = [await via_a.submit(f"waiting {n}") for n in range(20)]
+    for replica in (a, b):
+        replica.hub.kill()
+    for index in range(len(cluster.nodes)):
+        cluster.kill(index)
+    for index in range(len(cluster.nodes)):
+        cluster.start_node(index)
+    cluster.wait_formed(jetstream_ready=True)
+    await a.hub.start()
+    later = processes.fleet(a.hub.address, "late", exec_log=exec_log)
+    async with TaskClient(a.hub.address, timeout=5) as via_a:
+        for task in finished:
+            kept = await via_a.get(task.task_id)
+            assert (kept.state, kept.result) == (TaskState.SUCCEEDED, task.result)
+        ran = [await via_a.wait(task.task_id, timeout=90) for task in waiting]
+    assert {task.state for task in ran} == {TaskState.SUCCEEDED}
+    assert {task.assigned_agent_id for task in ran} <= set(later.agent_ids)
+    assert executions(exec_log) == Counter({t.task_id: 1 for t in [*done, *waiting]})
+    assert "Traceback" not in a.hub.logs(), a.hub.logs()[-6000:]
