@@ -43,6 +43,7 @@ from aether_hub.auth import (
     hash_secret,
     parse_trust_level,
 )
+from aether_hub.kvscan import latest_per_key
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -296,36 +297,7 @@ class JetStreamAgentRegistry:
 
     async def _scan(self) -> list[Msg]:
         """The latest message of every agent key, deletions included."""
-        from nats.js.api import DeliverPolicy
-
-        got: asyncio.Queue[Msg] = asyncio.Queue()
-
-        async def take(msg: Msg) -> None:
-            got.put_nowait(msg)
-
-        sub = await self._js.subscribe(
-            f"{_SUBJECT}{_PREFIX}*",
-            stream=_STREAM,
-            cb=take,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-            inactive_threshold=60.0,
-        )
-        try:
-            info = await sub.consumer_info()
-            delivered = info.delivered.consumer_seq if info.delivered else 0
-            if not info.num_pending and not delivered:
-                return []
-            msgs: list[Msg] = []
-            while True:
-                msg = await asyncio.wait_for(got.get(), _TIMEOUT)
-                msgs.append(msg)
-                # The stream says how many more match; 0 is the end of what was there.
-                if msg.metadata.num_pending == 0:
-                    return msgs
-        finally:
-            with contextlib.suppress(*_nats_errors()):
-                await sub.unsubscribe()
+        return await latest_per_key(self._js, _STREAM, f"{_SUBJECT}{_PREFIX}*", timeout=_TIMEOUT)
 
 
 async def open_jetstream_agents(

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aether_hub._wire import pb
+from aether_hub.kvscan import latest_per_key
 from aether_hub.memory_service import (
     MemoryEntry,
     MemoryInputError,
@@ -455,37 +456,13 @@ class JetStreamMemoryStore:
     async def _scan(self, subject_filter: str, *, headers_only: bool = True) -> list[Msg]:
         """The latest message of every key matching `subject_filter`, deletions included
         (headers only unless asked: enough for keys, expiries and sizes)."""
-        from nats.js.api import DeliverPolicy
-
-        got: asyncio.Queue[Msg] = asyncio.Queue()
-
-        async def take(msg: Msg) -> None:
-            got.put_nowait(msg)
-
-        sub = await self._js.subscribe(
+        return await latest_per_key(
+            self._js,
+            _STREAM,
             f"{_SUBJECT}{subject_filter}",
-            stream=_STREAM,
-            cb=take,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
             headers_only=headers_only,
-            inactive_threshold=60.0,
+            timeout=_TIMEOUT,
         )
-        try:
-            info = await sub.consumer_info()
-            delivered = info.delivered.consumer_seq if info.delivered else 0
-            if not info.num_pending and not delivered:
-                return []
-            msgs: list[Msg] = []
-            while True:
-                msg = await asyncio.wait_for(got.get(), _TIMEOUT)
-                msgs.append(msg)
-                # The stream says how many more match; 0 is the end of what was there.
-                if msg.metadata.num_pending == 0:
-                    return msgs
-        finally:
-            with contextlib.suppress(*_nats_errors()):
-                await sub.unsubscribe()
 
 
 async def open_jetstream_memory(
