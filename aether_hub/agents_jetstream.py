@@ -40,7 +40,7 @@ from aether_hub.auth import (
     AgentRegistryUnavailableError,
     EnrolmentError,
     check_agent_id,
-    hash_secret,
+    enrol_with_secret,
     parse_trust_level,
 )
 from aether_hub.kvscan import latest_per_key
@@ -162,10 +162,7 @@ class JetStreamAgentRegistry:
         source: str = "cli",
     ) -> AgentRecord:
         """Enrol (or re-enrol) `agent_id` with `secret`, replacing an earlier record."""
-        check_agent_id(agent_id)
-        level = parse_trust_level(trust_level)
-        hashed = await asyncio.to_thread(hash_secret, secret)
-        return await self.add_hashed(agent_id, hashed, level, source=source)
+        return await enrol_with_secret(self, agent_id, secret, trust_level, source=source)
 
     async def add_hashed(
         self, agent_id: str, secret_hash: str, trust_level: pb.TrustLevel, *, source: str

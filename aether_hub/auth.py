@@ -329,6 +329,22 @@ class AgentStore(Protocol):
         ...
 
 
+async def enrol_with_secret(
+    store: AgentStore,
+    agent_id: str,
+    secret: str,
+    trust_level: pb.TrustLevel,
+    *,
+    source: str,
+) -> AgentRecord:
+    """`AgentStore.add` for every store: check, hash the secret off the event loop (scrypt
+    takes tens of milliseconds), then `add_hashed`."""
+    check_agent_id(agent_id)
+    level = parse_trust_level(trust_level)
+    hashed = await asyncio.to_thread(hash_secret, secret)
+    return await store.add_hashed(agent_id, hashed, level, source=source)
+
+
 class SqliteAgentStore:
     """The SQLite `AgentRegistry` as an `AgentStore`.
 
@@ -367,10 +383,7 @@ class SqliteAgentStore:
         source: str = "cli",
     ) -> AgentRecord:
         """See `AgentRegistry.add`."""
-        check_agent_id(agent_id)
-        level = parse_trust_level(trust_level)
-        hashed = await asyncio.to_thread(hash_secret, secret)
-        return await self.add_hashed(agent_id, hashed, level, source=source)
+        return await enrol_with_secret(self, agent_id, secret, trust_level, source=source)
 
     async def add_hashed(
         self, agent_id: str, secret_hash: str, trust_level: pb.TrustLevel, *, source: str
